@@ -1,0 +1,5 @@
+"""``python -m moltmesh`` is the ``moltmesh`` command."""
+
+from moltmesh.cli import main
+
+raise SystemExit(main())

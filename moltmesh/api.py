@@ -1,0 +1,248 @@
+"""The node's HTTP API (aiohttp): the KServe/Triton v2 inference protocol and /metrics.
+
+Routes (bearer token required on all but ``/v2/health/*``):
+
+- ``GET /v2/health/live``, ``GET /v2/health/ready`` — 200, or 503 while starting/stopping;
+- ``GET /v2`` — server metadata; ``POST /v2/repository/index`` — the models;
+- ``GET /v2/models/{m}[/versions/{v}]``, ``.../ready``, ``.../config``;
+- ``POST /v2/models/{m}[/versions/{v}]/infer`` — JSON tensors and the binary extension;
+- ``GET /metrics`` — Prometheus text format.
+
+Every error is ``{"error": message}`` with its status (400, 401, 404, 413, 429 with Retry-After,
+503, 504) and is counted in ``moltmesh_bad_requests``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from moltmesh import __version__, v2
+from moltmesh.errors import BadRequest, MoltmeshError, Overloaded, http_status
+from moltmesh.identity import token_matches
+from moltmesh.inference import InferenceService
+from moltmesh.logs import log_event
+from moltmesh.metrics import CONTENT_TYPE, NodeMetrics
+from runtimes.base import ModelMetadata
+from runtimes.errors import RuntimeErrorBase
+
+log = logging.getLogger("moltmesh.api")
+
+SERVICE = web.AppKey("service", InferenceService)
+METRICS = web.AppKey("metrics", NodeMetrics)
+TOKEN = web.AppKey("token", str)
+NODE_ID = web.AppKey("node_id", str)
+
+PUBLIC_PREFIX = "/v2/health/"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a v2 JSON error and count the 4xx ones."""
+    metrics = request.app[METRICS]
+    try:
+        return await handler(request)
+    except Overloaded as e:
+        response = json_error(429, str(e), {"Retry-After": str(e.retry_after_s)})
+    except (MoltmeshError, RuntimeErrorBase, v2.V2Error) as e:
+        response = json_error(400 if isinstance(e, v2.V2Error) else http_status(e), str(e))
+    except web.HTTPRequestEntityTooLarge as e:
+        response = json_error(413, f"request body over the limit of {e.max_size} bytes")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        response = json_error(e.status, e.reason)
+    except Exception:
+        log.exception("api.unhandled", extra={"moltmesh_fields": {"path": request.path}})
+        response = json_error(500, "internal error; see the node's log")
+    if 400 <= response.status < 500:
+        metrics.bad_requests.labels(str(response.status)).inc()
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require ``Authorization: Bearer <token>`` except on health checks."""
+    if not request.path.startswith(PUBLIC_PREFIX):
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token_matches(request.app[TOKEN], presented.strip()):
+            raise web.HTTPUnauthorized(reason="missing or wrong bearer token")
+    return await handler(request)
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    is_ready = request.app[SERVICE].ready
+    return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "name": "moltmesh",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_repository", "parameters"],
+        }
+    )
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    models = []
+    for name in service.model_names():
+        for version in service.entry(name).versions:
+            models.append({"name": name, "version": version, "state": "READY"})
+    return web.json_response(models)
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    name, version = request.match_info["model"], request.match_info.get("version")
+    meta = service.metadata(name, version)
+    body: dict[str, Any] = {
+        "name": meta.name,
+        "versions": list(service.entry(name).versions),
+        "platform": meta.platform,
+        "inputs": v2.tensor_metadata(meta.inputs),
+        "outputs": v2.tensor_metadata(meta.outputs),
+        "parameters": {"variant": meta.variant, "description": meta.description},
+    }
+    if meta.labels:
+        body["parameters"]["labels"] = list(meta.labels)
+    return web.json_response(body)
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    _requested_metadata(request)
+    return web.json_response({"ready": service.ready}, status=200 if service.ready else 503)
+
+
+async def model_config(request: web.Request) -> web.Response:
+    """Triton's model configuration, reduced to what clients read (name, platform, tensors)."""
+    meta = _requested_metadata(request)
+
+    def tensors(specs: Any) -> list[dict[str, Any]]:
+        return [{"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape)}
+                for s in specs]  # fmt: skip
+
+    return web.json_response(
+        {
+            "name": meta.name,
+            "platform": meta.platform,
+            "max_batch_size": 0,
+            "input": tensors(meta.inputs),
+            "output": tensors(meta.outputs),
+        }
+    )
+
+
+def _requested_metadata(request: web.Request) -> ModelMetadata:
+    service = request.app[SERVICE]
+    return service.metadata(request.match_info["model"], request.match_info.get("version"))
+
+
+def _deadline(parameters: dict[str, Any], now: float) -> float | None:
+    """Absolute monotonic deadline from ``deadline_ms``, or Triton's ``timeout`` in µs."""
+    if "deadline_ms" in parameters:
+        value, scale, name = parameters["deadline_ms"], 1e-3, "deadline_ms"
+    elif "timeout" in parameters:
+        value, scale, name = parameters["timeout"], 1e-6, "timeout"
+    else:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise BadRequest(f"parameter {name!r} must be a positive number")
+    return now + value * scale
+
+
+def _urgency(parameters: dict[str, Any]) -> float:
+    value = parameters.get("urgency", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise BadRequest("parameter 'urgency' must be a number from 0 to 1")
+    return float(value)
+
+
+async def infer(request: web.Request) -> web.Response:
+    service, metrics = request.app[SERVICE], request.app[METRICS]
+    started = time.monotonic()
+    name, version = request.match_info["model"], request.match_info.get("version")
+    header_length = request.headers.get(v2.HEADER_LENGTH)
+    try:
+        length = int(header_length) if header_length is not None else None
+    except ValueError:
+        raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
+    body = await request.read()
+    status, route = 500, "local"
+    try:
+        parsed = v2.parse_infer_request(body, length)
+        _urgency(parsed.parameters)
+        deadline = _deadline(parsed.parameters, started)
+        wanted = [o.name for o in parsed.outputs] if parsed.outputs is not None else None
+        result = await service.infer(
+            name, parsed.inputs, version=version, outputs=wanted, deadline=deadline
+        )
+        route = result.route
+        if parsed.outputs is None:
+            binary = {k: parsed.binary_output for k in result.outputs}
+        else:
+            binary = {o.name: o.binary for o in parsed.outputs}
+        payload, header_len = v2.encode_infer_response(
+            result.model, result.version, result.outputs, binary, parsed.request_id,
+            {"node": result.node, "variant": result.variant, "route": result.route},
+        )  # fmt: skip
+        status = 200
+    except Exception as e:
+        status = 400 if isinstance(e, v2.V2Error) else http_status(e)
+        raise
+    finally:
+        metrics.requests.labels(name, route, str(status)).inc()
+        metrics.request_seconds.labels(name).observe(time.monotonic() - started)
+    if header_len is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(
+        body=payload,
+        content_type="application/octet-stream",
+        headers={v2.HEADER_LENGTH: str(header_len)},
+    )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+def build_app(
+    service: InferenceService, metrics: NodeMetrics, token: str, node_id: str, max_body_bytes: int
+) -> web.Application:
+    """The aiohttp application; the caller owns starting and stopping it (AppRunner)."""
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
+    )
+    app[SERVICE], app[METRICS], app[TOKEN], app[NODE_ID] = service, metrics, token, node_id
+    r = app.router
+    r.add_get("/v2/health/live", live)
+    r.add_get("/v2/health/ready", ready)
+    r.add_get("/v2", server_metadata)
+    r.add_post("/v2/repository/index", repository_index)
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add_get(base, model_metadata)
+        r.add_get(base + "/ready", model_ready)
+        r.add_get(base + "/config", model_config)
+        r.add_post(base + "/infer", infer)
+    r.add_get("/metrics", metrics_handler)
+    log_event(log, "api.built", routes=len(r.routes()))
+    return app

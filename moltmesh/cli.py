@@ -1,0 +1,152 @@
+"""The ``moltmesh`` command: a thin layer over ``moltmesh.Node`` and the v2 client.
+
+Each subcommand's ``--help`` explains it. Errors a user can fix are printed as one line naming the
+problem, with exit status 2; nothing prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from moltmesh import __version__
+from moltmesh.config import ConfigError, NodeConfig, load_config
+
+DESCRIPTION = """\
+moltmesh: a peer-to-peer mesh for AI inference on edge devices.
+
+Run `moltmesh node` on each device; it serves the KServe/Triton v2 inference API on
+127.0.0.1:8470 with the bundled defect classifier unless told otherwise.
+"""
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def add_node_config_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by commands that build a NodeConfig (they override file and environment)."""
+    p.add_argument("--config", type=Path, help="TOML config file (see README: Configuration)")
+    p.add_argument("--data-dir", type=Path, help="data directory (default: XDG data dir)")
+
+
+def node_overrides(args: argparse.Namespace) -> dict[str, object]:
+    repos = getattr(args, "model_repository", None)
+    return {
+        "data_dir": args.data_dir,
+        "api.host": getattr(args, "host", None),
+        "api.port": getattr(args, "port", None),
+        "api.tls_cert": getattr(args, "tls_cert", None),
+        "api.tls_key": getattr(args, "tls_key", None),
+        "runtime.model_repository": list(repos) if repos else None,
+        "runtime.bundled_models": False if getattr(args, "no_bundled_models", False) else None,
+        "runtime.variant": getattr(args, "variant", None),
+        "log.level": getattr(args, "log_level", None),
+        "log.format": getattr(args, "log_format", None),
+    }
+
+
+def config_from(args: argparse.Namespace) -> NodeConfig:
+    return load_config(args.config, overrides=node_overrides(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moltmesh", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    node = sub.add_parser(
+        "node", help="run a node (HTTP API, models)",
+        description="Run a node. On first start it creates its data directory, its Ed25519 "
+        "identity and an API token (printed once). Stops cleanly on Ctrl-C or SIGTERM, "
+        "finishing requests in flight.",
+    )  # fmt: skip
+    add_node_config_flags(node)
+    node.add_argument("--host", help="API listen address (default 127.0.0.1)")
+    node.add_argument("--port", type=int, help="API port (default 8470; 0 picks a free one)")
+    node.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    node.add_argument("--tls-key", type=Path, help="private key for --tls-cert (PEM)")
+    node.add_argument(
+        "--model-repository", type=Path, action="append",
+        help="Triton-layout model directory <dir>/<model>/<version>/model.onnx (repeatable)",
+    )  # fmt: skip
+    node.add_argument("--no-bundled-models", action="store_true", help="serve only your models")
+    node.add_argument("--variant", choices=["auto", "full", "int8", "fp16"], help="model variant")
+    node.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    node.add_argument("--log-format", choices=["json", "text"])
+    node.set_defaults(func=cmd_node)
+
+    from moltmesh import cli_infer, cli_models
+
+    cli_infer.add_parser(sub)
+    cli_models.add_parser(sub)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda args: print(f"moltmesh {__version__}") or 0)
+    return parser
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    from moltmesh.logs import setup_logging
+
+    setup_logging(config.log.level, config.log.format)
+    return run_loop(serve(config))
+
+
+def run_loop(coro: object) -> int:
+    """Run ``coro`` on uvloop when installed, else on the stock asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+async def serve(config: NodeConfig) -> int:
+    from moltmesh.identity import TOKEN_FILE
+    from moltmesh.node import Node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    async with node:
+        token_path = config.data_dir / TOKEN_FILE
+        print(f"moltmesh node {node.node_id} serving {node.api_url}", flush=True)
+        if node.token_created:
+            print(
+                f"API token (saved in {token_path}; shown only now): {node.api_token}", flush=True
+            )
+        else:
+            print(f"API token in {token_path}", flush=True)
+        await stop.wait()
+        print("stopping: finishing requests in flight", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UsageError) as e:
+        print(f"moltmesh {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from moltmesh.client import ClientError
+        from moltmesh.identity import IdentityError
+        from runtimes.errors import RuntimeErrorBase
+
+        if isinstance(e, ClientError | IdentityError | RuntimeErrorBase | OSError):
+            print(f"moltmesh {args.command}: {e}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,222 @@
+"""The node's configuration: one typed tree.
+
+Sources, later ones winning: the defaults below (good for a LAN), a TOML file (``--config``),
+``MOLTMESH_*`` environment variables, and CLI flags. Environment names are
+``MOLTMESH_<SECTION>_<KEY>`` for a key in a section (``MOLTMESH_API_PORT=9000``) and
+``MOLTMESH_<KEY>`` for a top-level key (``MOLTMESH_DATA_DIR=/var/lib/moltmesh``). Section names
+contain no underscore, so the split is unambiguous. Unknown keys and badly typed values raise
+``ConfigError`` naming the key and the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MOLTMESH_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, badly typed or out of range; the message names it."""
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/moltmesh``, or ``~/.local/share/moltmesh``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "moltmesh"
+
+
+@dataclass
+class ApiConfig:
+    """The HTTP API (KServe v2 inference protocol, mesh endpoints, /metrics)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback unless told otherwise: the API is not for the LAN by default
+    port: int = 8470
+    tls_cert: Path | None = None  # serve HTTPS when both cert and key are given
+    tls_key: Path | None = None
+    max_body_bytes: int = 64 * 2**20  # larger requests get 413
+    shutdown_grace_s: float = 10.0  # how long in-flight requests may take to finish on stop
+
+
+@dataclass
+class RuntimeConfig:
+    """Model execution: where models are, how they run, how much work is admitted."""
+
+    model_repository: list[Path] = field(default_factory=list)  # user repos, before the bundled one
+    bundled_models: bool = True  # serve the bundled default models (user models win on a clash)
+    variant: str = "auto"  # full | int8 | fp16 | auto (chosen by tier, battery and load)
+    intra_op_threads: int = 0  # onnxruntime threads inside one operator; 0 = onnxruntime default
+    inter_op_threads: int = 1  # threads across operators; models here are mostly sequential
+    workers: int = 2  # thread pool running slow models off the event loop
+    inline_threshold_ms: float = 1.0  # models measured faster than this run on the loop itself
+    warmup_runs: int = 3
+    max_inflight: int = 8  # requests executing at once
+    max_queue: int = 64  # requests waiting beyond max_inflight; more get 429
+    default_deadline_ms: float = 30_000.0  # deadline when a request names none
+
+
+@dataclass
+class LogConfig:
+    level: str = "info"  # debug | info | warning | error
+    format: str = "json"  # json (one event per line) | text
+
+
+@dataclass
+class NodeConfig:
+    """The whole tree. Build it with ``load_config`` or directly in an embedding app."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    name: str = ""  # a human label shown in status; the node id is derived from its key
+    api: ApiConfig = field(default_factory=ApiConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError on values no node could run with."""
+        checks = [
+            (0 <= self.api.port <= 65535, "api.port must be 0..65535"),
+            (self.api.max_body_bytes > 0, "api.max_body_bytes must be positive"),
+            (
+                (self.api.tls_cert is None) == (self.api.tls_key is None),
+                "api.tls_cert and api.tls_key go together",
+            ),
+            (
+                self.runtime.variant in ("auto", "full", "int8", "fp16"),
+                "runtime.variant must be auto, full, int8 or fp16",
+            ),
+            (self.runtime.workers >= 1, "runtime.workers must be at least 1"),
+            (self.runtime.max_inflight >= 1, "runtime.max_inflight must be at least 1"),
+            (self.runtime.max_queue >= 0, "runtime.max_queue must be 0 or more"),
+            (self.runtime.default_deadline_ms > 0, "runtime.default_deadline_ms must be positive"),
+            (
+                self.log.level in ("debug", "info", "warning", "error"),
+                "log.level must be debug, info, warning or error",
+            ),
+            (self.log.format in ("json", "text"), "log.format must be json or text"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Build the tree: defaults, then the TOML file, then the environment, then ``overrides``.
+
+    ``overrides`` maps dotted keys (``"api.port"``) to already-typed values (from CLI flags);
+    ``None`` values are skipped so unset flags do not hide lower layers.
+    """
+    config = NodeConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        _merge(config, data, source=str(path), prefix="")
+    for key, raw in _env_items(os.environ if env is None else env):
+        _set(config, key, raw, source=f"environment {ENV_PREFIX}{key.upper().replace('.', '_')}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(config, key, value, source=f"flag for {key}")
+    config.validate()
+    return config
+
+
+def _merge(target: Any, data: Mapping[str, Any], source: str, prefix: str) -> None:
+    names = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in data.items():
+        dotted = prefix + key
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {dotted!r}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {dotted!r} must be a table")
+            _merge(current, value, source, dotted + ".")
+        else:
+            _set(target, key, value, source, dotted=dotted)
+
+
+def _env_items(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Environment variables as dotted keys, sorted for a deterministic order."""
+    sections = {f.name for f in dataclasses.fields(NodeConfig) if f.name.isalpha()}
+    items = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        head, _, tail = rest.partition("_")
+        key = f"{head}.{tail}" if head in sections and tail else rest
+        items.append((key, raw))
+    return items
+
+
+def _set(root: Any, key: str, value: Any, source: str, dotted: str | None = None) -> None:
+    """Set ``key`` (dotted, relative to ``root``) to ``value`` coerced to the field's type."""
+    parts = key.split(".")
+    target = root
+    for part in parts[:-1]:
+        sub = getattr(target, part, None)
+        if not dataclasses.is_dataclass(sub):
+            raise ConfigError(f"{source}: unknown key {dotted or key!r}")
+        target = sub
+    hints = typing.get_type_hints(type(target))
+    name = parts[-1]
+    if name not in hints or dataclasses.is_dataclass(getattr(target, name, None)):
+        raise ConfigError(f"{source}: unknown key {dotted or key!r}")
+    try:
+        setattr(target, name, _coerce(value, hints[name]))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: bad value {value!r} for {dotted or key!r}: {e}") from e
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            return None
+        return _coerce(value, args[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.replace(os.pathsep, ",").split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise TypeError("expected a list")
+        return [_coerce(v, item) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if hint is int:
+        if isinstance(value, bool | float):
+            raise TypeError("expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        return float(value)
+    if hint is Path:
+        return Path(value).expanduser()
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("expected a string")
+        return value
+    raise TypeError(f"unsupported config type {hint}")

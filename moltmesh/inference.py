@@ -1,0 +1,267 @@
+"""Local model execution for a node: loaded models, admission control, and the worker pool.
+
+Contract:
+- ``infer`` admits at most ``max_inflight`` executing plus ``max_queue`` waiting requests; beyond
+  that it raises ``Overloaded`` at once (the API's 429). Waiting is FIFO (asyncio.Semaphore).
+- A request whose deadline passes while waiting or running raises ``DeadlineExceeded``; a run
+  already in a worker thread cannot be interrupted, so its slot is freed when the thread finishes.
+- Models measured (at warm-up) faster than ``inline_threshold_ms`` run on the event loop itself —
+  the thread hop costs more than they do; slower ones run in a thread pool of ``workers``.
+- ``close`` stops admitting, waits for admitted work, then closes the sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from runtimes.variants import choose_variant
+
+from moltmesh.config import RuntimeConfig
+from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
+from moltmesh.logs import log_event
+from moltmesh.metrics import NodeMetrics
+from runtimes.base import ModelMetadata, Runtime
+from runtimes.errors import ModelNotFound, VersionNotFound
+from runtimes.onnx import OnnxOptions
+from runtimes.repository import ModelEntry, ModelRepository
+
+log = logging.getLogger("moltmesh.inference")
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """The answer to one inference: outputs by name and who produced them how."""
+
+    model: str
+    version: str
+    variant: str
+    node: str
+    route: str
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    runtimes: dict[str, Runtime]  # by version
+
+    @property
+    def latest(self) -> str:
+        return max(self.runtimes, key=_version_key)
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
+class InferenceService:
+    """Owns the node's loaded models and runs requests on them."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        config: RuntimeConfig,
+        metrics: NodeMetrics,
+        node_id: str,
+        tier: str,
+        on_battery: bool,
+    ) -> None:
+        self._repository = repository
+        self._config = config
+        self._metrics = metrics
+        self._node_id = node_id
+        self._tier = tier
+        self._on_battery = on_battery
+        self._models: dict[str, LoadedModel] = {}
+        self._slots = asyncio.Semaphore(config.max_inflight)
+        self._waiting = 0
+        self._running = 0
+        self._admitted = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._accepting = False
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="moltmesh-infer")
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting
+
+    async def start(self) -> None:
+        """Load every version of every model in the repository (in the pool: loading blocks)."""
+        loop = asyncio.get_running_loop()
+        options = OnnxOptions(
+            intra_op_threads=self._config.intra_op_threads,
+            inter_op_threads=self._config.inter_op_threads,
+            warmup_runs=self._config.warmup_runs,
+        )
+        for entry in self._repository.index():
+            runtimes: dict[str, Runtime] = {}
+            for version in entry.versions:
+                variant = self._variant_for(entry, version)
+                started = time.perf_counter()
+                runtime = await loop.run_in_executor(
+                    self._pool, self._repository.load, entry.name, version, variant, options
+                )
+                runtimes[version] = runtime
+                log_event(
+                    log, "model.loaded", model=entry.name, version=version, variant=variant,
+                    load_ms=round((time.perf_counter() - started) * 1000, 1),
+                    run_ms=round(runtime.typical_run_seconds * 1000, 3),
+                )  # fmt: skip
+            self._models[entry.name] = LoadedModel(entry, runtimes)
+        self._accepting = True
+
+    def _variant_for(self, entry: ModelEntry, version: str) -> str:
+        wanted = self._config.variant
+        available = entry.variants.get(version, ("full",))
+        if wanted != "auto":
+            return wanted
+        return choose_variant(available, tier=self._tier, on_battery=self._on_battery, load=0.0)
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def entry(self, name: str) -> ModelEntry:
+        return self._loaded(name).entry
+
+    def runtime(self, name: str, version: str | None = None) -> Runtime:
+        """The loaded runtime of ``name`` at ``version`` (latest when None)."""
+        model = self._loaded(name)
+        version = version or model.latest
+        try:
+            return model.runtimes[version]
+        except KeyError:
+            raise VersionNotFound(name, version) from None
+
+    def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        return self.runtime(name, version).metadata
+
+    def _loaded(self, name: str) -> LoadedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFound(name) from None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str | None = None,
+        outputs: Sequence[str] | None = None,
+        deadline: float | None = None,
+    ) -> InferResult:
+        """Run ``model`` locally. ``deadline`` is an absolute ``time.monotonic()``; None = default.
+
+        Raises NotReady, Overloaded, DeadlineExceeded, or a runtimes error (unknown model or
+        version, invalid input).
+        """
+        if not self._accepting:
+            raise NotReady("node is not accepting requests")
+        runtime = self.runtime(model, version)
+        meta = runtime.metadata
+        if self._waiting + self._running >= self._config.max_inflight + self._config.max_queue:
+            self._metrics.rejected.labels("queue_full").inc()
+            raise Overloaded(
+                f"request queue is full ({self._config.max_queue} waiting)",
+                retry_after_s=self._retry_after(runtime),
+            )
+        if deadline is None:
+            deadline = time.monotonic() + self._config.default_deadline_ms / 1000
+        self._enter()
+        try:
+            await self._acquire_slot(deadline)
+            result = await self._execute(runtime, inputs, outputs, deadline)
+        finally:
+            self._leave()
+        return InferResult(meta.name, meta.version, meta.variant, self._node_id, "local", result)
+
+    async def _acquire_slot(self, deadline: float) -> None:
+        self._waiting += 1
+        self._metrics.queue_depth.set(self._waiting)
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded("deadline passed before the request could run")
+            await asyncio.wait_for(self._slots.acquire(), remaining)
+        except TimeoutError:
+            self._metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded("deadline passed while the request was queued") from None
+        finally:
+            self._waiting -= 1
+            self._metrics.queue_depth.set(self._waiting)
+
+    async def _execute(
+        self,
+        runtime: Runtime,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        deadline: float,
+    ) -> dict[str, np.ndarray]:
+        """Run with a slot held; the slot is released when the run really ends."""
+        meta = runtime.metadata
+        self._running += 1
+        self._metrics.inflight.set(self._running)
+        started = time.perf_counter()
+
+        def finished() -> None:
+            self._running -= 1
+            self._metrics.inflight.set(self._running)
+            self._metrics.inference_seconds.labels(meta.name, meta.variant).observe(
+                time.perf_counter() - started
+            )
+            self._slots.release()
+
+        if runtime.typical_run_seconds * 1000 < self._config.inline_threshold_ms:
+            try:
+                return runtime.run(inputs, outputs)
+            finally:
+                finished()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, runtime.run, inputs, outputs)
+        future.add_done_callback(lambda _: finished())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
+        except TimeoutError:
+            self._metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded("deadline passed while the model was running") from None
+
+    def _retry_after(self, runtime: Runtime) -> int:
+        backlog = (self._waiting + self._running) / self._config.max_inflight
+        return max(1, math.ceil(backlog * runtime.typical_run_seconds))
+
+    def _enter(self) -> None:
+        self._admitted += 1
+        self._drained.clear()
+
+    def _leave(self) -> None:
+        self._admitted -= 1
+        if self._admitted == 0:
+            self._drained.set()
+
+    def stop_accepting(self) -> None:
+        """Refuse new requests from now on (NotReady); admitted ones go on."""
+        self._accepting = False
+
+    async def close(self, grace_s: float) -> None:
+        """Stop admitting, wait up to ``grace_s`` for admitted requests, close the sessions."""
+        self.stop_accepting()
+        try:
+            await asyncio.wait_for(self._drained.wait(), grace_s)
+        except TimeoutError:
+            log_event(log, "inference.drain_timeout", logging.WARNING, admitted=self._admitted)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for model in self._models.values():
+            for runtime in model.runtimes.values():
+                runtime.close()

@@ -1,0 +1,165 @@
+"""``moltmesh.Node``: the public object that runs a node, embedded or behind the CLI.
+
+    async with Node(config) as node:
+        result = await node.infer("defects", {"image": batch})
+
+``start`` (or entering the context) creates the data directory and identity, loads the models
+and, unless ``serve_api=False``, serves the HTTP API. ``stop`` stops taking requests, lets
+in-flight ones finish (up to ``api.shutdown_grace_s``) and releases everything. One Node runs on
+one event loop; its methods are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from aiohttp import web
+
+from moltmesh import capability
+from moltmesh.api import build_app
+from moltmesh.config import NodeConfig
+from moltmesh.errors import BadRequest
+from moltmesh.identity import (
+    API_URL_FILE,
+    Identity,
+    load_or_create_api_token,
+    load_or_create_identity,
+    write_private,
+)
+from moltmesh.inference import InferenceService, InferResult
+from moltmesh.logs import log_event
+from moltmesh.metrics import NodeMetrics
+from runtimes.repository import ModelRepository
+
+log = logging.getLogger("moltmesh.node")
+
+BUNDLED_MODELS = Path(__file__).resolve().parent / "bundled" / "models"
+
+
+class Node:
+    """One moltmesh node. See the module docstring for the lifecycle."""
+
+    def __init__(self, config: NodeConfig | None = None, *, serve_api: bool | None = None) -> None:
+        self.config = config or NodeConfig()
+        self.config.validate()
+        self._serve_api = self.config.api.enabled if serve_api is None else serve_api
+        self.metrics = NodeMetrics()
+        self._identity: Identity | None = None
+        self._service: InferenceService | None = None
+        self._runner: web.AppRunner | None = None
+        self.api_url: str | None = None
+        self.api_token: str | None = None
+        self.token_created = False
+
+    @property
+    def node_id(self) -> str:
+        if self._identity is None:
+            raise RuntimeError("node not started")
+        return self._identity.node_id
+
+    @property
+    def service(self) -> InferenceService:
+        if self._service is None:
+            raise RuntimeError("node not started")
+        return self._service
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def model_roots(self) -> list[Path]:
+        """Repository roots in priority order: the user's, then the bundled models."""
+        roots = list(self.config.runtime.model_repository)
+        if self.config.runtime.bundled_models:
+            roots.append(BUNDLED_MODELS)
+        return roots
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        data_dir = self.config.data_dir
+        self._identity = load_or_create_identity(data_dir)
+        self.api_token, self.token_created = load_or_create_api_token(data_dir)
+        providers = list(onnxruntime.get_available_providers())
+        tier = capability.local_tier(providers)
+        self._service = InferenceService(
+            ModelRepository(self.model_roots()),
+            self.config.runtime,
+            self.metrics,
+            self.node_id,
+            tier=tier,
+            on_battery=capability.on_battery(),
+        )
+        await self._service.start()
+        if self._serve_api:
+            await self._start_api()
+        log_event(
+            log, "node.started", node=self.node_id, tier=tier, models=self._service.model_names(),
+            api=self.api_url, startup_ms=round((time.perf_counter() - started) * 1000, 1),
+        )  # fmt: skip
+
+    async def _start_api(self) -> None:
+        api = self.config.api
+        app = build_app(self.service, self.metrics, self.api_token or "", self.node_id,
+                        api.max_body_bytes)  # fmt: skip
+        self._runner = web.AppRunner(app, shutdown_timeout=api.shutdown_grace_s, access_log=None)
+        await self._runner.setup()
+        ssl_context = None
+        if api.tls_cert and api.tls_key:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(api.tls_cert, api.tls_key)
+        site = web.TCPSite(self._runner, api.host, api.port, ssl_context=ssl_context)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        scheme = "https" if ssl_context else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.api_url = f"{scheme}://{shown}:{port}"
+        write_private(self.config.data_dir / API_URL_FILE, (self.api_url + "\n").encode())
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight requests finish, release sockets and sessions."""
+        if self._service is not None:
+            self._service.stop_accepting()  # health says 503 and new requests are refused
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes the listener, waits for in-flight handlers
+            self._runner = None
+        if self._service is not None:
+            await self._service.close(self.config.api.shutdown_grace_s)
+        (self.config.data_dir / API_URL_FILE).unlink(missing_ok=True)
+        log_event(log, "node.stopped", node=self._identity.node_id if self._identity else None)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        *,
+        version: str | None = None,
+        outputs: Sequence[str] | None = None,
+        urgency: float = 0.0,
+        deadline: float | None = None,
+    ) -> InferResult:
+        """Answer one inference request.
+
+        ``inputs`` maps input names to arrays (a bare array is accepted for single-input models);
+        ``urgency`` is 0..1; ``deadline`` is the time budget in seconds (None = the configured
+        default). Raises the errors of ``InferenceService.infer``.
+        """
+        if not 0.0 <= urgency <= 1.0:
+            raise BadRequest("urgency must be from 0 to 1")
+        if isinstance(inputs, np.ndarray):
+            specs = self.service.metadata(model, version).inputs
+            if len(specs) != 1:
+                raise BadRequest(f"model {model!r} has {len(specs)} inputs; pass a mapping")
+            inputs = {specs[0].name: inputs}
+        absolute = None if deadline is None else time.monotonic() + deadline
+        return await self.service.infer(
+            model, inputs, version=version, outputs=outputs, deadline=absolute
+        )

@@ -5,8 +5,9 @@ Contract:
   that it raises ``Overloaded`` at once (the API's 429). Waiting is FIFO (asyncio.Semaphore).
 - A request whose deadline passes while waiting or running raises ``DeadlineExceeded``; a run
   already in a worker thread cannot be interrupted, so its slot is freed when the thread finishes.
-- Models measured (at warm-up) faster than ``inline_threshold_ms`` run on the event loop itself —
-  the thread hop costs more than they do; slower ones run in a thread pool of ``workers``.
+- Runs expected (warm-up time at batch 1 × the request's batch) to take less than
+  ``inline_threshold_ms`` run on the event loop itself — the thread hop costs more than they
+  do; slower ones run in a thread pool of ``workers``.
 - ``close`` stops admitting, waits for admitted work, then closes the sessions.
 """
 
@@ -21,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from runtimes.variants import choose_variant
 
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
@@ -31,6 +31,7 @@ from runtimes.base import ModelMetadata, Runtime
 from runtimes.errors import ModelNotFound, VersionNotFound
 from runtimes.onnx import OnnxOptions
 from runtimes.repository import ModelEntry, ModelRepository
+from runtimes.variants import choose_variant
 
 log = logging.getLogger("moltmesh.inference")
 
@@ -223,7 +224,7 @@ class InferenceService:
             )
             self._slots.release()
 
-        if runtime.typical_run_seconds * 1000 < self._config.inline_threshold_ms:
+        if _expected_run_seconds(runtime, inputs) * 1000 < self._config.inline_threshold_ms:
             try:
                 return runtime.run(inputs, outputs)
             finally:
@@ -265,3 +266,9 @@ class InferenceService:
         for model in self._models.values():
             for runtime in model.runtimes.values():
                 runtime.close()
+
+
+def _expected_run_seconds(runtime: Runtime, inputs: Mapping[str, np.ndarray]) -> float:
+    """Warm-up time (measured at batch 1) scaled by this request's batch size."""
+    batch = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
+    return runtime.typical_run_seconds * max(1, batch)

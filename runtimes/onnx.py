@@ -1,0 +1,237 @@
+"""The onnxruntime implementation of :class:`~runtimes.base.Runtime`.
+
+``OnnxRuntime(path)`` loads one ``.onnx`` file into an ``onnxruntime.InferenceSession``, reads the
+model's inputs and outputs (names, v2 datatypes, shapes with ``-1`` for dynamic dims) from the
+session, runs it a few times on zeros to warm it up, and keeps the median warm-up duration as
+``typical_run_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtimes.base import (
+    DYNAMIC,
+    PLATFORM_ONNXRUNTIME,
+    VARIANT_FULL,
+    CascadeConfig,
+    ModelMetadata,
+    TensorSpec,
+    dims_to_shape,
+    numpy_dtype,
+    ort_type_to_v2,
+)
+from runtimes.errors import InvalidInput, InvalidModel, RunFailed, RuntimeClosed
+from runtimes.validation import InputValidator
+
+log = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
+_ORT_LOG_FATAL_ONLY = 4  # onnxruntime severity: 0 verbose .. 3 error, 4 fatal; errors are raised
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxOptions:
+    """How to build a session.
+
+    ``intra_op_threads`` / ``inter_op_threads``: onnxruntime thread pool sizes, 0 lets onnxruntime
+    choose (one per physical core). ``providers``: execution providers in order of preference;
+    those not compiled into the installed onnxruntime are skipped and the CPU provider is always
+    kept last as the fallback. ``warmup_runs``: runs on zeros at load; 0 skips warm-up, and then
+    ``typical_run_seconds`` is ``inf`` (unknown, so a node treats the model as slow).
+    """
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
+    warmup_runs: int = 3
+
+    def __post_init__(self) -> None:
+        for field in ("intra_op_threads", "inter_op_threads", "warmup_runs"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"OnnxOptions.{field} must be an int >= 0, got {value!r}")
+        if isinstance(self.providers, str):
+            raise ValueError("OnnxOptions.providers must be a sequence of provider names")
+
+
+def select_providers(wanted: Sequence[str]) -> list[str]:
+    """The providers of ``wanted`` that this onnxruntime has, in order, with the CPU one last."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in wanted if p in available and p != CPU_PROVIDER]
+    skipped = [p for p in wanted if p not in available]
+    if skipped:
+        log.info("onnx providers not available, skipped: %s", ", ".join(skipped))
+    chosen.append(CPU_PROVIDER)
+    return chosen
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _specs(path: Path, args: Sequence[ort.NodeArg], kind: str) -> tuple[TensorSpec, ...]:
+    specs = []
+    for arg in args:
+        try:
+            specs.append(TensorSpec(arg.name, ort_type_to_v2(arg.type), dims_to_shape(arg.shape)))
+        except ValueError as exc:
+            raise InvalidModel(path, f"{kind} {arg.name!r}: {exc}") from None
+    return tuple(specs)
+
+
+def _dim_names(dims: Sequence[object] | None) -> list[str | None]:
+    return [d if isinstance(d, str) else None for d in dims or ()]
+
+
+def warmup_inputs(metadata: ModelMetadata, fill: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the right dtypes filled with ``fill``, with a size of 1 on each dynamic dim."""
+    feed: dict[str, np.ndarray] = {}
+    for spec in metadata.inputs:
+        shape = tuple(1 if d == DYNAMIC else d for d in spec.shape)
+        if spec.datatype == "BYTES":
+            feed[spec.name] = np.full(shape, str(fill), dtype=object)
+        else:
+            feed[spec.name] = np.full(shape, fill, dtype=numpy_dtype(spec.datatype))
+    return feed
+
+
+class OnnxRuntime:
+    """One ONNX model loaded into onnxruntime; implements :class:`~runtimes.base.Runtime`.
+
+    Construction raises :class:`InvalidModel` when the file is missing, onnxruntime cannot load
+    it, an input or output is not a tensor of a supported element type, or the warm-up runs (on
+    zeros, then on ones) both fail. ``run`` is thread-safe: onnxruntime sessions accept concurrent
+    ``run`` calls.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        name: str | None = None,
+        version: str = "1",
+        variant: str = VARIANT_FULL,
+        options: OnnxOptions | None = None,
+        labels: Sequence[str] | None = None,
+        description: str = "",
+        cascade: CascadeConfig | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.options = options or OnnxOptions()
+        if not self.path.is_file():
+            raise InvalidModel(self.path, "file not found")
+        sess_options = ort.SessionOptions()
+        sess_options.intra_op_num_threads = self.options.intra_op_threads
+        sess_options.inter_op_num_threads = self.options.inter_op_threads
+        sess_options.log_severity_level = _ORT_LOG_FATAL_ONLY
+        try:
+            session = ort.InferenceSession(
+                str(self.path),
+                sess_options=sess_options,
+                providers=select_providers(self.options.providers),
+            )
+        except Exception as exc:  # onnxruntime raises its own (pybind) exception types
+            reason = f"onnxruntime cannot load it: {_first_line(exc)}"
+            raise InvalidModel(self.path, reason) from None
+        self.metadata = ModelMetadata(
+            name=name or self.path.stem,
+            version=version,
+            variant=variant,
+            platform=PLATFORM_ONNXRUNTIME,
+            inputs=_specs(self.path, session.get_inputs(), "input"),
+            outputs=_specs(self.path, session.get_outputs(), "output"),
+            labels=tuple(labels) if labels is not None else None,
+            description=description,
+            cascade=cascade,
+        )
+        self.providers: tuple[str, ...] = tuple(session.get_providers())
+        self._validator = InputValidator(
+            self.metadata, {arg.name: _dim_names(arg.shape) for arg in session.get_inputs()}
+        )
+        self._session: ort.InferenceSession | None = session
+        self._typical_run_seconds = self._warm_up(session)
+        log.debug(
+            "loaded model %s version %s variant %s from %s: typical run %.6f s",
+            self.metadata.name,
+            version,
+            variant,
+            self.path,
+            self._typical_run_seconds,
+        )
+
+    @property
+    def typical_run_seconds(self) -> float:
+        """Median warm-up run duration in seconds (``inf`` when warm-up was skipped)."""
+        return self._typical_run_seconds
+
+    def _warm_up(self, session: ort.InferenceSession) -> float:
+        runs = self.options.warmup_runs
+        if runs == 0:
+            return float("inf")
+        errors = []
+        for fill in (0, 1):
+            feed = warmup_inputs(self.metadata, fill)
+            try:
+                durations = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    durations.append(time.perf_counter() - start)
+                return statistics.median(durations)
+            except Exception as exc:  # a model that cannot run on zeros may run on ones
+                errors.append(f"fill {fill}: {_first_line(exc)}")
+        raise InvalidModel(self.path, "warm-up runs failed: " + "; ".join(errors))
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the model; see :class:`~runtimes.base.Runtime` for the contract.
+
+        Raises ``InvalidInput`` when validation fails or onnxruntime rejects the values (e.g. two
+        dynamic dims that must agree do not), ``RunFailed`` for any other onnxruntime failure, and
+        ``RuntimeClosed`` after ``close``.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeClosed(self.metadata.name)
+        feed = self._validator.prepare_inputs(inputs)
+        names = self._validator.check_outputs(outputs)
+        try:
+            results = session.run(list(names), feed)
+        except Exception as exc:  # onnxruntime's pybind exception types are not importable stably
+            reason = _first_line(exc)
+            if "INVALID_ARGUMENT" in reason or type(exc).__name__ == "InvalidArgument":
+                raise InvalidInput(
+                    f"model {self.metadata.name!r} rejected the inputs: {reason}"
+                ) from None
+            raise RunFailed(self.metadata.name, reason) from None
+        return dict(zip(names, results, strict=True))
+
+    def close(self) -> None:
+        """Release the session; idempotent. Runs already in progress finish normally."""
+        self._session = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._session is None
+
+    def __enter__(self) -> OnnxRuntime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        return f"OnnxRuntime({m.name!r}, version={m.version!r}, variant={m.variant!r})"

@@ -56,7 +56,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (MoltmeshError, RuntimeErrorBase, v2.V2Error) as e:
         response = json_error(400 if isinstance(e, v2.V2Error) else http_status(e), str(e))
     except web.HTTPRequestEntityTooLarge as e:
-        response = json_error(413, f"request body over the limit of {e.max_size} bytes")
+        response = json_error(413, e.text or "request body too large")
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -152,7 +152,13 @@ class InferenceService:
 
     @property
     def queue_depth(self) -> int:
+        """Requests admitted and waiting for an execution slot."""
         return self._waiting
+
+    @property
+    def inflight(self) -> int:
+        """Requests executing now (inline or in a worker thread)."""
+        return self._running
 
     async def infer(
         self,

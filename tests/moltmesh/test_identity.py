@@ -1,0 +1,47 @@
+import stat
+from pathlib import Path
+
+import pytest
+
+from moltmesh.identity import (
+    IdentityError,
+    load_or_create_api_token,
+    load_or_create_identity,
+    token_matches,
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_identity_is_created_once_and_stable(tmp_path: Path):
+    data = tmp_path / "data"
+    first = load_or_create_identity(data)
+    again = load_or_create_identity(data)
+    assert first.node_id == again.node_id
+    assert len(first.node_id) == 16 and first.node_id.isalnum()
+    assert mode(data) == 0o700
+    assert mode(data / "node.key") == 0o600
+    assert load_or_create_identity(tmp_path / "other").node_id != first.node_id
+
+
+def test_token_is_created_once_private_and_compared_safely(tmp_path: Path):
+    token, created = load_or_create_api_token(tmp_path)
+    assert created and len(token) >= 32
+    assert mode(tmp_path / "api-token") == 0o600
+    assert load_or_create_api_token(tmp_path) == (token, False)
+    assert token_matches(token, token)
+    assert not token_matches(token, token[:-1] + "x")
+
+
+def test_corrupt_key_is_reported_by_name(tmp_path: Path):
+    (tmp_path / "node.key").write_text("not a key")
+    with pytest.raises(IdentityError, match=r"node\.key"):
+        load_or_create_identity(tmp_path)
+
+
+def test_unusable_token_is_reported(tmp_path: Path):
+    (tmp_path / "api-token").write_text("short\n")
+    with pytest.raises(IdentityError, match="api-token"):
+        load_or_create_api_token(tmp_path)

@@ -1,0 +1,276 @@
+"""A tiny in-test message-passing network for Raft unit tests (not the simulator).
+
+Messages are delivered instantly, in FIFO order, at the current virtual time; time only moves
+when a test asks (``advance``/``run_until``), jumping to the next timer any node wants. Tests
+can cut links, drop messages by predicate, crash and restart nodes (persisted storage survives).
+Every ``flush`` checks the safety properties of §5.4 as it goes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from consensus.core import Micros, NodeId
+from consensus.messages import Entry, HardState, Message
+from consensus.raft import RaftConfig, RaftNode, Role
+from consensus.storage import MemoryStorage
+
+Drop = Callable[[Message], bool]
+
+
+class SafetyViolation(AssertionError):
+    """A Raft safety property was broken."""
+
+
+class Net:
+    """N Raft nodes wired together. ``seed`` drives every node's rng (printed on failure)."""
+
+    def __init__(
+        self,
+        ids: Sequence[NodeId],
+        seed: int = 0,
+        config: RaftConfig | None = None,
+        storages: dict[NodeId, MemoryStorage] | None = None,
+    ) -> None:
+        self.ids = sorted(ids)
+        self.seed = seed
+        self.config = config or RaftConfig.local()
+        self.rng = random.Random(seed)
+        self.now: Micros = 0
+        self.storages = storages or {}
+        for i in self.ids:
+            self.storages.setdefault(i, MemoryStorage())
+        self.nodes: dict[NodeId, RaftNode] = {}
+        for i in self.ids:
+            self.nodes[i] = self._make(i)
+        self.queue: deque[Message] = deque()
+        self.cut: set[tuple[NodeId, NodeId]] = set()
+        self.down: set[NodeId] = set()
+        self.drop: Drop | None = None
+        self.delivered: list[Message] = []
+        self.applied: dict[NodeId, list[Entry]] = {i: [] for i in self.ids}
+        self.committed: dict[int, Entry] = {}
+        self.leaders: dict[int, NodeId] = {}
+        self.events: list[tuple[NodeId, object]] = []
+
+    def _make(self, node_id: NodeId) -> RaftNode:
+        rng = random.Random(f"{self.seed}/{node_id}/{len(getattr(self, 'delivered', []))}")
+        return RaftNode(node_id, self.ids, self.storages[node_id], self.config, rng, now=self.now)
+
+    def __getitem__(self, node_id: NodeId) -> RaftNode:
+        return self.nodes[node_id]
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def isolate(self, node_id: NodeId) -> None:
+        """Cut every link to and from ``node_id``."""
+        for other in self.ids:
+            if other != node_id:
+                self.cut |= {(node_id, other), (other, node_id)}
+
+    def partition(self, *groups: Iterable[NodeId]) -> None:
+        """Only nodes within the same group can talk."""
+        sets = [set(g) for g in groups]
+        for a in self.ids:
+            for b in self.ids:
+                if a != b and not any(a in s and b in s for s in sets):
+                    self.cut.add((a, b))
+
+    def heal(self) -> None:
+        """Restore every link and remove the drop filter."""
+        self.cut.clear()
+        self.drop = None
+
+    def crash(self, node_id: NodeId) -> None:
+        """Stop a node; unpersisted state (none, here: each Ready is persisted) is lost."""
+        self.down.add(node_id)
+
+    def restart(self, node_id: NodeId) -> None:
+        """Start a crashed node anew over its persisted storage."""
+        self.down.discard(node_id)
+        self.applied[node_id] = []
+        self.nodes[node_id] = self._make(node_id)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def live(self) -> list[NodeId]:
+        return [i for i in self.ids if i not in self.down]
+
+    def flush(self) -> None:
+        """Handle every node's Ready (persist, send, apply, advance) and check safety."""
+        for i in self.live():
+            node = self.nodes[i]
+            while node.has_ready():
+                rd = node.ready()
+                st = self.storages[i]
+                if rd.hard_state is not None:
+                    st.set_hard_state(rd.hard_state)
+                st.append(rd.entries)
+                self.queue.extend(rd.messages)
+                self.events.extend((i, ev) for ev in rd.events)
+                for e in rd.committed:
+                    self._check_apply(i, e)
+                node.advance(rd)
+            self._check_leader(node)
+
+    def deliver(self, max_messages: int = 200_000) -> None:
+        """Deliver queued messages (and the ones they cause) until the network is quiet."""
+        self.flush()
+        n = 0
+        while self.queue:
+            n += 1
+            if n > max_messages:
+                raise AssertionError(f"message storm (seed {self.seed})")
+            msg = self.queue.popleft()
+            if msg.dst in self.down or msg.src in self.down or (msg.src, msg.dst) in self.cut:
+                continue
+            if self.drop is not None and self.drop(msg):
+                continue
+            self.delivered.append(msg)
+            self.nodes[msg.dst].step(msg, self.now)
+            self.flush()
+
+    def tick(self) -> None:
+        """Tick every live node whose deadline has come, then deliver."""
+        for i in self.live():
+            deadline = self.nodes[i].next_deadline()
+            if deadline is not None and deadline <= self.now:
+                self.nodes[i].tick(self.now)
+        self.deliver()
+
+    def advance(self, duration: Micros) -> None:
+        """Let ``duration`` µs of virtual time pass, firing timers in order."""
+        end = self.now + duration
+        while True:
+            nxt = self.next_deadline()
+            if nxt is None or nxt > end:
+                break
+            self.now = max(self.now, nxt)
+            self.tick()
+        self.now = end
+        self.tick()
+
+    def next_deadline(self) -> Micros | None:
+        ds = [self.nodes[i].next_deadline() for i in self.live()]
+        ds2 = [d for d in ds if d is not None]
+        return min(ds2) if ds2 else None
+
+    def run_until(self, pred: Callable[[], bool], limit: Micros = 5_000_000) -> None:
+        """Advance time from timer to timer until ``pred()`` holds; fail after ``limit`` µs."""
+        end = self.now + limit
+        self.deliver()
+        while not pred():
+            nxt = self.next_deadline()
+            if nxt is None or nxt > end:
+                raise AssertionError(f"condition not reached by t={end} µs (seed {self.seed})")
+            self.now = max(self.now, nxt)
+            self.tick()
+
+    # --- conveniences ----------------------------------------------------------------------------
+
+    def leader(self) -> NodeId | None:
+        """The live leader with the highest term, if any."""
+        best = None
+        for i in self.live():
+            n = self.nodes[i]
+            if n.role is Role.LEADER and (best is None or n.term > self.nodes[best].term):
+                best = i
+        return best
+
+    def wait_leader(self, limit: Micros = 5_000_000) -> NodeId:
+        """Run until some live node leads and a majority of live nodes agree on it."""
+
+        def settled() -> bool:
+            lead = self.leader()
+            if lead is None:
+                return False
+            agree = [i for i in self.live() if self.nodes[i].leader_id == lead]
+            return len(agree) > len(self.ids) // 2
+
+        self.run_until(settled, limit)
+        lead = self.leader()
+        assert lead is not None
+        return lead
+
+    def elect(self, node_id: NodeId) -> None:
+        """Make ``node_id`` campaign now and deliver; it must win."""
+        self.nodes[node_id].campaign(self.now)
+        self.deliver()
+        assert self.nodes[node_id].role is Role.LEADER, f"{node_id} lost (seed {self.seed})"
+
+    def propose(self, node_id: NodeId, data: bytes) -> int:
+        index = self.nodes[node_id].propose(data, self.now)
+        self.deliver()
+        return index
+
+    def applied_data(self, node_id: NodeId) -> list[bytes]:
+        """Data of the NORMAL entries ``node_id`` applied, in order."""
+        return [e.data for e in self.applied[node_id] if e.kind == 0]
+
+    def log_terms(self, node_id: NodeId) -> list[int]:
+        return [e.term for e in self.nodes[node_id].log_entries()]
+
+    # --- safety checks ---------------------------------------------------------------------------
+
+    def _check_apply(self, node_id: NodeId, e: Entry) -> None:
+        seen = self.committed.setdefault(e.index, e)
+        if seen != e:
+            raise SafetyViolation(
+                f"state machine safety: {node_id} applied {e} but {seen} was applied before "
+                f"(seed {self.seed})"
+            )
+        applied = self.applied[node_id]
+        if applied and applied[-1].index + 1 != e.index:
+            raise SafetyViolation(f"{node_id} applied {e.index} after {applied[-1].index}")
+        applied.append(e)
+
+    def _check_leader(self, node: RaftNode) -> None:
+        if node.role is Role.LEADER:
+            other = self.leaders.setdefault(node.term, node.id)
+            if other != node.id:
+                raise SafetyViolation(
+                    f"election safety: {other} and {node.id} both lead term {node.term} "
+                    f"(seed {self.seed})"
+                )
+
+    def check_log_matching(self) -> None:
+        """§5.3 log matching: same index and term ⇒ identical prefixes; leader completeness."""
+        logs = {i: {e.index: e for e in self.nodes[i].log_entries()} for i in self.ids}
+        for a in self.ids:
+            for b in self.ids:
+                if a >= b:
+                    continue
+                common = sorted(set(logs[a]) & set(logs[b]))
+                for idx in reversed(common):
+                    if logs[a][idx].term == logs[b][idx].term:
+                        for j in range(1, idx + 1):
+                            if logs[a].get(j) != logs[b].get(j):
+                                raise SafetyViolation(
+                                    f"log matching: {a},{b} agree at {idx} but differ at {j} "
+                                    f"(seed {self.seed})"
+                                )
+                        break
+        lead = self.leader()
+        if lead is not None:
+            for idx, e in self.committed.items():
+                if logs[lead].get(idx) != e:
+                    raise SafetyViolation(
+                        f"leader completeness: leader {lead} lacks committed {e} (seed {self.seed})"
+                    )
+
+
+def preload(terms: Sequence[int], hard_term: int | None = None) -> MemoryStorage:
+    """A storage holding entries with the given terms at indices 1.., and that hard state term."""
+    st = MemoryStorage(hard_state=HardState(term=hard_term or (terms[-1] if terms else 0)))
+    st.append([Entry(i + 1, t, data=f"{i + 1}@{t}".encode()) for i, t in enumerate(terms)])
+    return st
+
+
+def cfg(**changes: object) -> RaftConfig:
+    """``RaftConfig.local()`` with some fields changed."""
+    base = RaftConfig.local()
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    fields.update(changes)
+    return RaftConfig(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,275 @@
+"""SWIM runs in the simulator: a recorder of membership events, convergence checks, and the
+measurements of issue 5 (dissemination, detection, false positives, load).
+
+Times reported are virtual seconds. Every function takes a seed and is deterministic in it; a
+failing run can be replayed from its seed alone.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.core import MICROS_PER_SECOND, Micros, NodeId
+from consensus.swim_config import SwimConfig
+from consensus.swim_messages import Meta
+from consensus.swim_types import EventKind, SwimEvent
+
+from .adapter import SimNode
+from .cluster import Cluster, Observer
+from .kernel import derive_rng
+from .scenario import LinkSpec
+from .swim_cluster import SwimAdapter, SwimCluster
+
+S = MICROS_PER_SECOND
+CHECK_EVERY_US = 100_000
+"""How often convergence is checked while waiting for it (virtual time)."""
+
+
+def node_ids(n: int) -> list[NodeId]:
+    """``n`` node ids that sort in numeric order: n000, n001, ..."""
+    width = max(3, len(str(n - 1)))
+    return [f"n{i:0{width}d}" for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One event as observed: virtual time, observing node, event."""
+
+    at: Micros
+    observer: NodeId
+    event: SwimEvent
+
+
+class SwimRecorder(Observer):
+    """Records every membership event with its virtual time; optional per-event hooks."""
+
+    def __init__(self) -> None:
+        self.events: list[Seen] = []
+        self.hooks: list[Callable[[Seen], None]] = []
+
+    def after_apply(self, cluster: Cluster, node: SimNode, ready: Any) -> None:
+        for ev in ready.events:
+            seen = Seen(cluster.now, node.id, ev)
+            self.events.append(seen)
+            for hook in self.hooks:
+                hook(seen)
+
+    def of_kind(self, kind: EventKind) -> list[Seen]:
+        return [s for s in self.events if s.event.kind == kind]
+
+
+def build(
+    n: int,
+    seed: int,
+    config: SwimConfig,
+    link: LinkSpec | None = None,
+    *,
+    bootstrap: bool = True,
+    wire: bool = False,
+) -> tuple[SwimCluster, SwimRecorder]:
+    """A started cluster of ``n`` SWIM nodes and its event recorder."""
+    adapter = SwimAdapter(config, node_ids(n), bootstrap=bootstrap)
+    cluster = SwimCluster(adapter, seed, link or LinkSpec(), wire=wire)
+    recorder = SwimRecorder()
+    cluster.add_observer(recorder)
+    cluster.start()
+    return cluster, recorder
+
+
+def view_problems(cluster: SwimCluster, expect_live: list[NodeId] | None = None) -> list[str]:
+    """Why the running nodes do not (yet) share one view; empty when converged.
+
+    Converged means: every running node sees exactly the running nodes as live (alive or
+    suspect — and none suspect), and all agree on every member's incarnation and metadata
+    version.
+    """
+    up = expect_live if expect_live is not None else cluster.up_ids()
+    problems: list[str] = []
+    reference: dict[NodeId, tuple[int, int]] | None = None
+    for i in up:
+        core = cluster.core(i)
+        live = core.live_members()
+        if live != up:
+            missing = sorted(set(up) - set(live))
+            extra = sorted(set(live) - set(up))
+            problems.append(f"{i}: missing {missing[:5]} extra {extra[:5]}")
+            continue
+        versions: dict[NodeId, tuple[int, int]] = {}
+        for m in core.members():
+            if m.node in live:
+                if m.status.name != "ALIVE":
+                    problems.append(f"{i}: {m.node} is {m.status.name}")
+                versions[m.node] = (m.incarnation, m.meta_version)
+        if reference is None:
+            reference = versions
+        elif versions != reference:
+            diff = sorted(k for k in versions if versions[k] != reference.get(k))
+            problems.append(f"{i}: versions differ for {diff[:5]}")
+    return problems
+
+
+def run_until_converged(cluster: SwimCluster, bound: Micros) -> Micros | None:
+    """Run until the views converge (checked every 100 ms); the time it took, or None."""
+    start = cluster.now
+    while cluster.now - start <= bound:
+        if not view_problems(cluster):
+            return cluster.now - start
+        cluster.run_for(CHECK_EVERY_US)
+    return None
+
+
+# ---- measurements -------------------------------------------------------------------------
+
+
+def dissemination_time(n: int, seed: int, config: SwimConfig, loss: float = 0.0) -> float:
+    """Seconds until a metadata update from one member reaches every other member."""
+    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    cluster.run_for(2 * S)
+    rng = derive_rng(seed, "measure")
+    origin = rng.choice(cluster.ids)
+    reached: set[NodeId] = set()  # only counted, never iterated
+
+    def hook(seen: Seen) -> None:
+        if seen.event.node == origin and seen.event.kind == EventKind.UPDATED:
+            reached.add(seen.observer)
+
+    recorder.hooks.append(hook)
+    t0 = cluster.now
+    cluster.call(origin, lambda core, now: core.set_meta(Meta(origin, tier="heavy"), now))
+    cluster.run_for(60 * S, stop=lambda: len(reached) >= n - 1)
+    if len(reached) < n - 1:
+        raise AssertionError(f"seed {seed}: update reached {len(reached)}/{n - 1} in 60 s")
+    return (cluster.now - t0) / S
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Seconds from a crash to the first suspicion and to the last view declaring it dead."""
+
+    first_suspicion: float
+    all_dead: float
+
+
+def detection_time(n: int, seed: int, config: SwimConfig, loss: float = 0.0) -> Detection:
+    """Crash one member of a converged cluster; time its suspicion and death in every view."""
+    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    cluster.run_for(2 * S)
+    victim = derive_rng(seed, "measure").choice(cluster.ids)
+    first: list[Micros] = []
+    dead: set[NodeId] = set()  # only counted, never iterated
+
+    def hook(seen: Seen) -> None:
+        if seen.event.node != victim:
+            return
+        if seen.event.kind == EventKind.SUSPECTED and not first:
+            first.append(seen.at)
+        elif seen.event.kind == EventKind.DEAD:
+            dead.add(seen.observer)
+
+    recorder.hooks.append(hook)
+    t0 = cluster.now
+    cluster.crash(victim)
+    cluster.run_for(300 * S, stop=lambda: len(dead) >= n - 1)
+    if len(dead) < n - 1 or not first:
+        raise AssertionError(f"seed {seed}: {len(dead)}/{n - 1} saw {victim} dead in 300 s")
+    return Detection((first[0] - t0) / S, (cluster.now - t0) / S)
+
+
+@dataclass(slots=True)
+class FalsePositives:
+    """What a run with no crashes got wrong: every DEAD is false."""
+
+    deaths: int = 0
+    """DEAD events (a view declaring a running member dead)."""
+    declarations: int = 0
+    """DEAD events originated by the observer's own suspicion timer."""
+    suspicions: int = 0
+    """SUSPECTED events."""
+    deaths_of_healthy: int = 0
+    """DEAD events about members that never stalled."""
+    stalls: int = 0
+    victims: list[NodeId] = field(default_factory=list)
+
+
+def false_positives(
+    n: int,
+    seed: int,
+    config: SwimConfig,
+    *,
+    loss: float = 0.01,
+    stall_fraction: float = 0.02,
+    stall_s: tuple[float, float] = (1.0, 5.0),
+    gap_s: tuple[float, float] = (1.0, 10.0),
+    duration_s: float = 60.0,
+) -> FalsePositives:
+    """Run with packet loss while ``stall_fraction`` of members stall again and again (each
+    stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count false deaths."""
+    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    rng = derive_rng(seed, "stalls")
+    stallers = sorted(rng.sample(cluster.ids, max(1, round(n * stall_fraction))))
+    out = FalsePositives()
+    _schedule_stalls(cluster, stallers, rng, stall_s, gap_s, out)
+    cluster.run_for(int(duration_s * S))
+    stalled = frozenset(stallers)
+    for seen in recorder.events:
+        kind = seen.event.kind
+        if kind == EventKind.SUSPECTED:
+            out.suspicions += 1
+        elif kind == EventKind.DEAD:
+            out.deaths += 1
+            out.declarations += seen.event.source == seen.observer
+            out.deaths_of_healthy += seen.event.node not in stalled
+            out.victims.append(seen.event.node)
+    return out
+
+
+def _schedule_stalls(
+    cluster: SwimCluster,
+    stallers: list[NodeId],
+    rng: random.Random,
+    stall_s: tuple[float, float],
+    gap_s: tuple[float, float],
+    out: FalsePositives,
+) -> None:
+    def next_stall(node: NodeId) -> None:
+        length = int(rng.uniform(*stall_s) * S)
+        cluster.stall(node, length)
+        out.stalls += 1
+        cluster.kernel.after(length + int(rng.uniform(*gap_s) * S), next_stall, node)
+
+    for node in stallers:
+        cluster.kernel.after(int(rng.uniform(*gap_s) * S), next_stall, node)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFigures:
+    """Traffic sent per member per second in steady state."""
+
+    packets: float
+    packet_bytes: float
+    streams: float
+    stream_bytes: float
+
+
+def steady_load(n: int, seed: int, config: SwimConfig, window_s: float = 120.0) -> LoadFigures:
+    """Messages and bytes sent per member per second over ``window_s`` after a warm-up."""
+    cluster, _ = build(n, seed, config)
+    cluster.run_for(5 * S)
+    p0, s0 = (
+        (cluster.packets.messages, cluster.packets.bytes),
+        (
+            cluster.streams.messages,
+            cluster.streams.bytes,
+        ),
+    )
+    cluster.run_for(int(window_s * S))
+    per = n * window_s
+    return LoadFigures(
+        (cluster.packets.messages - p0[0]) / per,
+        (cluster.packets.bytes - p0[1]) / per,
+        (cluster.streams.messages - s0[0]) / per,
+        (cluster.streams.bytes - s0[1]) / per,
+    )

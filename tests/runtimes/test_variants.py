@@ -210,3 +210,11 @@ def test_every_preference_lists_every_variant() -> None:
         for battery in (False, True):
             for load in (0.0, 0.5, 0.9):
                 assert sorted(variant_preference(tier, battery, load)) == sorted(ALL)
+
+
+def test_dynamic_int8_of_a_model_without_weights_is_not_available(
+    tmp_path: Path, model_files: ModelFiles
+) -> None:
+    with pytest.raises(VariantNotAvailable, match="calibration"):
+        quantize_int8(model_files.fixed, tmp_path / "model.int8.onnx")
+    assert not (tmp_path / "model.int8.onnx").exists()

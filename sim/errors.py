@@ -49,6 +49,7 @@ class CodecMismatch(SimFailure):
 
 
 class CoreMisbehaved(SimFailure):
-    """A core broke the driving contract (e.g. asks for a tick at the same instant forever)."""
+    """A core broke the driving contract (e.g. asks for a tick at the same instant forever) or
+    raised where it must not (its own invariant assertion, a bug)."""
 
     kind = "core misbehaved"

@@ -63,15 +63,14 @@ def run(args: argparse.Namespace) -> int:
             print(res.trace_hash)
             return 0 if res.ok else 1
         if not res.ok:
-            console.print(f"[red]{res.failure}[/red]", highlight=False)
+            print(res.failure)
             return 1
-        console.print(
-            f"seed {seed} [green]ok[/green] scenario={sc.name} nodes={sc.nodes} "
+        print(
+            f"seed {seed} ok scenario={sc.name} nodes={sc.nodes} "
             f"events={res.events} sim={res.sim_s:.1f}s wall={res.wall_s:.2f}s "
             f"acked={res.acked} crashes={res.crashes} partitions={res.partitions} "
             f"leader_after_heal={res.leader_after_heal_ms}ms "
-            f"commit_after_heal={res.commit_after_heal_ms}ms trace={res.trace_hash}",
-            highlight=False,
+            f"commit_after_heal={res.commit_after_heal_ms}ms trace={res.trace_hash}"
         )
         return 0
     seeds = parse_seeds(args.seeds)

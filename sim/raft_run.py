@@ -5,22 +5,25 @@
 trace). Results are plain picklable data, so sweeps can run seeds in worker processes.
 
 Liveness phase (TigerBeetle VOPR style): faults stop; a majority chosen by the seed (the core)
-is restarted and fully reconnected; nodes outside it stay as the faults left them. Before the
-phase's duration elapses there must be a leader in the core, a client request issued after the
-heal must be acknowledged, and every core node must apply up to that request's index.
+is restarted and fully reconnected, and every link between the core and the other nodes is cut
+(those stay crashed or running as the faults left them, but isolated). Before the phase's
+duration elapses a core node must lead, a client request issued after the heal must be
+acknowledged, and every core node must apply up to that request's index.
 """
 
 from __future__ import annotations
 
 import random
 import time
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from consensus.core import Micros, NodeId
 from consensus.raft import RaftConfig, Role
 
 from .cluster import Cluster, ms
-from .errors import LivenessFailure, SimFailure
+from .errors import CoreMisbehaved, LivenessFailure, SimFailure
 from .faults import FaultInjector
 from .kernel import derive_rng
 from .raft_adapter import RaftAdapter, RaftApp
@@ -121,7 +124,8 @@ def run_raft(
             else:
                 leader_ms, commit_ms = _liveness(cluster, clients, phase, faults_rng)
         checker.finish(cluster)
-    except SimFailure as e:
+    except Exception as raised:
+        e = raised if isinstance(raised, SimFailure) else _core_raised(raised, cluster.now)
         e.seed = seed
         e.repro = repro_command(scenario, seed, config, source)
         e.trace_tail = cluster.trace.tail()
@@ -147,6 +151,13 @@ def run_raft(
     )
 
 
+def _core_raised(exc: Exception, now: Micros) -> CoreMisbehaved:
+    """Wrap an unexpected exception (a core's own assertion, a crash) as a failure report."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb[-4:]))
+    return CoreMisbehaved(f"raised {type(exc).__name__}: {exc} (at {where})", time_us=now)
+
+
 def _liveness(
     cluster: Cluster, clients: RaftClients, phase: Phase, rng: random.Random
 ) -> tuple[float, float]:
@@ -156,6 +167,7 @@ def _liveness(
     for i in core:
         cluster.restart(i)
     cluster.network.heal(among=core)
+    cluster.network.partition([core, [i for i in ids if i not in core]])
     t0 = cluster.now
     deadline = t0 + ms(phase.duration_ms)
     clients.watch_progress(t0)
@@ -182,7 +194,7 @@ def _liveness(
         cluster.run_until(deadline, leader_in_core)
     if not leader_at:
         raise LivenessFailure(
-            f"no leader among the healed majority {core} within {phase.duration_ms:.0f} ms",
+            f"no leader in the healed majority {core} within {phase.duration_ms:.0f} ms",
             time_us=cluster.now,
         )
     if not converged():

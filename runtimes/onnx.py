@@ -45,8 +45,9 @@ class OnnxOptions:
     ``intra_op_threads`` / ``inter_op_threads``: onnxruntime thread pool sizes, 0 lets onnxruntime
     choose (one per physical core). ``providers``: execution providers in order of preference;
     those not compiled into the installed onnxruntime are skipped and the CPU provider is always
-    kept last as the fallback. ``warmup_runs``: runs on zeros at load; 0 skips warm-up, and then
-    ``typical_run_seconds`` is ``inf`` (unknown, so a node treats the model as slow).
+    kept last as the fallback. ``warmup_runs``: timed runs on zeros at load, after one untimed
+    first run (which allocates); 0 skips warm-up, and then ``typical_run_seconds`` is ``inf``
+    (unknown, so a node treats the model as slow).
     """
 
     intra_op_threads: int = 0
@@ -182,6 +183,7 @@ class OnnxRuntime:
         for fill in (0, 1):
             feed = warmup_inputs(self.metadata, fill)
             try:
+                session.run(None, feed)  # the first run allocates; it is not timed
                 durations = []
                 for _ in range(runs):
                     start = time.perf_counter()

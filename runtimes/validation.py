@@ -29,8 +29,9 @@ class InputValidator:
         dim_names: Mapping[str, Sequence[str | None]] | None = None,
     ) -> None:
         self._model = metadata.name
-        self._inputs: dict[str, tuple[TensorSpec, np.dtype]] = {
-            spec.name: (spec, numpy_dtype(spec.datatype)) for spec in metadata.inputs
+        self._inputs: dict[str, tuple[TensorSpec, np.dtype, tuple[tuple[int, int], ...]]] = {
+            spec.name: (spec, numpy_dtype(spec.datatype), _fixed_axes(spec))
+            for spec in metadata.inputs
         }
         self._output_names = frozenset(spec.name for spec in metadata.outputs)
         self._all_outputs = tuple(spec.name for spec in metadata.outputs)
@@ -56,7 +57,7 @@ class InputValidator:
                     f"model {self._model!r} has no input {name!r} (inputs: {expected})"
                 )
         feed: dict[str, np.ndarray] = {}
-        for name, (spec, dtype) in self._inputs.items():
+        for name, (spec, dtype, fixed) in self._inputs.items():
             if name not in inputs:
                 raise InvalidInput(f"model {self._model!r}: missing input {name!r}")
             value = inputs[name]
@@ -66,12 +67,14 @@ class InputValidator:
                 )
             if spec.datatype == "BYTES":
                 value = _as_strings(spec, value)
-            elif value.dtype != dtype:
+            elif value.dtype is not dtype and value.dtype != dtype:
                 raise InvalidInput(
                     f"input {name!r}: expected datatype {spec.datatype} ({dtype}), "
                     f"got numpy {value.dtype}"
                 )
-            _check_shape(spec, value.shape)
+            shape = value.shape
+            if len(shape) != len(spec.shape) or any(shape[a] != n for a, n in fixed):
+                _shape_error(spec, shape)
             feed[name] = value
         for dim, uses in self._shared_dims:
             first_input, first_axis = uses[0]
@@ -126,7 +129,12 @@ def _as_strings(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
     return out.reshape(value.shape)
 
 
-def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+def _fixed_axes(spec: TensorSpec) -> tuple[tuple[int, int], ...]:
+    return tuple((axis, size) for axis, size in enumerate(spec.shape) if size != DYNAMIC)
+
+
+def _shape_error(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+    """Raise ``InvalidInput`` saying how ``shape`` differs from the spec's."""
     expected = spec.shape
     if len(shape) != len(expected):
         raise InvalidInput(

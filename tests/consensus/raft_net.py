@@ -49,9 +49,14 @@ class Net:
         self.cut: set[tuple[NodeId, NodeId]] = set()
         self.down: set[NodeId] = set()
         self.drop: Drop | None = None
+        self.rewrite: Callable[[Message], Message | None] | None = None
+        """Transforms each delivered message; returning ``None`` drops it."""
         self.delivered: list[Message] = []
         self.applied: dict[NodeId, list[Entry]] = {i: [] for i in self.ids}
         self.committed: dict[int, Entry] = {}
+        self.commit_term_bound: dict[int, int] = {}
+        """For each applied index, the highest term any node had when it was first applied: a
+        leader of a higher term was elected after the commit and must hold the entry."""
         self.leaders: dict[int, NodeId] = {}
         self.events: list[tuple[NodeId, object]] = []
 
@@ -79,9 +84,10 @@ class Net:
                     self.cut.add((a, b))
 
     def heal(self) -> None:
-        """Restore every link and remove the drop filter."""
+        """Restore every link and remove the drop filter and the rewriter."""
         self.cut.clear()
         self.drop = None
+        self.rewrite = None
 
     def crash(self, node_id: NodeId) -> None:
         """Stop a node; unpersisted state (none, here: each Ready is persisted) is lost."""
@@ -128,6 +134,11 @@ class Net:
                 continue
             if self.drop is not None and self.drop(msg):
                 continue
+            if self.rewrite is not None:
+                rewritten = self.rewrite(msg)
+                if rewritten is None:
+                    continue
+                msg = rewritten
             self.delivered.append(msg)
             self.nodes[msg.dst].step(msg, self.now)
             self.flush()
@@ -216,6 +227,11 @@ class Net:
 
     def _check_apply(self, node_id: NodeId, e: Entry) -> None:
         seen = self.committed.setdefault(e.index, e)
+        if e.index not in self.commit_term_bound:
+            self.commit_term_bound[e.index] = max(
+                max(n.term for n in self.nodes.values()),
+                max(st.hard_state.term for st in self.storages.values()),
+            )
         if seen != e:
             raise SafetyViolation(
                 f"state machine safety: {node_id} applied {e} but {seen} was applied before "
@@ -252,12 +268,15 @@ class Net:
                                     f"(seed {self.seed})"
                                 )
                         break
-        lead = self.leader()
-        if lead is not None:
+        for lead in self.live():
+            if self.nodes[lead].role is not Role.LEADER:
+                continue
+            term = self.nodes[lead].term
             for idx, e in self.committed.items():
-                if logs[lead].get(idx) != e:
+                if term > self.commit_term_bound[idx] and logs[lead].get(idx) != e:
                     raise SafetyViolation(
-                        f"leader completeness: leader {lead} lacks committed {e} (seed {self.seed})"
+                        f"leader completeness: {lead} leads term {term} but lacks {e}, "
+                        f"committed by term {self.commit_term_bound[idx]} (seed {self.seed})"
                     )
 
 

@@ -64,6 +64,21 @@ class RuntimeConfig:
 
 
 @dataclass
+class DiscoveryConfig:
+    """mDNS discovery (``moltmesh.discovery``): where to announce and browse for peers.
+
+    A discovered peer is only a candidate; it joins through the mesh's authenticated path.
+    """
+
+    enabled: bool = True
+    # loopback (dev and tests: never the host's real network card) | all (a device on a LAN)
+    # | interface names (eth0) | IPv4 addresses; see moltmesh.discovery.interfaces
+    interfaces: list[str] = field(default_factory=lambda: ["loopback"])
+    probe: bool = True  # probe for a clash of our name before announcing (RFC 6762, ~1 s)
+    resolve_timeout_ms: int = 3000  # wait for a browsed peer's SRV/TXT/A records this long
+
+
+@dataclass
 class LogConfig:
     level: str = "info"  # debug | info | warning | error
     format: str = "json"  # json (one event per line) | text
@@ -78,6 +93,7 @@ class NodeConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no node could run with."""
@@ -101,6 +117,10 @@ class NodeConfig:
                 "log.level must be debug, info, warning or error",
             ),
             (self.log.format in ("json", "text"), "log.format must be json or text"),
+            (
+                self.discovery.resolve_timeout_ms > 0,
+                "discovery.resolve_timeout_ms must be positive",
+            ),
         ]
         for ok, message in checks:
             if not ok:

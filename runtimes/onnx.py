@@ -94,6 +94,21 @@ def _dim_names(dims: Sequence[object] | None) -> list[str | None]:
     return [d if isinstance(d, str) else None for d in dims or ()]
 
 
+def _check_labels(metadata: ModelMetadata) -> None:
+    """Warn when no output's last dimension has one entry per label (a misplaced labels.txt)."""
+    if metadata.labels is None:
+        return
+    count = len(metadata.labels)
+    sizes = [spec.shape[-1] for spec in metadata.outputs if spec.shape]
+    if sizes and all(size not in (count, DYNAMIC) for size in sizes):
+        log.warning(
+            "model %s has %d labels but its outputs' last dimensions are %s",
+            metadata.name,
+            count,
+            sizes,
+        )
+
+
 def warmup_inputs(metadata: ModelMetadata, fill: int = 0) -> dict[str, np.ndarray]:
     """Inputs of the right dtypes filled with ``fill``, with a size of 1 on each dynamic dim."""
     feed: dict[str, np.ndarray] = {}
@@ -127,6 +142,7 @@ class OnnxRuntime:
         description: str = "",
         cascade: CascadeConfig | None = None,
     ) -> None:
+        """Load ``path``; ``description`` defaults to the ONNX model's own doc string."""
         self.path = Path(path)
         self.options = options or OnnxOptions()
         if not self.path.is_file():
@@ -152,9 +168,10 @@ class OnnxRuntime:
             inputs=_specs(self.path, session.get_inputs(), "input"),
             outputs=_specs(self.path, session.get_outputs(), "output"),
             labels=tuple(labels) if labels is not None else None,
-            description=description,
+            description=description or session.get_modelmeta().description,
             cascade=cascade,
         )
+        _check_labels(self.metadata)
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self._validator = InputValidator(
             self.metadata, {arg.name: _dim_names(arg.shape) for arg in session.get_inputs()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -212,3 +213,27 @@ def test_close_is_idempotent_and_stops_runs(model_files: ModelFiles) -> None:
     rt.close()
     with pytest.raises(RuntimeClosed):
         rt.run(feed)
+
+
+def test_description_defaults_to_the_onnx_doc_string(
+    tmp_path: Path, model_files: ModelFiles
+) -> None:
+    model = onnx.load(str(model_files.fixed))
+    model.doc_string = "doubles its input"
+    path = tmp_path / "documented.onnx"
+    onnx.save(model, str(path))
+    assert OnnxRuntime(path).metadata.description == "doubles its input"
+    assert OnnxRuntime(path, description="from model.toml").metadata.description == (
+        "from model.toml"
+    )
+
+
+def test_labels_that_fit_no_output_are_warned_about(
+    model_files: ModelFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="runtimes.onnx"):
+        OnnxRuntime(model_files.matmul_softmax, labels=("a", "b", "c", "d"))
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="runtimes.onnx"):
+        OnnxRuntime(model_files.matmul_softmax, labels=("a", "b"))
+    assert "2 labels" in caplog.text

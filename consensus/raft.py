@@ -19,10 +19,8 @@ and ``Storage.snapshot``.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from consensus.core import Micros, NodeId
 from consensus.errors import ConfigError, LocalProtocolError, NotLeader
@@ -42,8 +40,10 @@ from consensus.messages import (
     VoteResponse,
 )
 from consensus.raft_config import RaftConfig
+from consensus.raft_leader import Replication
 from consensus.raft_log import RaftLog
-from consensus.raft_progress import Progress, ProgressState
+from consensus.raft_progress import Progress
+from consensus.raft_types import LeaderChanged, RaftEvent, Ready, Role, RoleChanged
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = [
@@ -64,59 +64,6 @@ __all__ = [
     "RoleChanged",
     "Storage",
 ]
-
-
-class Role(enum.Enum):
-    """A node's role. PRE_CANDIDATE: asking for pre-votes without having bumped its term."""
-
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre_candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
-@dataclass(frozen=True, slots=True)
-class RoleChanged:
-    """This node's role changed to ``role`` in ``term``."""
-
-    role: Role
-    term: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderChanged:
-    """The leader this node knows changed to ``leader`` (``None``: no known leader) in ``term``."""
-
-    leader: NodeId | None
-    term: int
-
-
-RaftEvent = RoleChanged | LeaderChanged
-"""Events reported in ``Ready.events``, in the order they happened."""
-
-
-@dataclass(slots=True)
-class Ready:
-    """Everything the core asks its driver to do. Handle it IN THIS ORDER:
-
-    1. durably persist ``hard_state`` (if not ``None``: it changed) and append ``entries`` to
-       storage (``MemoryStorage.append`` truncates any conflicting suffix);
-    2. only then send ``messages`` (each carries ``src``, ``dst`` and ``term``) — a vote or an
-       acknowledgement must never leave before what it promises is on disk;
-    3. apply ``committed`` entries to the state machine, in index order (they may include
-       entries from this same Ready's ``entries``, hence step 1 first);
-    4. call ``node.advance(ready)``.
-
-    ``events`` report role and leader changes, for logs and observers. The driver may keep
-    calling ``step``/``tick``/``propose`` between ``ready()`` and ``advance()``; their outputs
-    wait for the next ``Ready``.
-    """
-
-    hard_state: HardState | None = None
-    entries: list[Entry] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-    committed: list[Entry] = field(default_factory=list)
-    events: list[RaftEvent] = field(default_factory=list)
 
 
 class RaftNode:
@@ -163,7 +110,7 @@ class RaftNode:
         self._msgs: list[Message] = []
         self._events: list[RaftEvent] = []
         self._votes: dict[NodeId, bool] = {}
-        self._progress: dict[NodeId, Progress] = {}
+        self._leader: Replication | None = None
         self._outstanding: Ready | None = None
         self._last_leader_contact: Micros = now
         self._timeout = self._draw_timeout()
@@ -230,7 +177,7 @@ class RaftNode:
 
     def progress(self, peer: NodeId) -> Progress | None:
         """The leader's replication progress of ``peer`` (``None`` when not leader)."""
-        return self._progress.get(peer)
+        return self._leader.progress.get(peer) if self._leader else None
 
     # --- driving ---------------------------------------------------------------------------------
 
@@ -249,12 +196,13 @@ class RaftNode:
         if self._role is Role.LEADER:
             if self._quorum_deadline is not None and now >= self._quorum_deadline:
                 self._quorum_deadline = now + self._cfg.election_timeout_min
-                if not self._quorum_active():
+                if self._leader is None or not self._leader.quorum_active():
                     self._become_follower(self._term, None, now)
                     return
             if self._heartbeat_deadline is not None and now >= self._heartbeat_deadline:
                 self._heartbeat_deadline = now + self._cfg.heartbeat_interval
-                self._broadcast_heartbeat()
+                if self._leader is not None:
+                    self._leader.broadcast_heartbeat()
         elif self._election_deadline is not None and now >= self._election_deadline:
             self._start_election(now)
 
@@ -273,10 +221,11 @@ class RaftNode:
         """
         if not isinstance(data, bytes):
             raise LocalProtocolError(f"proposal data must be bytes, got {type(data).__name__}")
-        if self._role is not Role.LEADER:
+        leader = self._leader
+        if leader is None:
             raise NotLeader(self._lead)
-        index = self._append_as_leader(EntryKind.NORMAL, data)
-        self._broadcast_append()
+        index = leader.append(EntryKind.NORMAL, data)
+        leader.broadcast_append()
         return index
 
     def has_ready(self) -> bool:
@@ -354,8 +303,8 @@ class RaftNode:
             return
         if isinstance(msg, PreVoteRequest | VoteRequest):
             self._handle_vote_request(msg, now)
-        elif self._role is Role.LEADER:
-            self._step_leader(msg)
+        elif self._leader is not None:
+            self._leader.handle(msg)
         elif self._role is Role.FOLLOWER:
             self._step_follower(msg, now)
         else:
@@ -396,35 +345,6 @@ class RaftNode:
                 self._become_leader(now)
         elif rejected >= self._quorum:
             self._become_follower(self._term, None, now)
-
-    def _step_leader(self, msg: Message) -> None:
-        pr = self._progress.get(msg.src)
-        if pr is None:
-            return
-        if isinstance(msg, AppendResponse):
-            pr.recent_active = True
-            if msg.reject:
-                if pr.maybe_decrease(msg.index, self._retry_index(msg)):
-                    self._maybe_send_append(msg.src, send_if_empty=True)
-                return
-            updated = pr.maybe_update(msg.index)
-            if not updated and not (pr.state is ProgressState.PROBE and pr.match == msg.index):
-                return  # a stale or duplicate acknowledgement
-            if pr.state is ProgressState.PROBE:
-                pr.become_replicate()
-            else:
-                pr.inflights.free_le(msg.index)
-            if self._maybe_commit():
-                self._broadcast_append()
-            while self._maybe_send_append(msg.src, send_if_empty=False):
-                pass
-        elif isinstance(msg, HeartbeatResponse):
-            pr.recent_active = True
-            pr.probe_sent = False
-            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-                pr.inflights.free_first_one()
-            if pr.match < self._log.last_index():
-                self._maybe_send_append(msg.src, send_if_empty=True)
 
     def _handle_vote_request(self, msg: PreVoteRequest | VoteRequest, now: Micros) -> None:
         pre = isinstance(msg, PreVoteRequest)
@@ -469,73 +389,6 @@ class RaftNode:
             )
         )
 
-    def _retry_index(self, msg: AppendResponse) -> int:
-        """Where to retry after a rejection: just past our last entry of the follower's
-        conflicting term if we have that term, else the first index of that term in its log."""
-        if msg.hint_term == 0:
-            return msg.hint_index
-        i = min(msg.index, self._log.last_index())
-        while i > 0:
-            t = self._log.term(i)
-            if t is None or t <= msg.hint_term:
-                break
-            i -= 1
-        if i > 0 and self._log.term(i) == msg.hint_term:
-            return i + 1
-        return msg.hint_index
-
-    # --- leader helpers --------------------------------------------------------------------------
-
-    def _append_as_leader(self, kind: EntryKind, data: bytes) -> int:
-        index = self._log.last_index() + 1
-        self._log.append([Entry(index, self._term, kind, data)])
-        self._progress[self._id].maybe_update(index)
-        self._maybe_commit()
-        return index
-
-    def _maybe_commit(self) -> bool:
-        """Commit the highest index a quorum holds, if it is of the current term (§5.4.2)."""
-        matches = sorted((self._progress[v].match for v in self._voters), reverse=True)
-        index = matches[self._quorum - 1]
-        if index > self._log.committed and self._log.term(index) == self._term:
-            return self._log.commit_to(index)
-        return False
-
-    def _maybe_send_append(self, to: NodeId, *, send_if_empty: bool) -> bool:
-        pr = self._progress[to]
-        if pr.is_paused():
-            return False
-        prev = pr.next - 1
-        prev_term = self._log.term(prev)
-        if prev_term is None:
-            return False  # compacted: needs a snapshot (snapshot issue)
-        hi = pr.next + self._cfg.max_entries_per_msg
-        ents = self._log.entries(pr.next, hi, self._cfg.max_bytes_per_msg)
-        if not ents and not send_if_empty:
-            return False
-        self._send(
-            AppendEntries(
-                self._id, to, self._term, prev, prev_term, tuple(ents), self._log.committed
-            )
-        )
-        pr.sent_entries(ents[-1].index if ents else None)
-        return True
-
-    def _broadcast_append(self) -> None:
-        for peer in self._peers:
-            self._maybe_send_append(peer, send_if_empty=True)
-
-    def _broadcast_heartbeat(self) -> None:
-        for peer in self._peers:
-            commit = min(self._progress[peer].match, self._log.committed)
-            self._send(Heartbeat(self._id, peer, self._term, commit))
-
-    def _quorum_active(self) -> bool:
-        active = sum(1 for v in self._voters if v == self._id or self._progress[v].recent_active)
-        for peer in self._peers:
-            self._progress[peer].recent_active = False
-        return active >= self._quorum
-
     # --- transitions -----------------------------------------------------------------------------
 
     def _start_election(self, now: Micros) -> None:
@@ -556,7 +409,7 @@ class RaftNode:
     def _become_pre_candidate(self, now: Micros) -> None:
         # Like etcd: the term does not change; the randomized timeout restarts.
         self._votes = {self._id: True}
-        self._progress = {}
+        self._leader = None
         self._timeout = self._draw_timeout()
         self._reset_election_timer(now)
         self._set_role(Role.PRE_CANDIDATE)
@@ -585,20 +438,15 @@ class RaftNode:
         self._set_role(Role.LEADER)
         self._set_lead(self._id)
         self._election_deadline = None
-        next_index = self._log.last_index() + 1
-        self._progress = {
-            v: Progress(next_index, self._cfg.max_inflight_msgs) for v in self._voters
-        }
-        own = self._progress[self._id]
-        own.maybe_update(self._log.last_index())
-        own.become_replicate()
-        own.recent_active = True
+        self._leader = Replication(
+            self._id, self._term, self._voters, self._log, self._cfg, self._send
+        )
         self._heartbeat_deadline = now + self._cfg.heartbeat_interval
         self._quorum_deadline = (
             now + self._cfg.election_timeout_min if self._cfg.check_quorum else None
         )
-        self._append_as_leader(EntryKind.NOOP, b"")
-        self._broadcast_append()
+        self._leader.append(EntryKind.NOOP, b"")
+        self._leader.broadcast_append()
 
     def _reset(self, term: int, now: Micros) -> None:
         if term != self._term:
@@ -606,7 +454,7 @@ class RaftNode:
             self._vote = None
             self._timeout = self._draw_timeout()
         self._votes = {}
-        self._progress = {}
+        self._leader = None
         self._heartbeat_deadline = None
         self._quorum_deadline = None
         self._reset_election_timer(now)

@@ -79,6 +79,50 @@ class DiscoveryConfig:
 
 
 @dataclass
+class MeshConfig:
+    """The mesh (``moltmesh.mesh``): credentials, sealed UDP gossip and mutual-TLS streams.
+
+    TCP streams and UDP gossip share one port number. Times are seconds.
+    """
+
+    host: str = "0.0.0.0"  # listen address of mesh streams and gossip (peers must reach it)
+    port: int = 8471  # TCP (TLS streams) and UDP (sealed gossip); 0 picks a free one
+    advertise: str = ""  # host:port peers should use to reach us; empty = guessed from host/port
+    seeds: list[str] = field(default_factory=list)  # host:port of peers to meet first
+    cert_lifetime_s: float = 30 * 86400.0  # node certificates; renewed at 2/3 of this
+    cert_backdate_s: float = 3600.0  # not-before set this far in the past (clock drift)
+    max_clock_skew_s: float = 300.0  # a joining device this far off the CA holder's clock fails
+    renew_check_s: float = 3600.0  # how often a node checks whether its certificate is due
+    token_ttl_s: float = 86400.0  # default lifetime of a join token
+    connect_timeout_s: float = 5.0  # TCP connect plus TLS handshake
+    request_timeout_s: float = 10.0  # one request on a stream, write to reply
+    idle_timeout_s: float = 60.0  # an idle stream is closed after this
+    max_connections: int = 256  # inbound streams at once; more are closed at once
+    max_frame_bytes: int = 8 * 2**20  # hard limit on one TCP frame
+    max_datagram_bytes: int = 2048  # hard limit on one UDP datagram (SWIM packets ~1400 bytes)
+    replay_window: int = 1024  # datagram counters remembered per sender
+
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable)."""
+        checks = [
+            (0 <= self.port <= 65535, "mesh.port must be 0..65535"),
+            (self.cert_lifetime_s > 3 * self.cert_backdate_s >= 0,
+             "mesh.cert_lifetime_s must exceed 3 x mesh.cert_backdate_s"),
+            (self.max_clock_skew_s > 0, "mesh.max_clock_skew_s must be positive"),
+            (self.renew_check_s > 0, "mesh.renew_check_s must be positive"),
+            (self.token_ttl_s > 0, "mesh.token_ttl_s must be positive"),
+            (min(self.connect_timeout_s, self.request_timeout_s, self.idle_timeout_s) > 0,
+             "mesh timeouts must be positive"),
+            (self.max_connections >= 1, "mesh.max_connections must be at least 1"),
+            (self.max_frame_bytes >= 4096, "mesh.max_frame_bytes must be at least 4096"),
+            (576 <= self.max_datagram_bytes <= 65507,
+             "mesh.max_datagram_bytes must be 576..65507"),
+            (self.replay_window >= 1, "mesh.replay_window must be at least 1"),
+        ]  # fmt: skip
+        return [message for ok, message in checks if not ok]
+
+
+@dataclass
 class LogConfig:
     level: str = "info"  # debug | info | warning | error
     format: str = "json"  # json (one event per line) | text
@@ -94,6 +138,7 @@ class NodeConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no node could run with."""
@@ -122,6 +167,7 @@ class NodeConfig:
                 "discovery.resolve_timeout_ms must be positive",
             ),
         ]
+        checks += [(False, message) for message in self.mesh.problems()]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -213,7 +259,9 @@ def _coerce(value: Any, hint: Any) -> Any:
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):
-            value = [v for v in value.replace(os.pathsep, ",").split(",") if v]
+            if item is Path:  # path lists may use the OS separator; host:port lists may not
+                value = value.replace(os.pathsep, ",")
+            value = [v for v in value.split(",") if v]
         if not isinstance(value, list | tuple):
             raise TypeError("expected a list")
         return [_coerce(v, item) for v in value]

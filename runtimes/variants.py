@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import VARIANT_FP16, VARIANT_FULL, VARIANT_INT8, VARIANTS
-from runtimes.errors import InvalidModel, VariantNotAvailable
+from runtimes.errors import InvalidModel, RuntimeErrorBase, VariantNotAvailable
 from runtimes.repository import VARIANT_FILES
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,13 @@ def choose_variant(
     heavy tier (mains power)            full, fp16, int8             accuracy; cascades end here
     ==================================  ===========================  ===========================
 
-    ``load`` is the node's utilisation, 0..1 (values above 1 count as overloaded). fp16 is ranked
-    behind full because onnxruntime's CPU provider gains little from it; pass
-    ``prefer_fp16=True`` when the provider runs fp16 natively (GPU, NPU) to rank fp16 just
-    before full. Unknown names in ``available`` are ignored. Raises ``ValueError`` for an unknown
-    tier or a negative/NaN load, ``VariantNotAvailable`` when no known variant is available.
+    ``load`` is the node's utilisation, 0..1 (values above 1 count as overloaded). Where accuracy
+    comes first, fp16 ranks behind full: onnxruntime's CPU provider runs it no faster (it casts
+    around the ops it lacks fp16 kernels for); where saving comes first, it ranks before full
+    because it halves the weights' memory. Pass ``prefer_fp16=True`` when the provider runs fp16
+    natively (GPU, NPU) to rank fp16 just before full in every row. Unknown names in
+    ``available`` are ignored. Raises ``ValueError`` for an unknown tier or a negative/NaN load,
+    ``VariantNotAvailable`` when no known variant is available.
     """
     order = variant_preference(tier, on_battery, load)
     if prefer_fp16:
@@ -244,7 +246,7 @@ def _produce(variant: str, src: Path, dst: Path, make: Callable[[Path], None]) -
             make(tmp)
         except Exception as exc:  # the onnx/onnxruntime tools raise many exception types
             raise VariantNotAvailable(variant, f"conversion of {src} failed: {exc}") from None
-        _verify(variant, tmp)
+        _verify(variant, src, tmp)
         os.replace(tmp, dst)
         log.info("wrote %s variant %s", variant, dst)
         return dst
@@ -252,26 +254,41 @@ def _produce(variant: str, src: Path, dst: Path, make: Callable[[Path], None]) -
         tmp.unlink(missing_ok=True)
 
 
-def _verify(variant: str, path: Path) -> None:
-    """Check that ``path`` loads and runs on the CPU provider with finite outputs."""
+def _verify(variant: str, src: Path, path: Path) -> None:
+    """Check that ``path`` loads and runs on the CPU provider wherever the full model ``src`` does.
+
+    Both run on zeros and on ones; the variant must give finite outputs wherever the full model
+    does (overflow is the usual failure of fp16).
+    """
     from runtimes.onnx import OnnxOptions, OnnxRuntime, warmup_inputs
 
+    options = OnnxOptions(providers=(), warmup_runs=1)
     try:
-        runtime = OnnxRuntime(path, options=OnnxOptions(providers=(), warmup_runs=1))
+        runtime = OnnxRuntime(path, options=options)
     except InvalidModel as exc:
         raise VariantNotAvailable(
             variant, f"the converted model does not run: {exc.reason}"
         ) from None
+    reference = OnnxRuntime(src, options=options)
     try:
         for fill in (0, 1):
-            for name, value in runtime.run(warmup_inputs(runtime.metadata, fill)).items():
-                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            feed = warmup_inputs(reference.metadata, fill)
+            try:
+                expected = reference.run(feed)
+            except RuntimeErrorBase:
+                continue  # the full model cannot run on these either
+            try:
+                got = runtime.run(feed)
+            except RuntimeErrorBase as exc:
+                raise VariantNotAvailable(
+                    variant, f"the converted model does not run on {fill}s: {exc}"
+                ) from None
+            for name, value in got.items():
+                finite = np.isfinite(expected[name]) if value.dtype.kind == "f" else True
+                if value.dtype.kind == "f" and np.any(finite & ~np.isfinite(value)):
                     raise VariantNotAvailable(
                         variant, f"the converted model gives non-finite {name!r} on {fill}s"
                     )
-    except VariantNotAvailable:
-        raise
-    except Exception as exc:
-        raise VariantNotAvailable(variant, f"the converted model does not run: {exc}") from None
     finally:
         runtime.close()
+        reference.close()

@@ -130,3 +130,15 @@ def string_identity(path: Path) -> Path:
         [helper.make_tensor_value_info("echo", TensorProto.STRING, [BATCH])],
     )
     return _save(graph, path)
+
+
+def divide_by_zero(path: Path) -> Path:
+    """x FP32 [1, 4] -> y FP32 [1, 4] = x / 0: the fixed-shape model's I/O, non-finite outputs."""
+    graph = helper.make_graph(
+        [helper.make_node("Div", ["x", "zero"], ["y"])],
+        "divide_by_zero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[_init("zero", np.array(0.0, dtype=np.float32))],
+    )
+    return _save(graph, path)

@@ -14,12 +14,14 @@ from runtimes.onnx import OnnxOptions, OnnxRuntime
 from runtimes.repository import ModelRepository
 from runtimes.variants import (
     HIGH_LOAD,
+    _verify,
     choose_variant,
     convert_fp16,
     make_variants,
     quantize_int8,
     variant_preference,
 )
+from tests.runtimes import models
 from tests.runtimes.conftest import ModelFiles
 
 SEED = 20_261_125
@@ -218,3 +220,16 @@ def test_dynamic_int8_of_a_model_without_weights_is_not_available(
     with pytest.raises(VariantNotAvailable, match="calibration"):
         quantize_int8(model_files.fixed, tmp_path / "model.int8.onnx")
     assert not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_variant_with_non_finite_outputs_is_refused(
+    tmp_path: Path, model_files: ModelFiles
+) -> None:
+    """The check that catches fp16 overflow: non-finite where the full model is finite."""
+    bad = models.divide_by_zero(tmp_path / "bad.onnx")
+    with pytest.raises(VariantNotAvailable, match="non-finite 'y'"):
+        _verify("fp16", model_files.fixed, bad)
+    _verify("fp16", bad, bad)  # non-finite where the full model is too: accepted
+    _verify("fp16", model_files.fixed, model_files.fixed)
+    with pytest.raises(VariantNotAvailable, match="does not run"):
+        _verify("fp16", model_files.fixed, model_files.broken)

@@ -10,8 +10,9 @@ Files (next to ``model.onnx`` in a version directory, see :mod:`runtimes.reposit
   clients send and receive the same tensors whichever variant answers. Made only where it runs: the
   converted file is loaded and run on the CPU provider before it is kept.
 
-Every produced file is written to a temporary name, verified (loads, runs on zeros and ones, gives
-finite outputs) and only then renamed into place, so a failure never leaves a half-made variant.
+Every produced file is written to a temporary name, verified (loads, runs on zeros and ones with
+finite outputs wherever the full model has them) and only then renamed into place, so a failure
+never leaves a half-made variant.
 
 The variant choice rule (:func:`choose_variant`) is pure: no I/O, no clock, usable by the simulator.
 onnxruntime's quantization tools are imported only when a variant is made.

@@ -47,8 +47,8 @@ from consensus.swim_messages import (
     SwimMessage,
     Update,
     UpdateKind,
-    encode,
     packet_base_size,
+    push_pull_size,
 )
 from consensus.swim_state import GONE, LIVE, MemberTable
 from consensus.swim_types import Member, MemberView, Outgoing, SwimReady
@@ -130,12 +130,15 @@ class SwimCore:
         preloaded = False
         for state in members:
             if state.node != node_id:
-                preloaded = self._table.preload(state, now) or preloaded
+                preloaded = self._table.preload(state, now, notify=False) or preloaded
+        self._probe_order = list(self._table.peers)
+        rng.shuffle(self._probe_order)
         if not preloaded:
             self._table.queue_self_alive()
         cfg = self.config
         self._set(_T_PROBE, now + rng.randrange(cfg.probe_interval))
-        self._set(_T_GOSSIP, now + rng.randrange(cfg.gossip_interval))
+        self._gossip_phase = now + rng.randrange(cfg.gossip_interval)
+        self._set(_T_GOSSIP, self._gossip_phase)
         joining = bool(self._seeds) and not preloaded
         self._set(_T_PUSH_PULL, now if joining else now + rng.randrange(cfg.push_pull_interval))
         self._set(_T_RECONNECT, now + rng.randrange(cfg.reconnect_interval))
@@ -172,6 +175,7 @@ class SwimCore:
             self._on_indirect_ping(msg, now)
         elif not isinstance(msg, Gossip):
             raise LocalProtocolError(f"not a SWIM message: {type(msg).__name__}")
+        self._arm_gossip(now)
 
     def tick(self, now: Micros) -> None:
         """Fire every timer due at or before ``now``."""
@@ -180,6 +184,7 @@ class SwimCore:
             entry = heapq.heappop(timers)
             if self._timer_live(entry):
                 self._fire(entry[2], entry[3], now)
+        self._arm_gossip(now)
 
     def next_deadline(self) -> Micros | None:
         timers = self._timers
@@ -239,6 +244,7 @@ class SwimCore:
     def set_meta(self, meta: Meta, now: Micros) -> None:
         """Publish new metadata (``ConfigError`` if over budget); bumps the metadata version."""
         self._table.set_meta(meta)
+        self._arm_gossip(now)
 
     def leave(self, now: Micros) -> None:
         """Leave gracefully: broadcast our departure, stop probing, never refute again.
@@ -248,6 +254,7 @@ class SwimCore:
         if not self._table.leaving:
             self._table.leave(now)
             self._probe = None
+            self._arm_gossip(now)
 
     def leave_complete(self) -> bool:
         """True once our departure was sent its full retransmit count (or no one is left)."""
@@ -434,8 +441,21 @@ class SwimCore:
                     break
         return chosen
 
+    def _arm_gossip(self, now: Micros) -> None:
+        """Gossip rounds only run while updates are queued (an idle round sends nothing, as in
+        memberlist); re-arm on the round's original phase once something is queued."""
+        if self._next[_T_GOSSIP] < 0 and self._table.broadcasts:
+            interval = self.config.gossip_interval
+            self._set(_T_GOSSIP, now + (self._gossip_phase - now) % interval)
+
     def _gossip_round(self, now: Micros) -> None:
-        self._set(_T_GOSSIP, now + self.config.gossip_interval)
+        self._gossip_round_send(now)
+        if self._table.broadcasts:
+            self._set(_T_GOSSIP, now + self.config.gossip_interval)
+        else:
+            self._next[_T_GOSSIP] = -1  # idle until something is queued
+
+    def _gossip_round_send(self, now: Micros) -> None:
         if not self._table.broadcasts:
             return
         horizon = now - self.config.gossip_to_the_dead_time
@@ -500,7 +520,7 @@ class SwimCore:
             self._stream(peer.node, peer.meta.address, msg)
 
     def _stream(self, to: NodeId, addr: str, msg: PushPull) -> None:
-        self._ready.streams.append(Outgoing(to, addr, msg, len(encode(msg))))
+        self._ready.streams.append(Outgoing(to, addr, msg, push_pull_size(msg)))
 
 
 def _with_updates(msg: PacketMsg, updates: tuple[Update, ...]) -> PacketMsg:

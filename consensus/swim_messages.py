@@ -15,7 +15,10 @@ Two paths (as in memberlist's transport):
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
+
+import msgpack
 
 from consensus.codec import U8, U16, U32, Codec
 from consensus.core import NodeId
@@ -245,6 +248,48 @@ def packet_base_size(msg: PacketMsg) -> int:
         value = getattr(msg, name)
         if type(value) is str:
             total += len(value.encode()) + 3
+    return total
+
+
+def _int_size(v: int) -> int:
+    """Bytes msgpack uses for a non-negative int."""
+    if v < 128:
+        return 1
+    if v < 2**8:
+        return 2
+    if v < 2**16:
+        return 3
+    return 5 if v < 2**32 else 9
+
+
+def _str_size(s: str) -> int:
+    """Bytes msgpack uses for a str."""
+    n = len(s.encode())
+    if n < 32:
+        return 1 + n
+    return (2 if n < 2**8 else 3 if n < 2**16 else 5) + n
+
+
+def _array_header_size(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 2**16 else 5
+
+
+_EMPTY_META_BYTES = len(msgpack.packb(["", [], "", 0, 0, [], []]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _meta_bytes(meta: Meta) -> int:
+    return _EMPTY_META_BYTES + meta_size(meta)
+
+
+def push_pull_size(msg: PushPull) -> int:
+    """The exact encoded size of ``msg``, computed without encoding it (push-pull frames are
+    large and frequent in big clusters; metadata sizes are cached)."""
+    total = 2 + _str_size(msg.source) + _str_size(msg.source_addr) + 2
+    total += _array_header_size(len(msg.members))
+    for s in msg.members:
+        total += 2 + _str_size(s.node) + _int_size(s.incarnation) + _int_size(s.meta_version)
+        total += _meta_bytes(s.meta)
     return total
 
 

@@ -90,15 +90,18 @@ class MemberTable:
         )
 
     # ----------------------------------------------------------------------------- changes
-    def preload(self, state: MemberState, now: Micros) -> bool:
+    def preload(self, state: MemberState, now: Micros, *, notify: bool = True) -> bool:
         """Add a known record silently (no event, no broadcast); False if already known.
+        ``notify=False`` skips the ``on_added`` callback (bulk loading).
 
         A SUSPECT record is loaded as ALIVE: its suspicion timer did not survive, probing decides.
         """
         if state.node in self.members:
             return False
         status = MemberStatus.ALIVE if state.status == MemberStatus.SUSPECT else state.status
-        self._add(state.node, status, state.incarnation, state.meta_version, state.meta, now)
+        self._add(
+            state.node, status, state.incarnation, state.meta_version, state.meta, now, notify
+        )
         return True
 
     def forget(self, node: NodeId) -> None:
@@ -267,10 +270,12 @@ class MemberTable:
         meta_version: int,
         meta: Meta,
         now: Micros,
+        notify: bool = True,
     ) -> None:
         self.members[node] = Member(node, status, incarnation, meta_version, meta, now)
         self.peers.append(node)
-        self._on_added(node)
+        if notify:
+            self._on_added(node)
 
     def _event(self, kind: EventKind, m: Member, source: NodeId, now: Micros) -> None:
         self.events.append(

@@ -68,9 +68,13 @@ class SwimAdapter:
         self.ids = tuple(sorted(ids))
         self.bootstrap = bootstrap
         self.join_seeds = tuple(join_seeds) or self.ids[:1]
+        self._initial = tuple(
+            MemberState(i, MemberStatus.ALIVE, 0, 0, Meta(address=i)) for i in self.ids
+        )
 
     def initial_states(self) -> tuple[MemberState, ...]:
-        return tuple(MemberState(i, MemberStatus.ALIVE, 0, 0, Meta(address=i)) for i in self.ids)
+        """Every member alive at incarnation 0: a cluster that has already converged."""
+        return self._initial
 
     def new_disk(self, node_id: NodeId) -> SwimDisk:
         return SwimDisk()

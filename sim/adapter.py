@@ -16,6 +16,9 @@ in an ``Adapter``:
 - ``encode`` / ``decode`` / ``size`` — the wire codec (used when the run asks for ``wire``) and a
   byte size for bandwidth accounting.
 
+Optional: ``reliable(msg) -> bool`` marks messages the real driver sends over a stream (TCP),
+which the simulated network then never loses, duplicates or reorders (partitions still cut them).
+
 A core kind without persistence (SWIM) implements ``persist``/``advance`` as no-ops and ``crash``
 returns a fresh disk.
 """

@@ -89,6 +89,7 @@ class Cluster:
         self._disk_rng = derive_rng(seed, "disk")
         self.delivered = 0
         self.unroutable = 0
+        self._reliable: Callable[[Any], bool] | None = getattr(adapter, "reliable", None)
 
     # ---- time -------------------------------------------------------------------------------
 
@@ -249,7 +250,8 @@ class Cluster:
         else:
             data = None
             size = self.adapter.size(msg)
-        for when in self.network.arrivals(src, dst, self.kernel.now, size):
+        reliable = self._reliable is not None and self._reliable(msg)
+        for when in self.network.arrivals(src, dst, self.kernel.now, size, reliable):
             self.kernel.at(when, self._deliver, src, dst, msg, data)
 
     def _deliver(self, src: NodeId, dst: NodeId, msg: Any, data: bytes | None) -> None:

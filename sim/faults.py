@@ -1,5 +1,6 @@
 """Random fault injection for a safety phase: crashes with restarts, symmetric and asymmetric
-partitions. Generic over the core kind (it only uses ``Cluster`` and ``Network``).
+partitions, clock drift changes. Generic over the core kind (it only uses ``Cluster`` and
+``Network``).
 
 All draws come from the ``random.Random`` handed in (the run's ``faults`` stream), so the fault
 schedule is a pure function of the seed and of the events so far. ``stop()`` freezes the faults:
@@ -37,6 +38,7 @@ class FaultInjector:
         self.cuts: list[Cut] = []
         self.crashes = 0
         self.partitions = 0
+        self.drifts = 0
 
     def start(self) -> None:
         """Begin injecting from the cluster's current time."""
@@ -45,6 +47,8 @@ class FaultInjector:
             self._schedule(self.spec.crash_every_ms, self._crash)
         if self.spec.partition_every_ms > 0:
             self._schedule(self.spec.partition_every_ms, self._partition)
+        if self.spec.drift_every_ms > 0 and self.spec.drift_ppm > 0:
+            self._schedule(self.spec.drift_every_ms, self._drift)
 
     def stop(self) -> None:
         """Stop injecting; pending restarts and heals are cancelled (see module docstring)."""
@@ -71,6 +75,19 @@ class FaultInjector:
     def _restart(self, node_id: NodeId) -> None:
         if self.active:
             self.cluster.restart(node_id)
+
+    # ---- clock drift ------------------------------------------------------------------------
+
+    def _drift(self) -> None:
+        if not self.active:
+            return
+        up = self.cluster.up_ids()
+        if up:
+            node = self.rng.choice(up)
+            d = self.spec.drift_ppm
+            self.cluster.set_drift(node, self.rng.randint(-d, d))
+            self.drifts += 1
+        self._schedule(self.spec.drift_every_ms, self._drift)
 
     # ---- partitions -------------------------------------------------------------------------
 

@@ -95,10 +95,14 @@ class Network:
 
     # ---- sending ----------------------------------------------------------------------------
 
-    def arrivals(self, src: NodeId, dst: NodeId, now: int, size: int) -> list[int]:
+    def arrivals(
+        self, src: NodeId, dst: NodeId, now: int, size: int, reliable: bool = False
+    ) -> list[int]:
         """Virtual arrival times of one packet of ``size`` bytes sent at ``now``.
 
         Empty when the packet is lost or the link is cut; two times when it is duplicated.
+        ``reliable`` (a stream, e.g. TCP push-pull) is never lost, duplicated or held back for
+        reordering, but is still delayed, serialised and cut by partitions.
         """
         self.sent += 1
         self.bytes_sent += size
@@ -107,6 +111,8 @@ class Network:
             return []
         spec = self._links.get((src, dst), self.default)
         rng = self.rng
+        if reliable:
+            spec = LinkSpec(spec.delay_ms, spec.jitter_ms, bandwidth_bps=spec.bandwidth_bps)
         if spec.loss and rng.random() < spec.loss:
             self.dropped += 1
             return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import tomllib
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def _one(scenario: Scenario, config: str, source: str | None, seed: int) -> Raft
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     scenarios = load_scenarios(args)
     if args.seed is not None or not args.seeds:
         seed = args.seed if args.seed is not None else 0

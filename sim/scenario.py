@@ -61,6 +61,8 @@ class FaultSpec:
     """Fraction of partitions that block one direction only."""
     drift_ppm: int = 0
     """Each node's clock drifts by a uniform rate in [-drift_ppm, +drift_ppm] (set at boot)."""
+    drift_every_ms: float = 0.0
+    """Mean time between drift changes (a random running node gets a new rate); 0 = never."""
     persist_ms: tuple[float, float] = (0.0, 0.0)
     """Time to persist a Ready (fsync); a crash before it completes loses that Ready."""
 
@@ -202,6 +204,7 @@ def preset(name: str, nodes: int = 5) -> Scenario:
                 partition_every_ms=900.0,
                 persist_ms=(0.0, 3.0),
                 drift_ppm=5_000,
+                drift_every_ms=2_000.0,
             ),
         ),
     }

@@ -115,3 +115,11 @@ def test_scenarios_round_trip_through_dicts_and_reject_nonsense() -> None:
         Scenario.from_dict({**preset("calm").to_dict(), "bogus": 1})
     with pytest.raises(ValueError):
         preset("nope")
+
+
+def test_reliable_packets_are_never_lost_but_still_cut() -> None:
+    spec = LinkSpec(delay_ms=5, jitter_ms=0, loss=0.9, duplicate=0.9)
+    net = Network(["a", "b"], random.Random(3), spec)
+    assert all(net.arrivals("a", "b", 0, 10, reliable=True) == [5000] for _ in range(100))
+    net.block("a", "b")
+    assert net.arrivals("a", "b", 0, 10, reliable=True) == []

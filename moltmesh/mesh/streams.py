@@ -1,0 +1,345 @@
+"""Mutual-TLS TCP streams between members: a server, and a pool of reusable client connections.
+
+A stream carries length-prefixed envelopes (``wire``). The server checks the peer after the
+handshake (``tls.check_peer``) and then every envelope: right mesh, sender equal to the node id in
+the peer's certificate, sender not revoked. Envelopes are handed, one at a time and in order, to
+the handler of their channel; a handler's reply (if any) goes back on the same stream. The server
+does not read the next envelope before the handler returns, so a slow handler back-pressures the
+sender through TCP flow control; writes await ``drain()`` for the same reason.
+
+Connections without a client certificate go to ``join_handler`` when one is set (CA holders),
+and are closed otherwise. Bad input is counted in ``DropCounters`` and closes the stream; it is
+never raised into the event loop.
+
+Clients: ``request`` sends one envelope and waits for the reply; ``send`` sends without waiting.
+Connections are reused per node id and serialised by a lock (one request in flight per
+connection). A stream whose peer closed it between requests is replaced once, transparently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from moltmesh.config import MeshConfig
+from moltmesh.logs import log_event
+from moltmesh.mesh import ca, tls
+from moltmesh.mesh.drops import DropCounters, DropReason, Transport
+from moltmesh.mesh.errors import AdmissionError, MeshError
+from moltmesh.mesh.store import MeshState
+from moltmesh.mesh.tokens import split_address
+from moltmesh.mesh.wire import (
+    Channel,
+    Envelope,
+    EnvelopeError,
+    decode_envelope,
+    encode_frame,
+    read_frame,
+)
+
+log = logging.getLogger("moltmesh.mesh.streams")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The authenticated other end of a stream."""
+
+    node_id: str
+    address: str
+
+
+Handler = Callable[[Peer, Envelope], Awaitable[bytes | None]]
+JoinHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class StreamError(MeshError):
+    """A request could not be completed: refused, closed, timed out or the peer is not who we
+    expected. ``reason`` is short and stable enough to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class _Conn:
+    node_id: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    used: int = 0
+
+    def usable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream, ignoring the errors a broken TLS connection reports while closing."""
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError, asyncio.TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+class MeshStreams:
+    """Server and client side of the mesh's TLS streams for one node."""
+
+    def __init__(
+        self,
+        state: MeshState,
+        config: MeshConfig,
+        drops: DropCounters,
+        handlers: dict[Channel, Handler] | None = None,
+        join_handler: JoinHandler | None = None,
+    ) -> None:
+        self.state = state
+        self.config = config
+        self.drops = drops
+        self.handlers: dict[Channel, Handler] = dict(handlers or {})
+        self.join_handler = join_handler
+        self._server: asyncio.Server | None = None
+        self._conns: dict[str, _Conn] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._inbound_peers: dict[asyncio.StreamWriter, str] = {}
+        self.reload_tls()
+
+    @property
+    def node_id(self) -> str:
+        return self.state.node_id
+
+    def reload_tls(self) -> None:
+        """Rebuild TLS contexts from the state (after a certificate renewal or CA import).
+
+        New connections use the new contexts; the listening socket keeps the one it started with
+        until ``start`` is called again, but its context object is updated in place.
+        """
+        self._client_ctx = tls.client_context(self.state)
+        if getattr(self, "_server_ctx", None) is not None:
+            # The listener keeps this context object: load the renewed chain into it.
+            self._server_ctx.load_cert_chain(self.state.node_cert_path, self.state.node_key_path)
+        else:
+            self._server_ctx = tls.server_context(self.state, self.join_handler is not None)
+
+    # -- server ---------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port`` (0 = any free port); returns the bound address."""
+        self._server = await asyncio.start_server(
+            self._serve, host, port, ssl=self._server_ctx,
+            ssl_handshake_timeout=self.config.connect_timeout_s,
+        )  # fmt: skip
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def close(self) -> None:
+        """Stop listening; close every inbound and pooled connection."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            await close_writer(conn.writer)
+        self._conns.clear()
+        for writer in list(self._inbound):
+            await close_writer(writer)
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    def drop_peer(self, node_id: str) -> None:
+        """Close every stream to and from ``node_id`` (called when it is revoked)."""
+        conn = self._conns.pop(node_id, None)
+        if conn is not None:
+            conn.writer.close()
+        for writer, peer in list(self._inbound_peers.items()):
+            if peer == node_id:
+                writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._inbound) >= self.config.max_connections:
+            await close_writer(writer)
+            return
+        self._inbound.add(writer)
+        try:
+            await self._serve_checked(reader, writer)
+        except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass  # the peer went away or stalled; nothing to answer
+        except Exception:  # a handler bug must not take the server down
+            log.exception("stream handler failed")
+        finally:
+            self._inbound.discard(writer)
+            self._inbound_peers.pop(writer, None)
+            await close_writer(writer)
+
+    def _drop(self, reason: DropReason, event: str, **fields: object) -> None:
+        self.drops.add(Transport.TCP, reason)
+        log_event(log, event, reason=reason.value, **fields)
+
+    async def _serve_checked(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        cert = tls.peer_certificate(writer)
+        if cert is None:
+            if self.join_handler is not None:
+                await self.join_handler(reader, writer)
+            return
+        peer_addr = _address(writer)
+        try:
+            node_id = tls.check_peer(cert, self.state, ca.utcnow())
+        except AdmissionError as e:
+            reason = DropReason.REVOKED if e.reason == "revoked" else DropReason.WRONG_KEY
+            self._drop(reason, "stream.refused", peer=peer_addr, why=e.reason)
+            return
+        self._inbound_peers[writer] = node_id
+        peer = Peer(node_id, peer_addr)
+        cfg = self.config
+        while True:
+            try:
+                payload = await asyncio.wait_for(
+                    read_frame(reader, cfg.max_frame_bytes), cfg.idle_timeout_s
+                )
+                if payload is None:
+                    return
+                env = decode_envelope(payload, self.state.mesh_id, cfg.max_frame_bytes)
+            except EnvelopeError as e:
+                self._drop(e.drop, "stream.bad_frame", peer=node_id, why=e.reason)
+                return
+            if env.sender != node_id:
+                self._drop(DropReason.GARBAGE, "stream.sender_mismatch", peer=node_id,
+                           claimed=env.sender)  # fmt: skip
+                return
+            if self.state.is_revoked(node_id):
+                self._drop(DropReason.REVOKED, "stream.refused", peer=node_id, why="revoked")
+                return
+            handler = self.handlers.get(env.channel)
+            if handler is None:
+                self._drop(DropReason.GARBAGE, "stream.no_handler", channel=env.channel.name)
+                continue
+            reply = await handler(peer, env)
+            if reply is not None:
+                writer.write(self._frame(env.channel, reply))
+                await asyncio.wait_for(writer.drain(), cfg.request_timeout_s)
+
+    def _frame(self, channel: Channel, body: bytes) -> bytes:
+        env = Envelope(self.state.mesh_id, channel, self.node_id, body)
+        return encode_frame(env, self.config.max_frame_bytes)
+
+    # -- client ---------------------------------------------------------------------------------
+
+    async def _connect(self, address: str, expected: str | None) -> _Conn:
+        host, port = split_address(address)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host, port, ssl=self._client_ctx, server_hostname="",
+                    ssl_handshake_timeout=self.config.connect_timeout_s,
+                ),
+                self.config.connect_timeout_s,
+            )  # fmt: skip
+        except (TimeoutError, OSError, ssl.SSLError) as e:
+            raise StreamError(f"cannot connect to {address}: {e}") from None
+        try:
+            cert = tls.peer_certificate(writer)
+            node_id = tls.check_peer(cert, self.state, ca.utcnow(), expected)
+        except AdmissionError as e:
+            await close_writer(writer)
+            raise StreamError(f"refused {address}: {e.reason}") from None
+        return _Conn(node_id, reader, writer)
+
+    async def _get(self, node_id: str | None, address: str) -> _Conn:
+        if node_id is not None:
+            conn = self._conns.get(node_id)
+            if conn is not None and conn.usable():
+                return conn
+        lock = self._connecting.setdefault(node_id or address, asyncio.Lock())
+        async with lock:
+            if node_id is not None:
+                conn = self._conns.get(node_id)
+                if conn is not None and conn.usable():
+                    return conn
+            conn = await self._connect(address, node_id)
+            old = self._conns.get(conn.node_id)
+            if old is not None and old is not conn:
+                old.writer.close()
+            self._conns[conn.node_id] = conn
+            return conn
+
+    def _discard(self, conn: _Conn) -> None:
+        if self._conns.get(conn.node_id) is conn:
+            del self._conns[conn.node_id]
+        conn.writer.close()
+
+    async def request(
+        self,
+        node_id: str | None,
+        address: str,
+        channel: Channel,
+        body: bytes,
+        timeout: float | None = None,
+    ) -> tuple[str, bytes]:
+        """Send ``body`` to the node at ``address`` and return (its node id, its reply body).
+
+        ``node_id`` is who must answer (``None`` for a seed whose id we do not know yet).
+        Raises ``StreamError``; never returns data from anyone but an authenticated member.
+        """
+        timeout = self.config.request_timeout_s if timeout is None else timeout
+        for attempt in (1, 2):
+            conn = await self._get(node_id, address)
+            reused = conn.used > 0
+            async with conn.lock:
+                try:
+                    conn.used += 1
+                    conn.writer.write(self._frame(channel, body))
+                    await asyncio.wait_for(conn.writer.drain(), timeout)
+                    payload = await asyncio.wait_for(
+                        read_frame(conn.reader, self.config.max_frame_bytes), timeout
+                    )
+                except TimeoutError:
+                    self._discard(conn)
+                    raise StreamError(f"{address}: no reply within {timeout} s") from None
+                except (OSError, ssl.SSLError, EnvelopeError) as e:
+                    self._discard(conn)
+                    payload = None
+                    if not reused or attempt == 2:
+                        raise StreamError(f"{address}: stream failed: {e}") from None
+                    continue
+                if payload is None:
+                    self._discard(conn)
+                    if reused and attempt == 1:
+                        continue  # the peer closed an idle stream: retry once on a new one
+                    raise StreamError(f"{address}: the peer closed the stream (refused?)")
+                try:
+                    env = decode_envelope(payload, self.state.mesh_id, self.config.max_frame_bytes)
+                except EnvelopeError as e:
+                    self.drops.add(Transport.TCP, e.drop)
+                    self._discard(conn)
+                    raise StreamError(f"{address}: bad reply: {e.reason}") from None
+                if env.sender != conn.node_id or env.channel != channel:
+                    self.drops.add(Transport.TCP, DropReason.GARBAGE)
+                    self._discard(conn)
+                    raise StreamError(f"{address}: reply from the wrong sender or channel")
+                return conn.node_id, env.body
+        raise StreamError(f"{address}: stream failed")  # pragma: no cover (loop returns/raises)
+
+    async def send(self, node_id: str | None, address: str, channel: Channel, body: bytes) -> str:
+        """Send one envelope that expects no reply; returns the peer's node id."""
+        conn = await self._get(node_id, address)
+        async with conn.lock:
+            try:
+                conn.writer.write(self._frame(channel, body))
+                await asyncio.wait_for(conn.writer.drain(), self.config.request_timeout_s)
+            except (TimeoutError, OSError, ssl.SSLError) as e:
+                self._discard(conn)
+                raise StreamError(f"{address}: send failed: {e}") from None
+        return conn.node_id
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if not peer:
+        return "?"
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -22,6 +22,10 @@ Contracts:
   change on a queue and returns. Resolution (SRV, TXT, A records) runs in tasks, one per service
   name at a time, so changes to one peer are applied in order and a slow peer delays no other.
 - **Interfaces come from config**: loopback only by default; see ``interfaces``.
+- **Questions are multicast (QM).** Where several mDNS stacks share port 5353 on one host (tests
+  on loopback, a device also running avahi), a unicast answer lands on whichever socket the
+  kernel picks; multicast answers reach every stack. (python-zeroconf's name-clash probe still
+  asks for unicast answers, so a clash is reliably detected only between separate hosts.)
 
 Events go to a bounded queue read with ``events()``/``next_event()``; when nobody reads, events
 beyond ``EVENT_QUEUE_SIZE`` are dropped and counted (``stats.dropped_events``) rather than held.
@@ -36,7 +40,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from zeroconf import IPVersion, NonUniqueNameException, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSQuestionType,
+    IPVersion,
+    NonUniqueNameException,
+    ServiceStateChange,
+    Zeroconf,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from moltmesh.config import DiscoveryConfig
@@ -126,7 +136,10 @@ class Discovery:
         self._zc = AsyncZeroconf(interfaces=list(self.plan.listen), ip_version=IPVersion.V4Only)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="discovery-dispatch")
         self._browser = AsyncServiceBrowser(
-            self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service_state_change]
+            self._zc.zeroconf,
+            SERVICE_TYPE,
+            handlers=[self._on_service_state_change],
+            question_type=DNSQuestionType.QM,
         )
         self._info = self._service_info(self.advert)
         try:
@@ -255,7 +268,8 @@ class Discovery:
     async def _resolve(self, name: str) -> None:
         assert self._zc is not None
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._zc.zeroconf, self.config.resolve_timeout_ms):
+        timeout_ms = self.config.resolve_timeout_ms
+        if not await info.async_request(self._zc.zeroconf, timeout_ms, DNSQuestionType.QM):
             self.stats.unresolved += 1
             log_event(log, "discovery.unresolved", logging.DEBUG, service=name)
             return

@@ -59,6 +59,14 @@ class Net:
         leader of a higher term was elected after the commit and must hold the entry."""
         self.leaders: dict[int, NodeId] = {}
         self.events: list[tuple[NodeId, object]] = []
+        self.chaos = random.Random(f"chaos/{seed}")
+        self.reorder = 0.0
+        """Probability that a delivery picks a random queued message instead of the oldest."""
+        self.duplicate = 0.0
+        """Probability that a delivered message is also queued again (delivered twice)."""
+        self.delay = 0.0
+        """Probability that a message is held back until the next timer fires (stale later)."""
+        self.held: list[Message] = []
 
     def _make(self, node_id: NodeId) -> RaftNode:
         rng = random.Random(f"{self.seed}/{node_id}/{len(getattr(self, 'delivered', []))}")
@@ -88,6 +96,7 @@ class Net:
         self.cut.clear()
         self.drop = None
         self.rewrite = None
+        self.reorder = self.duplicate = self.delay = 0.0
 
     def crash(self, node_id: NodeId) -> None:
         """Stop a node; unpersisted state (none, here: each Ready is persisted) is lost."""
@@ -129,7 +138,15 @@ class Net:
             n += 1
             if n > max_messages:
                 raise AssertionError(f"message storm (seed {self.seed})")
-            msg = self.queue.popleft()
+            if self.reorder and self.chaos.random() < self.reorder:
+                pos = self.chaos.randrange(len(self.queue))
+                msg = self.queue[pos]
+                del self.queue[pos]
+            else:
+                msg = self.queue.popleft()
+            if self.delay and self.chaos.random() < self.delay:
+                self.held.append(msg)
+                continue
             if msg.dst in self.down or msg.src in self.down or (msg.src, msg.dst) in self.cut:
                 continue
             if self.drop is not None and self.drop(msg):
@@ -139,12 +156,16 @@ class Net:
                 if rewritten is None:
                     continue
                 msg = rewritten
+            if self.duplicate and self.chaos.random() < self.duplicate:
+                self.queue.append(msg)
             self.delivered.append(msg)
             self.nodes[msg.dst].step(msg, self.now)
             self.flush()
 
     def tick(self) -> None:
-        """Tick every live node whose deadline has come, then deliver."""
+        """Release held messages, tick every live node whose deadline has come, deliver."""
+        self.queue.extend(self.held)
+        self.held.clear()
         for i in self.live():
             deadline = self.nodes[i].next_deadline()
             if deadline is not None and deadline <= self.now:

@@ -145,6 +145,12 @@ def test_random_faults_never_break_safety(seed: int) -> None:
         elif r < 0.35:
             drop_rate = rng.random() * 0.3
             net.drop = lambda _m, p=drop_rate: rng.random() < p
+        elif r < 0.45:
+            net.reorder, net.duplicate, net.delay = (
+                rng.random(),
+                rng.random() * 0.2,
+                rng.random() * 0.2,
+            )
         lead = net.leader()
         if lead is not None and rng.random() < 0.6:
             for _ in range(rng.randint(1, 4)):

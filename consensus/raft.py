@@ -232,12 +232,16 @@ class RaftNode:
         """True when ``ready()`` has something to hand out (False while a Ready is outstanding)."""
         if self._outstanding is not None:
             return False
+        hs = self._persisted_hs
+        log = self._log
         return bool(
             self._msgs
             or self._events
-            or self._log.unstable
-            or self._log.committed > self._log.applied
-            or self._hard_state() != self._persisted_hs
+            or log.unstable
+            or log.committed > log.applied
+            or hs.term != self._term
+            or hs.vote != self._vote
+            or hs.commit != log.committed
         )
 
     def ready(self) -> Ready:

@@ -113,9 +113,9 @@ class Net:
     def live(self) -> list[NodeId]:
         return [i for i in self.ids if i not in self.down]
 
-    def flush(self) -> None:
-        """Handle every node's Ready (persist, send, apply, advance) and check safety."""
-        for i in self.live():
+    def flush(self, only: NodeId | None = None) -> None:
+        """Handle every node's (or ``only``'s) Ready: persist, send, apply, advance; check."""
+        for i in [only] if only is not None else self.live():
             node = self.nodes[i]
             while node.has_ready():
                 rd = node.ready()
@@ -160,7 +160,7 @@ class Net:
                 self.queue.append(msg)
             self.delivered.append(msg)
             self.nodes[msg.dst].step(msg, self.now)
-            self.flush()
+            self.flush(msg.dst)
 
     def tick(self) -> None:
         """Release held messages, tick every live node whose deadline has come, deliver."""

@@ -260,8 +260,9 @@ async def join(
         except KeyRingError as e:
             raise AdmissionError(f"the key ring sent is unusable: {e}") from None
         return store.store_joined(
-            data_dir, challenge.mesh_id, ca_cert, cert, ring, granted.revocations or None
-        )
+            data_dir, challenge.mesh_id, ca_cert, cert, ring, granted.revocations or None,
+            token.address,
+        )  # fmt: skip
     except (EnvelopeError, DecodeError, CertificateError) as e:
         if isinstance(e, ClockSkewError):
             raise

@@ -58,6 +58,7 @@ class MeshState:
     keyring: KeyRing
     revocations: RevocationList
     ca_key: Ed25519PrivateKey | None = None
+    ca_address: str = ""  # where a CA holder was reached (the join token's address)
 
     @property
     def dir(self) -> Path:
@@ -116,8 +117,8 @@ def _ed_key(cert: x509.Certificate) -> Ed25519PublicKey:
     return key
 
 
-def _write_meta(d: Path, mesh_id: str, ca_cert: x509.Certificate) -> None:
-    meta = {"mesh_id": mesh_id, "ca_fingerprint": ca.fingerprint(ca_cert)}
+def _write_meta(d: Path, mesh_id: str, ca_cert: x509.Certificate, ca_address: str = "") -> None:
+    meta = {"mesh_id": mesh_id, "ca_fingerprint": ca.fingerprint(ca_cert), "ca_address": ca_address}
     write_private(d / "mesh.json", json.dumps(meta, indent=1).encode())
 
 
@@ -160,6 +161,7 @@ def store_joined(
     node_cert: x509.Certificate,
     ring: KeyRing,
     signed_revocations: bytes | None,
+    ca_address: str = "",
 ) -> MeshState:
     """Persist what a successful join returned (refuses to replace another mesh)."""
     if has_mesh(data_dir):
@@ -169,9 +171,10 @@ def store_joined(
     write_private(d / "node.crt", ca.cert_pem(node_cert))
     write_private(d / "keyring.json", ring.to_json())
     state = MeshState(data_dir, mesh_id, ca_cert, node_cert, ring, revocation.empty(mesh_id))
+    state.ca_address = ca_address
     if signed_revocations:
         state.save_revocations(signed_revocations)
-    _write_meta(d, mesh_id, ca_cert)  # last: its presence means "a member of a mesh"
+    _write_meta(d, mesh_id, ca_cert, ca_address)  # last: its presence means "a member of a mesh"
     return state
 
 
@@ -201,8 +204,9 @@ def load(data_dir: Path) -> MeshState:
     if meta.get("ca_fingerprint") != ca.fingerprint(ca_cert):
         raise CredentialError(f"{d / 'ca.crt'} does not match the mesh's CA fingerprint")
     state = MeshState(
-        data_dir, mesh_id, ca_cert, node_cert, ring, revocation.empty(mesh_id), ca_key
-    )
+        data_dir, mesh_id, ca_cert, node_cert, ring, revocation.empty(mesh_id), ca_key,
+        str(meta.get("ca_address") or ""),
+    )  # fmt: skip
     signed = state.signed_revocations()
     if signed is not None:
         try:

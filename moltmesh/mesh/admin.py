@@ -1,0 +1,76 @@
+"""Mesh administration over mutual TLS (``Channel.ADMIN``): key ring changes, revocations and
+certificate renewal. Messages are ``consensus.codec`` dataclasses; every request gets a reply.
+
+Who may do what:
+
+- any member that is not revoked may change the key ring (as in Serf, where any member can run
+  ``keys install|use|remove``); changes are idempotent, so relaying them is safe;
+- a revocation list is accepted only when signed by the mesh CA, from whoever relays it;
+- only a CA holder answers a renewal, for the key of the connection's own certificate.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from consensus.codec import U32, Codec
+
+ADMIN_MAX_FRAME = 1 << 20
+
+
+class AdminMsgType(enum.IntEnum):
+    """APPEND-ONLY: the numbers are the protocol."""
+
+    KEY_OP = 1
+    REVOCATION = 2
+    RENEW = 3
+    RENEWED = 4
+    REPLY = 5
+
+
+class KeyOpKind(enum.IntEnum):
+    """APPEND-ONLY."""
+
+    INSTALL = 1
+    USE = 2
+    REMOVE = 3
+
+
+ADMIN_CODEC: Codec[object] = Codec("admin", max_size=ADMIN_MAX_FRAME)
+
+
+@ADMIN_CODEC.register(AdminMsgType.KEY_OP)
+@dataclass(frozen=True, slots=True)
+class KeyOp:
+    kind: KeyOpKind
+    key: bytes  # the key for INSTALL; empty otherwise
+    key_id: U32  # the key id for USE and REMOVE (and of ``key`` for INSTALL)
+
+
+@ADMIN_CODEC.register(AdminMsgType.REVOCATION)
+@dataclass(frozen=True, slots=True)
+class RevocationUpdate:
+    signed: bytes
+
+
+@ADMIN_CODEC.register(AdminMsgType.RENEW)
+@dataclass(frozen=True, slots=True)
+class RenewRequest:
+    csr: bytes
+
+
+@ADMIN_CODEC.register(AdminMsgType.RENEWED)
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    cert: bytes
+
+
+@ADMIN_CODEC.register(AdminMsgType.REPLY)
+@dataclass(frozen=True, slots=True)
+class AdminReply:
+    ok: bool
+    error: str
+
+
+ADMIN_CODEC.check_schemas()

@@ -1,0 +1,283 @@
+"""``MeshService``: one node's mesh endpoint — TLS streams, sealed gossip, admission, admin.
+
+    service = MeshService(data_dir, config.mesh)
+    await service.start()          # needs credentials (``mesh init`` or a join)
+    service.streams.handlers[Channel.RAFT] = ...   # other layers register stream handlers
+    service.on_gossip = ...        # and receive gossip envelopes
+    await service.stop()
+
+The TCP streams and the UDP gossip socket share one port number. While running, the stream
+address is written to ``<data dir>/mesh/stream-address`` so the CLI can reach the running node
+(over mutual TLS, with the node's own certificate).
+
+Key ring changes and revocations apply locally, are persisted, and are relayed to ``peers()``
+(the SWIM driver supplies the live members; until then, peers added with ``add_peer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from consensus.errors import DecodeError
+from moltmesh.config import MeshConfig
+from moltmesh.identity import load_or_create_identity, node_id_for, write_private
+from moltmesh.logs import log_event
+from moltmesh.mesh import ca, store
+from moltmesh.mesh.admin import (
+    ADMIN_CODEC,
+    AdminReply,
+    KeyOp,
+    KeyOpKind,
+    Renewed,
+    RenewRequest,
+    RevocationUpdate,
+)
+from moltmesh.mesh.drops import DropCounters
+from moltmesh.mesh.errors import CertificateError, MeshError, RevocationError
+from moltmesh.mesh.join import JoinService
+from moltmesh.mesh.keyring import KeyRingError, format_key_id, generate_key, key_id
+from moltmesh.mesh.store import MeshState
+from moltmesh.mesh.streams import MeshStreams, Peer, StreamError
+from moltmesh.mesh.udp import GossipTransport, Receive
+from moltmesh.mesh.wire import Channel, Envelope
+
+log = logging.getLogger("moltmesh.mesh.service")
+
+ADDRESS_FILE = "stream-address"
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class MeshService:
+    """The mesh endpoint of one node. Not thread-safe; one event loop."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: MeshConfig,
+        drops: DropCounters | None = None,
+        peers: Callable[[], dict[str, str]] | None = None,
+        state: MeshState | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.drops = drops or DropCounters()
+        self.state = state or store.load(data_dir)
+        self.static_peers: dict[str, str] = {}
+        self._peers = peers or (lambda: dict(self.static_peers))
+        self.on_gossip: Receive = lambda env, addr: None
+        join = JoinService(self.state, config, self.drops) if self.state.ca_key else None
+        self.streams = MeshStreams(
+            self.state, config, self.drops, {Channel.ADMIN: self._admin},
+            join.handle if join else None,
+        )  # fmt: skip
+        self.gossip: GossipTransport | None = None
+        self.address = ""
+        self._renewer: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.state.node_id
+
+    def add_peer(self, node_id: str, address: str) -> None:
+        self.static_peers[node_id] = address
+
+    def peers(self) -> dict[str, str]:
+        """Members to relay admin changes to: node id -> stream address (not us, not revoked)."""
+        return {
+            n: a for n, a in sorted(self._peers().items())
+            if n != self.node_id and not self.state.is_revoked(n)
+        }  # fmt: skip
+
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
+        """Listen (TCP streams and UDP gossip on one port); returns the ``host:port`` address."""
+        ca.check_validity(self.state.node_cert, ca.utcnow(), "node certificate")
+        host = self.config.host if host is None else host
+        port = self.config.port if port is None else port
+        bound_host, bound_port = await self.streams.start(host, port)
+        epoch = store.next_boot_epoch(self.data_dir, time.time())
+        self.gossip = GossipTransport(
+            self.state.mesh_id, self.node_id, self.state.keyring, epoch, self.drops,
+            lambda env, addr: self.on_gossip(env, addr), self.state.is_revoked,
+            self.config.max_datagram_bytes, self.config.replay_window,
+        )  # fmt: skip
+        try:
+            await self.gossip.start(bound_host, bound_port)
+        except OSError:
+            await self.streams.close()
+            raise
+        self.address = self.config.advertise or format_address(bound_host, bound_port)
+        write_private(self.state.dir / ADDRESS_FILE, f"{self.address}\n".encode())
+        self._renewer = asyncio.create_task(self._renew_loop())
+        log_event(log, "mesh.started", node=self.node_id, mesh=self.state.mesh_id,
+                  address=self.address, ca_holder=self.state.ca_key is not None)  # fmt: skip
+        return self.address
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        if self.gossip is not None:
+            self.gossip.close()
+            self.gossip = None
+        await self.streams.close()
+        (self.state.dir / ADDRESS_FILE).unlink(missing_ok=True)
+
+    # -- admin requests from other members ------------------------------------------------------
+
+    async def _admin(self, peer: Peer, env: Envelope) -> bytes:
+        try:
+            msg = ADMIN_CODEC.decode(env.body)
+        except DecodeError as e:
+            return ADMIN_CODEC.encode(AdminReply(False, f"bad request: {e.reason}"))
+        try:
+            if isinstance(msg, KeyOp):
+                self.apply_key_op(msg)
+            elif isinstance(msg, RevocationUpdate):
+                self.apply_revocations(msg.signed)
+            elif isinstance(msg, RenewRequest):
+                return ADMIN_CODEC.encode(self._renew_for(peer, msg))
+            else:
+                return ADMIN_CODEC.encode(AdminReply(False, "not a request"))
+        except (MeshError, KeyRingError) as e:
+            return ADMIN_CODEC.encode(AdminReply(False, str(e)))
+        return ADMIN_CODEC.encode(AdminReply(True, ""))
+
+    def apply_key_op(self, op: KeyOp) -> None:
+        """Apply one key ring change here and persist it (idempotent)."""
+        ring = self.state.keyring
+        if op.kind is KeyOpKind.INSTALL:
+            if key_id(op.key) != op.key_id:
+                raise KeyRingError("key id does not match the key")
+            ring.install(op.key)
+        elif op.kind is KeyOpKind.USE:
+            ring.use(op.key_id)
+        elif op.kind is KeyOpKind.REMOVE and ring.get(op.key_id) is not None:
+            ring.remove(op.key_id)
+        self.state.save_keyring()
+        log_event(log, "mesh.keyring", op=op.kind.name.lower(), key=format_key_id(op.key_id))
+
+    def apply_revocations(self, signed: bytes) -> None:
+        before = set(self.state.revocations.revoked)
+        rl = self.state.save_revocations(signed)
+        for node_id in sorted(set(rl.revoked) - before):
+            self.streams.drop_peer(node_id)
+            log_event(log, "mesh.revoked", node=node_id, serial=rl.serial)
+
+    def _renew_for(self, peer: Peer, req: RenewRequest) -> Renewed | AdminReply:
+        if self.state.ca_key is None:
+            return AdminReply(False, "not a CA holder")
+        key = ca.csr_public_key(req.csr)
+        node_id = node_id_for(ca.raw_public_key(key))
+        if node_id != peer.node_id:
+            return AdminReply(False, "a node renews only its own certificate")
+        cert = self._issue(key)
+        log_event(log, "mesh.renewed_for", node=node_id)
+        return Renewed(ca.cert_der(cert))
+
+    def _issue(self, key: Ed25519PublicKey) -> x509.Certificate:
+        assert self.state.ca_key is not None
+        return ca.issue_node_cert(
+            self.state.ca_key, self.state.ca_cert, self.state.mesh_id, key,
+            ca.utcnow(), dt.timedelta(seconds=self.config.cert_lifetime_s),
+            dt.timedelta(seconds=self.config.cert_backdate_s),
+        )  # fmt: skip
+
+    # -- operations started here, relayed to every member ---------------------------------------
+
+    async def broadcast(self, body: bytes) -> dict[str, str | None]:
+        """Send an admin request to every peer; node id -> error text (``None`` when applied)."""
+        peers = self.peers()
+
+        async def one(node_id: str, address: str) -> str | None:
+            try:
+                _, raw = await self.streams.request(node_id, address, Channel.ADMIN, body)
+                reply = ADMIN_CODEC.decode(raw)
+            except (StreamError, DecodeError) as e:
+                return str(e)
+            if not isinstance(reply, AdminReply):
+                return "unexpected reply"
+            return None if reply.ok else reply.error
+
+        results = await asyncio.gather(*(one(n, a) for n, a in peers.items()))
+        return dict(zip(peers, results, strict=True))
+
+    async def key_op(self, op: KeyOp) -> dict[str, str | None]:
+        """Apply ``op`` here, then on every peer."""
+        self.apply_key_op(op)
+        return await self.broadcast(ADMIN_CODEC.encode(op))
+
+    async def revoke(self, node_id: str) -> dict[str, str | None]:
+        """CA holders only: refuse ``node_id`` everywhere and rotate the gossip key without it.
+
+        Order: the signed revocation list to every other member, then a new key installed
+        everywhere, used everywhere, and every older key removed everywhere. Returns the failures
+        by node id (``None`` = every step applied).
+        """
+        if self.state.ca_key is None:
+            raise CertificateError("only a CA holder can revoke a node")
+        rl = self.state.revocations.adding(node_id, time.time_ns() // 1000)
+        signed = rl.sign(self.state.ca_key)
+        self.apply_revocations(signed)
+        results = await self.broadcast(ADMIN_CODEC.encode(RevocationUpdate(signed)))
+        new_key = generate_key()
+        old = [k.key_id for k in self.state.keyring.list()]
+        steps = [KeyOp(KeyOpKind.INSTALL, new_key, key_id(new_key)),
+                 KeyOp(KeyOpKind.USE, b"", key_id(new_key)),
+                 *[KeyOp(KeyOpKind.REMOVE, b"", kid) for kid in old]]  # fmt: skip
+        for step in steps:
+            for peer, error in (await self.key_op(step)).items():
+                results[peer] = results.get(peer) or error
+        log_event(
+            log, "mesh.revoke_done", node=node_id, failures=sum(1 for e in results.values() if e)
+        )
+        return results
+
+    # -- certificate renewal --------------------------------------------------------------------
+
+    async def renew_if_due(self, now: dt.datetime | None = None) -> bool:
+        """Renew our certificate when ⅔ of its validity has passed; True when renewed."""
+        now = now or ca.utcnow()
+        if now < ca.renewal_time(self.state.node_cert):
+            return False
+        identity = load_or_create_identity(self.data_dir)
+        if self.state.ca_key is not None:
+            cert = self._issue(identity.private_key.public_key())
+        else:
+            if not self.state.ca_address:
+                raise CertificateError("no CA holder address known to renew the certificate")
+            body = ADMIN_CODEC.encode(RenewRequest(ca.make_csr(identity.private_key)))
+            _, raw = await self.streams.request(None, self.state.ca_address, Channel.ADMIN, body)
+            reply = ADMIN_CODEC.decode(raw)
+            if not isinstance(reply, Renewed):
+                reason = reply.error if isinstance(reply, AdminReply) else "unexpected reply"
+                raise CertificateError(f"renewal refused: {reason}")
+            cert = ca.load_cert(reply.cert)
+            if ca.verify_node_cert(cert, self.state.ca_cert, ca.utcnow()) != self.node_id:
+                raise CertificateError("renewed certificate names another node")
+        self.state.save_node_cert(cert)
+        self.streams.reload_tls()
+        log_event(log, "mesh.cert_renewed", node=self.node_id,
+                  until=self.state.node_cert.not_valid_after_utc.isoformat())  # fmt: skip
+        return True
+
+    async def _renew_loop(self) -> None:
+        while True:
+            try:
+                await self.renew_if_due()
+            except (MeshError, StreamError, DecodeError, OSError, RevocationError) as e:
+                log_event(log, "mesh.renew_failed", error=str(e), level=logging.WARNING)
+            await asyncio.sleep(self.config.renew_check_s)

@@ -185,7 +185,7 @@ class Runtime(Protocol):
       dtype and a shape matching the declared one (any size on dynamic dims), and that every name
       in ``outputs`` is an output of the model; otherwise it raises ``InvalidInput`` naming the
       problem and runs nothing. It returns ``{output name: array}`` for the requested outputs
-      (all of them when ``outputs`` is ``None``), in the order requested.
+      (all of them when ``outputs`` is ``None`` or empty), in the order requested.
     - ``typical_run_seconds`` is the median duration of a run measured at load (warm-up, batch of
       1); a node uses it to decide between running inline and on a worker pool.
     - ``close()`` releases the model; later ``run`` calls raise ``RuntimeClosed``. It is idempotent.

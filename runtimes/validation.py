@@ -88,12 +88,14 @@ class InputValidator:
         return feed
 
     def check_outputs(self, outputs: Sequence[str] | None) -> tuple[str, ...]:
-        """The output names to compute (all for ``None``); ``InvalidInput`` on unknown names."""
+        """The output names to compute (all for ``None`` or empty); ``InvalidInput`` on unknown."""
         if outputs is None:
             return self._all_outputs
         if isinstance(outputs, str):
             raise InvalidInput("requested outputs must be a sequence of names, not a string")
         names = tuple(outputs)
+        if not names:
+            return self._all_outputs
         for name in names:
             if name not in self._output_names:
                 expected = ", ".join(sorted(self._output_names))

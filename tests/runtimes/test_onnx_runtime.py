@@ -84,6 +84,7 @@ def test_requested_outputs_are_honoured_in_order(model_files: ModelFiles) -> Non
     np.testing.assert_array_equal(both["sum"], a + b)
     only = rt.run({"a": a, "b": b}, outputs=("sum",))
     assert list(only) == ["sum"]
+    assert list(rt.run({"a": a, "b": b}, outputs=[])) == ["sum", "prod"]
 
 
 def test_int64_input_runs(model_files: ModelFiles) -> None:

@@ -69,11 +69,13 @@ everything = st.builds(
 )
 
 
+@settings(deadline=None)  # timings never gate a unit test
 @given(everything)
 def test_round_trip_of_every_supported_field_type(msg: Everything) -> None:
     assert TEST_CODEC.decode(TEST_CODEC.encode(msg)) == msg
 
 
+@settings(deadline=None)  # timings never gate a unit test
 @given(st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63), max_size=6))
 def test_encoding_is_deterministic_whatever_the_dict_order(table: dict[str, int]) -> None:
     a = Everything(1, 1, True, 0.5, "", b"", Color.RED, None, (), (1, "x"), table)
@@ -89,7 +91,7 @@ def test_frame_is_type_byte_then_msgpack_array() -> None:
     assert msgpack.unpackb(frame[1:]) == [7]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
     try:
@@ -98,7 +100,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
         assert exc.reason
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(everything, st.data())
 def test_truncated_frames_raise_decode_error(msg: Everything, data: st.DataObject) -> None:
     frame = TEST_CODEC.encode(msg)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.errors import CompactedError, SnapshotUnavailableError, UnavailableError
@@ -79,6 +79,7 @@ def test_hard_and_conf_state_are_kept() -> None:
     assert st.initial_state() == (HardState(3, "a", 2), ConfState(("a", "b", "c")))
 
 
+@settings(deadline=None)  # timings never gate a unit test
 @given(st.lists(st.tuples(st.integers(1, 8), st.integers(1, 4)), max_size=30))
 def test_appends_behave_like_list_truncate_and_extend(ops: list[tuple[int, int]]) -> None:
     """Model check: every append = truncate at its first index, then extend."""
@@ -94,6 +95,7 @@ def test_appends_behave_like_list_truncate_and_extend(ops: list[tuple[int, int]]
         assert storage.last_index() == len(model)
 
 
+@settings(deadline=None)  # timings never gate a unit test
 @given(st.lists(st.integers(0, 50), max_size=10), st.integers(0, 200))
 def test_limit_size_returns_a_nonempty_prefix_within_budget(sizes: list[int], budget: int) -> None:
     es = [Entry(i + 1, 1, data=b"x" * n) for i, n in enumerate(sizes)]

@@ -62,7 +62,12 @@ def test_truncated_or_mutated_envelopes_never_raise_anything_else(env: Envelope,
 
 
 @given(
-    st.lists(st.one_of(st.integers(), st.text(), st.binary(), st.none(), st.booleans()), max_size=6)
+    st.lists(
+        st.one_of(
+            st.integers(-(2**63), 2**64 - 1), st.text(), st.binary(), st.none(), st.booleans()
+        ),
+        max_size=6,
+    )
 )
 def test_wrongly_typed_arrays_are_garbage(values: list):
     try:

@@ -39,12 +39,12 @@ def test_inputs_run_or_are_refused(
 ) -> None:
     a = data.draw(tensors(batch), label="a")
     b = data.draw(tensors(batch if data.draw(st.booleans()) else 2), label="b")
-    extra = extra == 0
+    extra_input = extra == 0
     feed = {"a": a, "b": b}
-    if extra:
+    if extra_input:
         feed["c"] = a
     fits = (
-        not extra
+        not extra_input
         and all(x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 3 for x in (a, b))
         and a.shape[0] == b.shape[0]
     )

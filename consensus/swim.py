@@ -140,7 +140,8 @@ class SwimCore:
         self._gossip_phase = now + rng.randrange(cfg.gossip_interval)
         self._set(_T_GOSSIP, self._gossip_phase)
         joining = bool(self._seeds) and not preloaded
-        self._set(_T_PUSH_PULL, now if joining else now + rng.randrange(cfg.push_pull_interval))
+        pp = push_pull_interval(cfg.push_pull_interval, len(self._table.members))
+        self._set(_T_PUSH_PULL, now if joining else now + rng.randrange(pp))
         self._set(_T_RECONNECT, now + rng.randrange(cfg.reconnect_interval))
 
     # ----------------------------------------------------------------------------- protocol
@@ -520,7 +521,10 @@ class SwimCore:
             self._stream(peer.node, peer.meta.address, msg)
 
     def _stream(self, to: NodeId, addr: str, msg: PushPull) -> None:
-        self._ready.streams.append(Outgoing(to, addr, msg, push_pull_size(msg)))
+        table = self._table
+        cached = table.full_state_size() if msg.members is table.full_state() else None
+        size = push_pull_size(msg, cached)
+        self._ready.streams.append(Outgoing(to, addr, msg, size))
 
 
 def _with_updates(msg: PacketMsg, updates: tuple[Update, ...]) -> PacketMsg:

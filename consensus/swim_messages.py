@@ -282,15 +282,21 @@ def _meta_bytes(meta: Meta) -> int:
     return _EMPTY_META_BYTES + meta_size(meta)
 
 
-def push_pull_size(msg: PushPull) -> int:
-    """The exact encoded size of ``msg``, computed without encoding it (push-pull frames are
-    large and frequent in big clusters; metadata sizes are cached)."""
-    total = 2 + _str_size(msg.source) + _str_size(msg.source_addr) + 2
-    total += _array_header_size(len(msg.members))
-    for s in msg.members:
+def member_states_size(states: tuple[MemberState, ...]) -> int:
+    """Exact encoded bytes of ``states`` as a msgpack array (metadata sizes are cached)."""
+    total = _array_header_size(len(states))
+    for s in states:
         total += 2 + _str_size(s.node) + _int_size(s.incarnation) + _int_size(s.meta_version)
         total += _meta_bytes(s.meta)
     return total
+
+
+def push_pull_size(msg: PushPull, states_size: int | None = None) -> int:
+    """The exact encoded size of ``msg``, computed without encoding it; ``states_size`` is
+    ``member_states_size(msg.members)`` when the caller has it cached."""
+    if states_size is None:
+        states_size = member_states_size(msg.members)
+    return 4 + _str_size(msg.source) + _str_size(msg.source_addr) + states_size
 
 
 def encode(msg: SwimMessage) -> bytes:

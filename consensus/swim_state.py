@@ -27,7 +27,15 @@ from consensus.errors import ConfigError, LocalProtocolError
 from consensus.lifeguard import Awareness, Suspicion, suspicion_timeout
 from consensus.swim_broadcast import BroadcastQueue
 from consensus.swim_config import SwimConfig
-from consensus.swim_messages import MemberState, MemberStatus, Meta, Update, UpdateKind, meta_size
+from consensus.swim_messages import (
+    MemberState,
+    MemberStatus,
+    Meta,
+    Update,
+    UpdateKind,
+    member_states_size,
+    meta_size,
+)
 from consensus.swim_types import EventKind, Member, SwimEvent
 
 INCARNATION_MAX = 2**32 - 1
@@ -67,6 +75,7 @@ class MemberTable:
         self.events: list[SwimEvent] = []
         self.leaving = False
         self._on_added = on_added
+        self._snapshot: tuple[tuple[MemberState, ...], int] | None = None
         self._on_suspicion = on_suspicion
 
     # ----------------------------------------------------------------------------- queries
@@ -83,11 +92,21 @@ class MemberTable:
             )
 
     def full_state(self) -> tuple[MemberState, ...]:
-        """Every known record (self included), as push-pull sends it."""
-        return tuple(
-            MemberState(m.node, m.status, m.incarnation, m.meta_version, m.meta)
-            for m in self.members.values()
-        )
+        """Every known record (self included), as push-pull sends it (cached until a change)."""
+        return self._state()[0]
+
+    def full_state_size(self) -> int:
+        """Encoded bytes of ``full_state()`` as a push-pull member list (cached until a change)."""
+        return self._state()[1]
+
+    def _state(self) -> tuple[tuple[MemberState, ...], int]:
+        if self._snapshot is None:
+            states = tuple(
+                MemberState(m.node, m.status, m.incarnation, m.meta_version, m.meta)
+                for m in self.members.values()
+            )
+            self._snapshot = (states, member_states_size(states))
+        return self._snapshot
 
     # ----------------------------------------------------------------------------- changes
     def preload(self, state: MemberState, now: Micros, *, notify: bool = True) -> bool:
@@ -109,6 +128,7 @@ class MemberTable:
         if node == self.self_id:
             raise LocalProtocolError("cannot forget ourselves")
         del self.members[node]
+        self._snapshot = None
         self.suspicions.pop(node, None)
         self.peers.remove(node)
 
@@ -124,6 +144,7 @@ class MemberTable:
         me = self.me
         me.meta = meta
         me.meta_version += 1
+        self._snapshot = None
         if not self.leaving:
             self.queue_self_alive()
 
@@ -132,6 +153,7 @@ class MemberTable:
         self.leaving = True
         me = self.me
         me.status = MemberStatus.LEFT
+        self._snapshot = None
         me.since = now
         self.broadcasts.queue(Update(UpdateKind.DEAD, me.node, me.incarnation, me.node))
 
@@ -146,7 +168,16 @@ class MemberTable:
 
     def merge(self, states: tuple[MemberState, ...], source: NodeId, now: Micros) -> None:
         """Merge a push-pull state: a remote DEAD or SUSPECT becomes a local suspicion."""
+        members = self.members
         for s in states:
+            m = members.get(s.node)
+            if (
+                m is not None
+                and m.status == s.status
+                and m.incarnation == s.incarnation
+                and m.meta_version == s.meta_version
+            ):
+                continue  # nothing new (the common case in a stable cluster)
             if s.status == MemberStatus.ALIVE:
                 u = Update(UpdateKind.ALIVE, s.node, s.incarnation, s.node, s.meta_version, s.meta)
                 self.alive(u, now)
@@ -183,6 +214,7 @@ class MemberTable:
             return
         old_status, old_meta = m.status, m.meta
         m.incarnation, m.meta_version, m.meta = u.incarnation, u.meta_version, meta
+        self._snapshot = None
         self.broadcasts.queue(u)
         if newer_inc and old_status != MemberStatus.ALIVE:
             self.suspicions.pop(u.node, None)
@@ -220,6 +252,7 @@ class MemberTable:
         self._on_suspicion(suspicion.deadline, node)
         m.incarnation = incarnation
         m.status = MemberStatus.SUSPECT
+        self._snapshot = None
         m.since = now
         self.broadcasts.queue(Update(UpdateKind.SUSPECT, node, incarnation, source))
         self._event(EventKind.SUSPECTED, m, source, now)
@@ -247,6 +280,7 @@ class MemberTable:
         self.suspicions.pop(node, None)
         m.incarnation = incarnation
         m.status = MemberStatus.LEFT if source == node else MemberStatus.DEAD
+        self._snapshot = None
         m.since = now
         self.broadcasts.queue(Update(UpdateKind.DEAD, node, incarnation, source))
         self._event(EventKind.LEFT if source == node else EventKind.DEAD, m, source, now)
@@ -258,6 +292,7 @@ class MemberTable:
             raise LocalProtocolError("incarnation space exhausted")
         me.incarnation = max(me.incarnation, accused_incarnation) + 1
         me.meta_version = max(me.meta_version, seen_meta_version)
+        self._snapshot = None
         self.awareness.apply_delta(1)
         self.queue_self_alive()
 
@@ -273,6 +308,7 @@ class MemberTable:
         notify: bool = True,
     ) -> None:
         self.members[node] = Member(node, status, incarnation, meta_version, meta, now)
+        self._snapshot = None
         self.peers.append(node)
         if notify:
             self._on_added(node)

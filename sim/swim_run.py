@@ -190,6 +190,10 @@ class FalsePositives:
     """SUSPECTED events."""
     deaths_of_healthy: int = 0
     """DEAD events about members that never stalled."""
+    suspicions_of_healthy: int = 0
+    """SUSPECTED events about members that never stalled."""
+    accusations_of_healthy: int = 0
+    """Suspicions of never-stalled members raised by the observer's own failed probe."""
     stalls: int = 0
     victims: list[NodeId] = field(default_factory=list)
 
@@ -218,6 +222,9 @@ def false_positives(
         kind = seen.event.kind
         if kind == EventKind.SUSPECTED:
             out.suspicions += 1
+            if seen.event.node not in stalled:
+                out.suspicions_of_healthy += 1
+                out.accusations_of_healthy += seen.event.source == seen.observer
         elif kind == EventKind.DEAD:
             out.deaths += 1
             out.declarations += seen.event.source == seen.observer

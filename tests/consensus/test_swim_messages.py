@@ -27,6 +27,7 @@ from consensus.swim_messages import (
     decode,
     encode,
     packet_base_size,
+    push_pull_size,
     update_size,
 )
 
@@ -72,6 +73,12 @@ def test_base_size_and_update_sizes_bound_the_encoded_packet(msg: object) -> Non
     bare = replace(msg, updates=())  # type: ignore[type-var]
     extra = sum(update_size(u) for u in msg.updates)  # type: ignore[attr-defined]
     assert len(encode(msg)) <= packet_base_size(bare) + 2 + extra  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(push_pulls)
+def test_push_pull_size_is_exact_without_encoding(msg: PushPull) -> None:
+    assert push_pull_size(msg) == len(encode(msg))
 
 
 @settings(max_examples=200, deadline=None)

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     g.add_argument("--seeds", help="sweep seeds: 0:1000, or 1,5,9")
     p.add_argument("--scenario", choices=PRESETS, action="append", help="preset (repeatable)")
     p.add_argument("--scenario-file", help="a TOML scenario file")
-    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--nodes", type=int, help="cluster size (default: the file's, or 5)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="lan", help="Raft preset")
     p.add_argument("--wire", action="store_true", help="pass messages through the codec")
     p.add_argument("--workers", type=int, default=1)
@@ -43,10 +43,10 @@ def load_scenarios(args: argparse.Namespace) -> list[tuple[Scenario, str | None]
     if args.scenario_file:
         with open(args.scenario_file, "rb") as f:
             sc = Scenario.from_dict(tomllib.load(f))
-        sc = sc.replace(nodes=args.nodes, wire=args.wire or sc.wire)
+        sc = sc.replace(nodes=args.nodes or sc.nodes, wire=args.wire or sc.wire)
         return [(sc, str(Path(args.scenario_file)))]
     names = args.scenario or (["chaos"] if args.seed is not None else list(PRESETS))
-    return [(preset(n, args.nodes).replace(wire=args.wire), None) for n in names]
+    return [(preset(n, args.nodes or 5).replace(wire=args.wire), None) for n in names]
 
 
 def _one(scenario: Scenario, config: str, source: str | None, seed: int) -> RaftRunResult:

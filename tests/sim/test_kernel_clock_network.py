@@ -123,3 +123,14 @@ def test_reliable_packets_are_never_lost_but_still_cut() -> None:
     assert all(net.arrivals("a", "b", 0, 10, reliable=True) == [5000] for _ in range(100))
     net.block("a", "b")
     assert net.arrivals("a", "b", 0, 10, reliable=True) == []
+
+
+def test_the_example_scenario_file_loads() -> None:
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "sim" / "scenarios" / "flaky_wan.toml"
+    sc = Scenario.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+    assert sc.nodes == 5 and [p.kind for p in sc.phases] == ["safety", "liveness"]
+    assert sc.phases[0].faults.downtime_ms == (500.0, 8000.0)
+    assert Scenario.from_dict(sc.to_dict()) == sc

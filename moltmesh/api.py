@@ -36,6 +36,8 @@ SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", NodeMetrics)
 TOKEN = web.AppKey("token", str)
 NODE_ID = web.AppKey("node_id", str)
+LABELLED = web.AppKey("labelled", dict)  # (metric, labels) -> prometheus child, see _child
+MAX_CACHED_CHILDREN = 1024
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -207,8 +209,9 @@ async def infer(request: web.Request) -> web.Response:
         status = 400 if isinstance(e, v2.V2Error) else http_status(e)
         raise
     finally:
-        metrics.requests.labels(name, route, str(status)).inc()
-        metrics.request_seconds.labels(name).observe(time.monotonic() - started)
+        cache = request.app[LABELLED]
+        _child(cache, metrics.requests, name, route, str(status)).inc()
+        _child(cache, metrics.request_seconds, name).observe(time.monotonic() - started)
     if header_len is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(
@@ -216,6 +219,21 @@ async def infer(request: web.Request) -> web.Response:
         content_type="application/octet-stream",
         headers={v2.HEADER_LENGTH: str(header_len)},
     )
+
+
+def _child(cache: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: the lookup takes a lock and builds keys each time.
+
+    The cache is bounded (model names come from URLs, so a client could make many); beyond
+    ``MAX_CACHED_CHILDREN`` entries lookups go straight to the metric.
+    """
+    key = (id(metric), *labels)
+    child = cache.get(key)
+    if child is None:
+        child = metric.labels(*labels)
+        if len(cache) < MAX_CACHED_CHILDREN:
+            cache[key] = child
+    return child
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -233,6 +251,7 @@ def build_app(
         middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
     )
     app[SERVICE], app[METRICS], app[TOKEN], app[NODE_ID] = service, metrics, token, node_id
+    app[LABELLED] = {}
     r = app.router
     r.add_get("/v2/health/live", live)
     r.add_get("/v2/health/ready", ready)

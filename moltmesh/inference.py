@@ -20,8 +20,10 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from prometheus_client import Histogram
 
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
@@ -51,9 +53,9 @@ class InferResult:
 @dataclass
 class LoadedModel:
     entry: ModelEntry
-    runtimes: dict[str, Runtime]  # by version
+    runtimes: dict[str, Runtime]  # by version; not changed after construction
 
-    @property
+    @cached_property
     def latest(self) -> str:
         return max(self.runtimes, key=_version_key)
 
@@ -89,6 +91,10 @@ class InferenceService:
         self._drained.set()
         self._accepting = False
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="moltmesh-infer")
+        # The gauges read the counters when scraped, instead of being set twice per request.
+        metrics.queue_depth.set_function(lambda: self._waiting)
+        metrics.inflight.set_function(lambda: self._running)
+        self._run_seconds: dict[tuple[str, str], Histogram] = {}  # child by (model, variant)
 
     @property
     def ready(self) -> bool:
@@ -195,8 +201,14 @@ class InferenceService:
         return InferResult(meta.name, meta.version, meta.variant, self._node_id, "local", result)
 
     async def _acquire_slot(self, deadline: float) -> None:
+        if deadline <= time.monotonic():
+            raise DeadlineExceeded("deadline passed before the request could run")
+        if not self._slots.locked():
+            # A free slot is taken without suspending: no task, no timer, no loop iteration
+            # (``wait_for`` would cost all three on every request).
+            await self._slots.acquire()
+            return
         self._waiting += 1
-        self._metrics.queue_depth.set(self._waiting)
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -207,7 +219,6 @@ class InferenceService:
             raise DeadlineExceeded("deadline passed while the request was queued") from None
         finally:
             self._waiting -= 1
-            self._metrics.queue_depth.set(self._waiting)
 
     async def _execute(
         self,
@@ -218,16 +229,16 @@ class InferenceService:
     ) -> dict[str, np.ndarray]:
         """Run with a slot held; the slot is released when the run really ends."""
         meta = runtime.metadata
+        key = (meta.name, meta.variant)
+        run_seconds = self._run_seconds.get(key)
+        if run_seconds is None:
+            run_seconds = self._run_seconds[key] = self._metrics.inference_seconds.labels(*key)
         self._running += 1
-        self._metrics.inflight.set(self._running)
         started = time.perf_counter()
 
         def finished() -> None:
             self._running -= 1
-            self._metrics.inflight.set(self._running)
-            self._metrics.inference_seconds.labels(meta.name, meta.variant).observe(
-                time.perf_counter() - started
-            )
+            run_seconds.observe(time.perf_counter() - started)
             self._slots.release()
 
         if _expected_run_seconds(runtime, inputs) * 1000 < self._config.inline_threshold_ms:

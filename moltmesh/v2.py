@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ DTYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(np.object_),
 }
 _V2_NAMES = {dt.newbyteorder("="): name for name, dt in DTYPES.items() if name != "BYTES"}
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per response
 
 
 class V2Error(ValueError):
@@ -65,6 +68,9 @@ class InferRequest:
 
 def v2_datatype(dtype: np.dtype) -> str:
     """The v2 datatype name of a numpy dtype (object arrays are BYTES)."""
+    name = _V2_NAMES.get(dtype)  # native-order dtypes: one lookup, no new dtype object
+    if name is not None:
+        return name
     if dtype == np.object_ or dtype.kind in "SU":
         return "BYTES"
     try:
@@ -240,7 +246,7 @@ def encode_infer_response(
             tensor["data"] = array.ravel().tolist()
         tensors.append(tensor)
     response["outputs"] = tensors
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = _COMPACT_JSON.encode(response).encode()
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
@@ -253,6 +259,8 @@ def _to_binary(array: np.ndarray) -> bytes:
             b = v if isinstance(v, bytes) else str(v).encode()
             parts.append(struct.pack("<I", len(b)) + b)
         return b"".join(parts)
+    if _LITTLE_ENDIAN and array.dtype.byteorder in "=|":
+        return array.tobytes()  # already little-endian; tobytes copies in C order
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 

@@ -52,27 +52,30 @@ def sweep(
         TextColumn("failed: {task.fields[failed]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=len(seeds), failed=0)
-        failed = 0
+    failed = 0
 
-        def record(seed: int, res: Any) -> None:
-            nonlocal failed, shown
-            results[seed] = res
-            if not getattr(res, "ok", True):
-                failed += 1
-                if shown < MAX_FAILURES_SHOWN:
-                    shown += 1
-                    progress.console.print(f"[red]seed {seed} FAILED[/red]\n{res.failure}")
-            progress.update(task, advance=1, failed=failed)
+    def record(progress: Progress, task: Any, seed: int, res: Any) -> None:
+        nonlocal failed, shown
+        results[seed] = res
+        if not getattr(res, "ok", True):
+            failed += 1
+            if shown < MAX_FAILURES_SHOWN:
+                shown += 1
+                progress.console.print(f"[red]seed {seed} FAILED[/red]\n{res.failure}")
+        progress.update(task, advance=1, failed=failed)
 
-        if workers <= 1:
+    if workers <= 1:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(label, total=len(seeds), failed=0)
             for s in seeds:
-                record(s, fn(s))
-        else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(fn, s): s for s in seeds}
-                for fut in as_completed(futures):
-                    record(futures[fut], fut.result())
+                record(progress, task, s, fn(s))
+        return [results[s] for s in seeds]
+    # Fork the workers (at the first submit) before the progress bar starts its refresh thread.
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, s): s for s in seeds}
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(label, total=len(seeds), failed=0)
+            for fut in as_completed(futures):
+                record(progress, task, futures[fut], fut.result())
     return [results[s] for s in seeds]

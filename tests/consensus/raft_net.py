@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from consensus.core import Micros, NodeId
-from consensus.messages import Entry, HardState, Message
+from consensus.messages import Entry, EntryKind, HardState, Message
 from consensus.raft import RaftConfig, RaftNode, Role
 from consensus.storage import MemoryStorage
 
@@ -239,7 +239,7 @@ class Net:
 
     def applied_data(self, node_id: NodeId) -> list[bytes]:
         """Data of the NORMAL entries ``node_id`` applied, in order."""
-        return [e.data for e in self.applied[node_id] if e.kind == 0]
+        return [e.data for e in self.applied[node_id] if e.kind is EntryKind.NORMAL]
 
     def log_terms(self, node_id: NodeId) -> list[int]:
         return [e.term for e in self.nodes[node_id].log_entries()]

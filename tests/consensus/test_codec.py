@@ -174,3 +174,17 @@ def test_registration_rejects_bad_classes_and_duplicate_ids() -> None:
         codec.register(1)(Inner)
     with pytest.raises(LocalProtocolError):
         codec.register(256)
+
+
+def test_decode_accepts_any_bytes_like_and_refuses_other_types() -> None:
+    frame = TEST_CODEC.encode(Ping(3))
+    assert TEST_CODEC.decode(bytearray(frame)) == Ping(3)
+    assert TEST_CODEC.decode(memoryview(frame)) == Ping(3)
+    with pytest.raises(DecodeError):
+        TEST_CODEC.decode("not bytes")  # type: ignore[arg-type]
+
+
+def test_deeply_nested_input_is_a_decode_error_not_a_crash() -> None:
+    depth = 3000
+    with pytest.raises(DecodeError):
+        TEST_CODEC.decode(b"\x02" + b"\x91" * depth + b"\x00")

@@ -65,6 +65,13 @@ def test_node_refuses_an_invalid_config_and_an_empty_voter_set() -> None:
         RaftNode("a", [], MemoryStorage(), RaftConfig.local(), random.Random(0))
 
 
+def test_raft_node_offers_the_core_protocol() -> None:
+    node = RaftNode("a", IDS3, MemoryStorage(), RaftConfig.local(), random.Random(0))
+    for name in ("step", "tick", "next_deadline", "has_ready", "ready"):
+        assert callable(getattr(node, name)), name
+    assert node.id == "a"
+
+
 # --- Ready / advance ----------------------------------------------------------------------------
 
 

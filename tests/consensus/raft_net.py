@@ -59,6 +59,8 @@ class Net:
         leader of a higher term was elected after the commit and must hold the entry."""
         self.leaders: dict[int, NodeId] = {}
         self.events: list[tuple[NodeId, object]] = []
+        self.leader_marks: dict[tuple[NodeId, int], tuple[int, int]] = {}
+        """(leader, term) -> (index, term) of its last entry when first seen leading."""
         self.chaos = random.Random(f"chaos/{seed}")
         self.reorder = 0.0
         """Probability that a delivery picks a random queued message instead of the oldest."""
@@ -264,13 +266,26 @@ class Net:
         applied.append(e)
 
     def _check_leader(self, node: RaftNode) -> None:
-        if node.role is Role.LEADER:
-            other = self.leaders.setdefault(node.term, node.id)
-            if other != node.id:
-                raise SafetyViolation(
-                    f"election safety: {other} and {node.id} both lead term {node.term} "
-                    f"(seed {self.seed})"
-                )
+        if node.role is not Role.LEADER:
+            return
+        other = self.leaders.setdefault(node.term, node.id)
+        if other != node.id:
+            raise SafetyViolation(
+                f"election safety: {other} and {node.id} both lead term {node.term} "
+                f"(seed {self.seed})"
+            )
+        # Leader append-only (§5.3): while it leads, a leader never overwrites or deletes.
+        key = (node.id, node.term)
+        last = node.last_index
+        mark = self.leader_marks.setdefault(
+            key, (last, node.log_entries(last)[0].term if last else 0)
+        )
+        index, term = mark
+        if last < index or (index and node.log_entries(index)[0].term != term):
+            raise SafetyViolation(
+                f"leader append-only: {node.id} (term {node.term}) lost entry {index} "
+                f"(seed {self.seed})"
+            )
 
     def check_log_matching(self) -> None:
         """§5.3 log matching: same index and term ⇒ identical prefixes; leader completeness."""

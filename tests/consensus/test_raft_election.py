@@ -8,6 +8,7 @@ import pytest
 
 from consensus.messages import (
     AppendEntries,
+    AppendResponse,
     HardState,
     Heartbeat,
     VoteRequest,
@@ -138,6 +139,17 @@ def test_candidate_steps_down_when_a_leader_of_its_term_appears() -> None:
     assert node.role is Role.CANDIDATE
     node.step(AppendEntries("b", "a", 1, 0, 0, (), 0), 10)
     assert node.role is Role.FOLLOWER and node.leader_id == "b" and node.term == 1
+
+
+def test_candidate_rejects_an_append_from_an_older_term_and_stays_candidate() -> None:
+    node = lone("a")
+    node.campaign(0)
+    node.campaign(1)  # term 2
+    node.advance(node.ready())
+    node.step(AppendEntries("b", "a", 1, 0, 0, (), 0), 10)
+    assert node.role is Role.CANDIDATE and node.term == 2
+    (resp,) = node.ready().messages
+    assert isinstance(resp, AppendResponse) and resp.term == 2  # tells the stale leader
 
 
 def test_higher_term_turns_a_leader_into_a_follower() -> None:

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from moltmesh import __version__
+from moltmesh import __version__, cli_mesh
 from moltmesh.config import ConfigError, NodeConfig, load_config
 
 DESCRIPTION = """\
@@ -46,6 +46,7 @@ def node_overrides(args: argparse.Namespace) -> dict[str, object]:
         "runtime.variant": getattr(args, "variant", None),
         "log.level": getattr(args, "log_level", None),
         "log.format": getattr(args, "log_format", None),
+        **cli_mesh.node_overrides(args),
     }
 
 
@@ -80,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     node.add_argument("--log-format", choices=["json", "text"])
     node.set_defaults(func=cmd_node)
+    cli_mesh.add_node_flags(node)
 
     from moltmesh import cli_infer, cli_models
 
     cli_infer.add_parser(sub)
     cli_models.add_parser(sub)
+    cli_mesh.add_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"moltmesh {__version__}") or 0)
@@ -96,6 +99,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from moltmesh.logs import setup_logging
 
     setup_logging(config.log.level, config.log.format)
+    cli_mesh.join_if_token(args, config)
     return run_loop(serve(config))
 
 
@@ -117,7 +121,7 @@ async def serve(config: NodeConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
-    async with node:
+    async with node, cli_mesh.mesh_running(config, node):
         token_path = config.data_dir / TOKEN_FILE
         print(f"moltmesh node {node.node_id} serving {node.api_url}", flush=True)
         if node.token_created:

@@ -6,7 +6,9 @@ Who may do what:
 - any member that is not revoked may change the key ring (as in Serf, where any member can run
   ``keys install|use|remove``); changes are idempotent, so relaying them is safe;
 - a revocation list is accepted only when signed by the mesh CA, from whoever relays it;
-- only a CA holder answers a renewal, for the key of the connection's own certificate.
+- only a CA holder answers a renewal, for the key of the connection's own certificate;
+- ``RelayKeyOp`` and ``Revoke`` come only from the node's own CLI (same certificate), which asks
+  the running node to carry out a mesh-wide change.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class AdminMsgType(enum.IntEnum):
     RENEW = 3
     RENEWED = 4
     REPLY = 5
+    RELAY = 6
+    REVOKE = 7
 
 
 class KeyOpKind(enum.IntEnum):
@@ -71,6 +75,22 @@ class Renewed:
 class AdminReply:
     ok: bool
     error: str
+
+
+@ADMIN_CODEC.register(AdminMsgType.RELAY)
+@dataclass(frozen=True, slots=True)
+class RelayKeyOp:
+    """Apply ``op`` and relay it to every member. Accepted only from the node itself (its CLI)."""
+
+    op: KeyOp
+
+
+@ADMIN_CODEC.register(AdminMsgType.REVOKE)
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Revoke ``node_id`` mesh-wide. Accepted only from the node itself, on a CA holder."""
+
+    node_id: str
 
 
 ADMIN_CODEC.check_schemas()

@@ -29,7 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consensus.errors import DecodeError
 from moltmesh.config import MeshConfig
-from moltmesh.identity import load_or_create_identity, node_id_for, write_private
+from moltmesh.identity import (
+    NODE_ID_CHARS,
+    load_or_create_identity,
+    node_id_for,
+    write_private,
+)
 from moltmesh.logs import log_event
 from moltmesh.mesh import ca, store
 from moltmesh.mesh.admin import (
@@ -37,9 +42,11 @@ from moltmesh.mesh.admin import (
     AdminReply,
     KeyOp,
     KeyOpKind,
+    RelayKeyOp,
     Renewed,
     RenewRequest,
     RevocationUpdate,
+    Revoke,
 )
 from moltmesh.mesh.drops import DropCounters
 from moltmesh.mesh.errors import CertificateError, MeshError, RevocationError
@@ -53,6 +60,10 @@ from moltmesh.mesh.wire import Channel, Envelope
 log = logging.getLogger("moltmesh.mesh.service")
 
 ADDRESS_FILE = "stream-address"
+
+
+def is_node_id(text: str) -> bool:
+    return len(text) == NODE_ID_CHARS and set(text) <= set("abcdefghijklmnopqrstuvwxyz234567")
 
 
 def format_address(host: str, port: int) -> str:
@@ -150,6 +161,16 @@ class MeshService:
                 self.apply_revocations(msg.signed)
             elif isinstance(msg, RenewRequest):
                 return ADMIN_CODEC.encode(self._renew_for(peer, msg))
+            elif isinstance(msg, RelayKeyOp | Revoke):
+                if peer.node_id != self.node_id:
+                    return ADMIN_CODEC.encode(AdminReply(False, "only this node's own CLI may"))
+                if isinstance(msg, Revoke):
+                    results = await self.revoke(msg.node_id)
+                else:
+                    results = await self.key_op(msg.op)
+                failed = {n: e for n, e in results.items() if e}
+                summary = "; ".join(f"{n}: {e}" for n, e in failed.items())
+                return ADMIN_CODEC.encode(AdminReply(not failed, summary))
             else:
                 return ADMIN_CODEC.encode(AdminReply(False, "not a request"))
         except (MeshError, KeyRingError) as e:
@@ -229,6 +250,8 @@ class MeshService:
         """
         if self.state.ca_key is None:
             raise CertificateError("only a CA holder can revoke a node")
+        if not is_node_id(node_id) or node_id == self.node_id:
+            raise CertificateError(f"{node_id!r} is not another node's id (16 base32 chars)")
         rl = self.state.revocations.adding(node_id, time.time_ns() // 1000)
         signed = rl.sign(self.state.ca_key)
         self.apply_revocations(signed)

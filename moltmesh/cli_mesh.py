@@ -1,0 +1,358 @@
+"""``moltmesh mesh ...`` and the mesh flags of ``moltmesh node`` (``--token``, ``--seed``).
+
+    moltmesh mesh init                     create a mesh here (CA, certificate, key ring)
+    moltmesh mesh token [--address H:P]    print a one-line, single-use, expiring join token
+    moltmesh mesh ca import CERT KEY       make this member a CA holder too
+    moltmesh mesh keys list|install|use|remove
+    moltmesh mesh revoke NODE              refuse NODE everywhere and rotate the gossip key
+    moltmesh node --token TOKEN --seed H:P join a mesh on first start, then meet peers
+
+Key ring changes and revocations are carried out by the running node of this data directory
+(reached over mutual TLS with its own certificate), which relays them to every member. When no
+node is running, only this device's files change, and the command says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from moltmesh.config import NodeConfig
+
+log = logging.getLogger("moltmesh.cli")
+
+
+def add_node_flags(node: argparse.ArgumentParser) -> None:
+    """The mesh flags of ``moltmesh node``."""
+    node.add_argument(
+        "--token", help="join the mesh of this token (from `moltmesh mesh token`) on first start"
+    )
+    node.add_argument(
+        "--seed", action="append", metavar="HOST:PORT",
+        help="address of a mesh peer to meet first (repeatable)",
+    )  # fmt: skip
+    node.add_argument("--mesh-port", type=int, help="mesh port, TCP and UDP (default 8471)")
+    node.add_argument("--mesh-host", help="mesh listen address (default 0.0.0.0)")
+
+
+def node_overrides(args: argparse.Namespace) -> dict[str, object]:
+    seeds = getattr(args, "seed", None)
+    return {
+        "mesh.seeds": list(seeds) if seeds else None,
+        "mesh.port": getattr(args, "mesh_port", None),
+        "mesh.host": getattr(args, "mesh_host", None),
+    }
+
+
+def add_parser(sub: Any) -> None:
+    from moltmesh.cli import add_node_config_flags
+
+    mesh = sub.add_parser(
+        "mesh", help="create a mesh, issue join tokens, manage gossip keys and revocations",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    msub = mesh.add_subparsers(dest="mesh_command", metavar="ACTION", required=True)
+
+    p = msub.add_parser("init", help="create a new mesh with this node as its CA holder")
+    add_node_config_flags(p)
+    p.set_defaults(func=cmd_init)
+
+    p = msub.add_parser("token", help="print a join token (CA holders only)")
+    add_node_config_flags(p)
+    p.add_argument("--address", help="HOST:PORT where new devices reach this node")
+    p.add_argument("--ttl", type=float, help="seconds the token stays valid (default 86400)")
+    p.set_defaults(func=cmd_token)
+
+    ca_p = msub.add_parser("ca", help="CA key management")
+    ca_sub = ca_p.add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    p = ca_sub.add_parser("import", help="install the mesh CA certificate and key here")
+    add_node_config_flags(p)
+    p.add_argument("cert", type=Path, help="CA certificate (PEM)")
+    p.add_argument("key", type=Path, help="CA private key (PEM, Ed25519)")
+    p.set_defaults(func=cmd_ca_import)
+
+    keys = msub.add_parser("keys", help="the gossip key ring (install, use, remove: no downtime)")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("list", help="key ids; the primary seals outgoing gossip")
+    add_node_config_flags(p)
+    p.set_defaults(func=cmd_keys_list)
+    p = ksub.add_parser("install", help="add a key everywhere (generated when KEY is omitted)")
+    add_node_config_flags(p)
+    p.add_argument("key", nargs="?", help="base64 of 32 bytes")
+    p.set_defaults(func=cmd_keys_install)
+    for name, helptext in (("use", "seal gossip with this key everywhere"),
+                           ("remove", "forget this key everywhere")):  # fmt: skip
+        p = ksub.add_parser(name, help=helptext)
+        add_node_config_flags(p)
+        p.add_argument("key_id", help="key id (8 hex digits, from `keys list`)")
+        p.set_defaults(func=cmd_keys_use if name == "use" else cmd_keys_remove)
+
+    p = msub.add_parser("revoke", help="refuse a node everywhere and rotate the gossip key")
+    add_node_config_flags(p)
+    p.add_argument("node", help="node id to revoke")
+    p.set_defaults(func=cmd_revoke)
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    from moltmesh.cli import config_from
+
+    return config_from(args)
+
+
+def _usage(e: Exception) -> Exception:
+    from moltmesh.cli import UsageError
+
+    return UsageError(str(e))
+
+
+def _mesh_errors() -> tuple[type[Exception], ...]:
+    from moltmesh.mesh.errors import MeshError
+    from moltmesh.mesh.keyring import KeyRingError
+
+    return (MeshError, KeyRingError)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from moltmesh.identity import load_or_create_identity
+    from moltmesh.mesh import ca, store
+
+    config = _config(args)
+    identity = load_or_create_identity(config.data_dir)
+    try:
+        state = store.init_mesh(
+            config.data_dir, identity, dt.timedelta(seconds=config.mesh.cert_lifetime_s),
+            dt.timedelta(seconds=config.mesh.cert_backdate_s), ca.utcnow(),
+        )  # fmt: skip
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    print(f"mesh {state.mesh_id} created; this node {state.node_id} holds its CA")
+    print(f"CA fingerprint {state.ca_fingerprint}")
+    print(f"CA key in {state.dir / 'ca.key'} (keep it there, or back it up offline)")
+    print("next: `moltmesh node`, then `moltmesh mesh token` for each new device")
+    return 0
+
+
+def _load(config: NodeConfig) -> Any:
+    from moltmesh.mesh import store
+
+    try:
+        return store.load(config.data_dir)
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+
+
+def _running_address(state: Any) -> str | None:
+    from moltmesh.mesh.service import ADDRESS_FILE
+
+    path = state.dir / ADDRESS_FILE
+    return path.read_text(encoding="ascii").strip() if path.exists() else None
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    config = _config(args)
+    state = _load(config)
+    if state.ca_key is None:
+        raise _usage(ValueError("only a CA holder issues tokens (see `moltmesh mesh ca import`)"))
+    address = args.address or config.mesh.advertise
+    running = _running_address(state)
+    if not address and running and not running.startswith(("0.0.0.0:", "[::]:")):
+        address = running
+    if not address:
+        raise _usage(ValueError("give --address HOST:PORT: where new devices reach this node"))
+    ttl = args.ttl if args.ttl is not None else config.mesh.token_ttl_s
+    try:
+        token = state.tokens().create(state.ca_fingerprint, address, ttl, time.time())
+    except (ValueError, *_mesh_errors()) as e:
+        raise _usage(e) from None
+    print(token)
+    return 0
+
+
+def cmd_ca_import(args: argparse.Namespace) -> int:
+    from moltmesh.mesh import store
+
+    config = _config(args)
+    try:
+        state = store.import_ca(config.data_dir, args.cert.read_bytes(), args.key.read_bytes())
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    print(f"CA key of mesh {state.mesh_id} installed; this node can now admit and revoke")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from moltmesh.mesh.keyring import format_key_id
+
+    state = _load(_config(args))
+    for info in state.keyring.list():
+        print(f"{format_key_id(info.key_id)}{'  primary' if info.primary else ''}")
+    return 0
+
+
+async def _ask_running(config: NodeConfig, state: Any, address: str, msg: object) -> Any:
+    from moltmesh.mesh.admin import ADMIN_CODEC
+    from moltmesh.mesh.drops import DropCounters
+    from moltmesh.mesh.streams import MeshStreams
+    from moltmesh.mesh.wire import Channel
+
+    streams = MeshStreams(state, config.mesh, DropCounters())
+    try:
+        _, raw = await streams.request(
+            state.node_id, address, Channel.ADMIN, ADMIN_CODEC.encode(msg)
+        )
+    finally:
+        await streams.close()
+    return ADMIN_CODEC.decode(raw)
+
+
+def _mesh_wide(config: NodeConfig, state: Any, msg: object) -> bool:
+    """Ask the running node to carry out ``msg``; False when no node is running here."""
+    from moltmesh.mesh.streams import StreamError
+
+    address = _running_address(state)
+    if address is None:
+        return False
+    try:
+        reply = asyncio.run(_ask_running(config, state, address, msg))
+    except StreamError as e:
+        raise _usage(ValueError(f"the running node at {address} did not answer: {e}")) from None
+    if not reply.ok:
+        raise _usage(ValueError(f"not applied everywhere: {reply.error}"))
+    return True
+
+
+def _key_op(args: argparse.Namespace, op: Any) -> None:
+    from moltmesh.mesh.admin import RelayKeyOp
+    from moltmesh.mesh.service import MeshService
+
+    config = _config(args)
+    state = _load(config)
+    if _mesh_wide(config, state, RelayKeyOp(op)):
+        print("applied on every member")
+        return
+    try:
+        MeshService(config.data_dir, config.mesh, state=state).apply_key_op(op)
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    print("no node is running here: changed this device's key ring only")
+
+
+def cmd_keys_install(args: argparse.Namespace) -> int:
+    from moltmesh.mesh.admin import KeyOp, KeyOpKind
+    from moltmesh.mesh.keyring import decode_key, encode_key, format_key_id, generate_key, key_id
+
+    try:
+        key = decode_key(args.key) if args.key else generate_key()
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    _key_op(args, KeyOp(KeyOpKind.INSTALL, key, key_id(key)))
+    print(
+        f"installed key {format_key_id(key_id(key))}" + ("" if args.key else f": {encode_key(key)}")
+    )
+    return 0
+
+
+def _key_id_op(args: argparse.Namespace, kind_name: str) -> int:
+    from moltmesh.mesh.admin import KeyOp, KeyOpKind
+    from moltmesh.mesh.keyring import parse_key_id
+
+    try:
+        kid = parse_key_id(args.key_id)
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    _key_op(args, KeyOp(KeyOpKind[kind_name], b"", kid))
+    return 0
+
+
+def cmd_keys_use(args: argparse.Namespace) -> int:
+    return _key_id_op(args, "USE")
+
+
+def cmd_keys_remove(args: argparse.Namespace) -> int:
+    return _key_id_op(args, "REMOVE")
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from moltmesh.mesh.admin import Revoke
+    from moltmesh.mesh.service import MeshService
+
+    config = _config(args)
+    state = _load(config)
+    if state.ca_key is None:
+        raise _usage(ValueError("only a CA holder can revoke (see `moltmesh mesh ca import`)"))
+    if _mesh_wide(config, state, Revoke(args.node)):
+        print(f"revoked {args.node}; the gossip key was rotated on every other member")
+        return 0
+    service = MeshService(config.data_dir, config.mesh, state=state)
+    try:
+        asyncio.run(service.revoke(args.node))  # no peers known offline: local files only
+    except _mesh_errors() as e:
+        raise _usage(e) from None
+    print(f"revoked {args.node} on this device only (no node running here); start the node "
+          "and revoke again to reach the others")  # fmt: skip
+    return 0
+
+
+def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
+    """``moltmesh node --token``: join before the node starts (no-op when already a member)."""
+    token_text = getattr(args, "token", None)
+    if not token_text:
+        return
+    from moltmesh.identity import load_or_create_identity
+    from moltmesh.mesh import store
+    from moltmesh.mesh.join import join
+    from moltmesh.mesh.tokens import parse_token
+
+    try:
+        token = parse_token(token_text)
+        if store.has_mesh(config.data_dir):
+            state = store.load(config.data_dir)
+            if state.ca_fingerprint != token.ca_fingerprint:
+                raise _usage(ValueError(f"{config.data_dir} already belongs to another mesh"))
+            print(f"already a member of mesh {state.mesh_id}; ignoring --token", flush=True)
+            return
+        identity = load_or_create_identity(config.data_dir)
+        state = asyncio.run(join(token, identity, config.data_dir, config.mesh))
+    except (*_mesh_errors(), OSError, TimeoutError) as e:
+        raise _usage(ValueError(f"cannot join with this token: {e}")) from None
+    print(f"joined mesh {state.mesh_id} as node {state.node_id}", flush=True)
+
+
+@contextlib.asynccontextmanager
+async def mesh_running(config: NodeConfig, node: Any) -> AsyncIterator[Any]:
+    """Run the mesh endpoint beside ``node`` when this data directory holds mesh credentials.
+
+    Yields the ``MeshService`` (or ``None`` when the node runs alone). Its dropped-frame
+    counters are exported on the node's ``/metrics``.
+    """
+    from moltmesh.logs import log_event
+    from moltmesh.mesh import store
+    from moltmesh.mesh.service import MeshService
+
+    if not store.has_mesh(config.data_dir):
+        log_event(log, "mesh.absent", hint="run `moltmesh mesh init` or start with --token")
+        yield None
+        return
+    try:
+        service = MeshService(config.data_dir, config.mesh)
+        await service.start()
+    except (*_mesh_errors(), OSError) as e:
+        raise _usage(ValueError(f"mesh: {e}")) from None
+    collector = service.drops.collector()
+    node.metrics.registry.register(collector)
+    if config.mesh.seeds:  # met by the SWIM driver once it runs (issue 6, part 5)
+        log_event(log, "mesh.seeds", seeds=config.mesh.seeds)
+    print(f"mesh {service.state.mesh_id}: node {service.node_id} on {service.address}", flush=True)
+    try:
+        yield service
+    finally:
+        node.metrics.registry.unregister(collector)
+        await service.stop()

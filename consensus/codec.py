@@ -96,7 +96,7 @@ def _type_name(v: object) -> str:
 
 def _int_conv(lo: int, hi: int) -> _Conv:
     def check(v: Any, path: str) -> int:
-        if type(v) is not int and not (isinstance(v, int) and not isinstance(v, bool)):
+        if isinstance(v, bool) or not isinstance(v, int):
             raise _Invalid(path, f"expected int, got {_type_name(v)}")
         if not lo <= v <= hi:
             raise _Invalid(path, f"int {v} out of range [{lo}, {hi}]")
@@ -346,10 +346,7 @@ class Codec(Generic[T]):
         cls = self._by_id.get(tid)
         if cls is None:
             raise DecodeError(f"{self.name}: unknown message type {tid}")
-        try:
-            conv = self._compiler.dataclass(cls)
-        except LocalProtocolError:
-            raise
+        conv = self._compiler.dataclass(cls)  # schemas compile at registration time in practice
         try:
             obj = msgpack.unpackb(
                 bytes(data[1:]), raw=False, use_list=False, strict_map_key=False, timestamp=0

@@ -91,7 +91,7 @@ def test_frame_is_type_byte_then_msgpack_array() -> None:
     assert msgpack.unpackb(frame[1:]) == [7]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
     try:
@@ -100,7 +100,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
         assert exc.reason
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(everything, st.data())
 def test_truncated_frames_raise_decode_error(msg: Everything, data: st.DataObject) -> None:
     frame = TEST_CODEC.encode(msg)

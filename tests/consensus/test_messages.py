@@ -79,7 +79,7 @@ def test_type_numbers_are_the_protocol() -> None:
     assert {k.name: int(k) for k in EntryKind} == {"NORMAL": 0, "NOOP": 1, "CONFIG": 2}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(any_record)
 def test_every_message_type_round_trips(msg: object) -> None:
     frame = encode(msg)
@@ -94,7 +94,7 @@ def test_messages_are_frozen_and_slotted() -> None:
     assert not hasattr(msg, "__dict__")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
     try:
@@ -103,7 +103,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
         assert exc.reason
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(any_record, st.data())
 def test_truncated_frames_raise_decode_error(msg: object, data: st.DataObject) -> None:
     frame = encode(msg)
@@ -112,7 +112,7 @@ def test_truncated_frames_raise_decode_error(msg: object, data: st.DataObject) -
         decode(frame[:cut])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(any_record, st.data())
 def test_a_field_of_the_wrong_type_raises_decode_error(msg: object, data: st.DataObject) -> None:
     frame = encode(msg)

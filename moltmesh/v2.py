@@ -167,11 +167,19 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
             array = np.asarray(data, dtype=DTYPES[datatype]).ravel()
         except (TypeError, ValueError, OverflowError) as e:
             raise V2Error(f"input {name!r}: data is not {datatype}: {e}") from None
-        if datatype != "BOOL" and np.asarray(data).dtype == np.bool_:
+        # All-boolean data is refused for other datatypes; only look when the first value is one
+        # (converting the whole list a second time costs as much as the conversion itself).
+        if datatype != "BOOL" and _first_leaf_is_bool(data) and np.asarray(data).dtype == np.bool_:
             raise V2Error(f"input {name!r}: data is boolean, datatype says {datatype}")
     if array.size != count:
         raise V2Error(f"input {name!r}: shape {shape} needs {count} values, data has {array.size}")
     return array.reshape(shape)
+
+
+def _first_leaf_is_bool(data: Any) -> bool:
+    while isinstance(data, list) and data:
+        data = data[0]
+    return isinstance(data, bool)
 
 
 def _from_binary(

@@ -1,0 +1,328 @@
+"""Serving benchmark (issue 2): what the node's HTTP hot path costs on top of the model.
+
+In ONE run, side by side, on loopback only:
+
+- ``session.run`` of the served model in-process at batch 1 (the floor), and ``Runtime.run``
+  (the node's wrapper: input validation + run);
+- a bare aiohttp hello-world (``GET /hello``) served by a second AppRunner/TCPSite on the SAME
+  event loop as the node, in the node's server process;
+- the node's ``POST /v2/models/defects/infer`` with binary tensors and with JSON tensors;
+- 1 and 32 concurrent clients (one keep-alive ``aiohttp.ClientSession`` in this process);
+- server event loop asyncio and uvloop, each in its own server subprocess with the node's default
+  config, plus (unless ``--no-what-if``) a uvloop server with ``runtime.intra_op_threads = 1``,
+  to show what onnxruntime's intra-op thread pool costs a model this small. All servers start up
+  front and the cells are interleaved over ``--rounds`` rounds, so that drift on this shared
+  machine hits all alike. The client and the servers are pinned to different CPUs when there
+  are two or more.
+
+Reported per cell: p50/p99 latency (all rounds pooled), req/s (median of the rounds), and the
+CPU time the server process and this client process spent per request. Then the targets (binary
+tensors, node defaults): overhead = p50(infer) − p50(hello) − p50(session.run) ≤ 150 µs at 1
+client; req/s(infer) ≥ 0.35 × req/s(hello) at 32 clients; and the in-process cost of the v2 codec
+for a 32×32 image as JSON vs binary, to say how much of JSON's extra latency is encoding.
+
+Bounded: every cell stops after its request count or ``--max-seconds``, whichever comes first.
+Run from the repository root::
+
+    .venv/bin/python -m bench.serve            # writes the "serve" section of docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import psutil
+
+from bench.report import write_section
+from bench.serve_load import (
+    LoadError,
+    Request,
+    fetch_once,
+    infer_bodies,
+    run_load,
+    sample_image,
+    time_call,
+)
+from bench.serve_report import ENDPOINTS, Cell, floor_label, print_tables, summarise
+from bench.serve_server import bundled_model_present
+from moltmesh import v2
+from moltmesh.client import decode_answer
+from moltmesh.config import RuntimeConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server subprocess: its label in the tables, its loop, and its config override."""
+
+    label: str
+    loop: str
+    intra_op_threads: int | None = None  # None: the node's default
+    judged: bool = True  # the targets are judged on node defaults only
+
+
+@dataclass
+class Server:
+    spec: ServerSpec
+    proc: asyncio.subprocess.Process
+    ready: dict[str, Any]
+    ps: psutil.Process
+
+    def cpu_s(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+
+@asynccontextmanager
+async def server_process(
+    spec: ServerSpec, cpu: int | None, fallback: bool
+) -> AsyncIterator[Server]:
+    """Start ``bench.serve_server`` for ``spec``; stop it (SIGTERM, then kill) on exit."""
+    cmd = [sys.executable, "-m", "bench.serve_server", "--loop", spec.loop]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    if fallback:
+        cmd.append("--fallback-model")
+    if spec.intra_op_threads is not None:
+        cmd += ["--intra-op-threads", str(spec.intra_op_threads)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
+        if not line:
+            code = await proc.wait()
+            raise RuntimeError(f"server {spec.label!r} exited with {code} before serving")
+        yield Server(spec, proc, json.loads(line), psutil.Process(proc.pid))
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def check_answers(binary: tuple[int, dict, bytes], as_json: tuple[int, dict, bytes]) -> str:
+    """Both answers are 200, [1,4] probabilities summing to 1, and agree; returns the variant."""
+    answers = []
+    for status, headers, body in (binary, as_json):
+        if status != 200:
+            raise LoadError(f"infer answered HTTP {status}: {body[:200]!r}")
+        answer = decode_answer(body, headers.get(v2.HEADER_LENGTH))
+        probs = answer.outputs["probabilities"]
+        if probs.shape != (1, 4) or not np.isclose(probs.sum(), 1.0, atol=1e-4):
+            raise LoadError(f"unexpected probabilities {probs!r}")
+        answers.append(answer)
+    if v2.HEADER_LENGTH not in binary[1] or v2.HEADER_LENGTH in as_json[1]:
+        raise LoadError("the binary request did not get a binary answer, or the JSON one did")
+    np.testing.assert_allclose(
+        answers[0].outputs["probabilities"], answers[1].outputs["probabilities"], atol=1e-6
+    )
+    return str(answers[0].parameters.get("variant", "?"))
+
+
+def floor_timings(
+    model_path: str, image: np.ndarray, count: int, intra_op_threads: int | None
+) -> dict[str, list[float]]:
+    """``session.run`` with the node's session options, and the node's ``Runtime.run``."""
+    import onnxruntime as ort
+
+    from runtimes.onnx import OnnxOptions, OnnxRuntime
+
+    cfg = RuntimeConfig()
+    intra = cfg.intra_op_threads if intra_op_threads is None else intra_op_threads
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra
+    so.inter_op_num_threads = cfg.inter_op_threads
+    session = ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"])
+    feed = {"image": image}
+    options = OnnxOptions(intra, cfg.inter_op_threads, warmup_runs=cfg.warmup_runs)
+    runtime = OnnxRuntime(model_path, name="defects", options=options)
+    for _ in range(50):
+        session.run(None, feed)
+        runtime.run(feed)
+    label = floor_label(intra_op_threads)
+    return {
+        label: time_call(lambda: session.run(None, feed), count, 5.0),
+        label.replace("session.run", "Runtime.run"): time_call(
+            lambda: runtime.run(feed), count, 5.0
+        ),
+    }
+
+
+def codec_timings(bodies: dict[str, Request], count: int) -> dict[str, float]:
+    """p50 µs of the v2 codec in-process: parse the request, encode a [1,4] answer."""
+    out: dict[str, float] = {}
+    probs = {"probabilities": np.full((1, 4), 0.25, np.float32)}
+    params = {"node": "n" * 16, "variant": "full", "route": "local"}
+    for kind, req in bodies.items():
+        assert req.body is not None
+        hl = req.headers.get(v2.HEADER_LENGTH)
+        length = int(hl) if hl is not None else None
+        binary = {"probabilities": kind == "binary"}
+        parse = time_call(lambda b=req.body, n=length: v2.parse_infer_request(b, n), count, 5.0)
+        encode = time_call(
+            lambda b=binary: v2.encode_infer_response("defects", "1", probs, b, None, params),
+            count,
+            5.0,
+        )
+        out[f"parse {kind}"] = float(np.median(parse)) * 1e6
+        out[f"encode {kind}"] = float(np.median(encode)) * 1e6
+        out[f"body bytes {kind}"] = float(len(req.body))
+    image = sample_image()
+    dumps = time_call(lambda: json.dumps(image.ravel().tolist()), count, 5.0)
+    out["client json.dumps"] = float(np.median(dumps)) * 1e6
+    return out
+
+
+async def measure_cell(
+    server: Server, req: Request, clients: int, requests: int, warmup: int, max_seconds: float
+) -> tuple[list[float], float, float, float]:
+    """Warm up, then one bounded load run; latencies, req/s, server and client CPU seconds."""
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await run_load(session, req, clients, warmup, max_seconds)
+        s0, c0 = server.cpu_s(), time.process_time()
+        result = await run_load(session, req, clients, requests, max_seconds)
+        s1, c1 = server.cpu_s(), time.process_time()
+    return result.latencies, result.rate, s1 - s0, c1 - c0
+
+
+def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
+    specs = [ServerSpec(loop, loop) for loop in args.loops]
+    if not args.no_what_if:
+        loop = "uvloop" if "uvloop" in args.loops else args.loops[-1]
+        specs.append(ServerSpec(f"{loop}, intra 1", loop, intra_op_threads=1, judged=False))
+    return specs
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    pin = not args.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+    client_cpu, server_cpu = (0, 1) if pin else (None, None)
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+    fallback = args.fallback_model or not bundled_model_present()
+    image = sample_image(args.seed)
+    specs = server_specs(args)
+    cells: dict[tuple[str, str, int], Cell] = {}
+    floor: dict[str, list[float]] = {}
+    info: dict[str, Any] = {"fallback": fallback, "pinned": pin, "servers": {}}
+    requests_for = {1: args.requests_1, 32: args.requests_32}
+    async with AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(server_process(spec, server_cpu, fallback))
+            for spec in specs
+        ]
+        for server in servers:
+            reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
+            async with aiohttp.ClientSession() as s:
+                variant = check_answers(
+                    await fetch_once(s, reqs["binary"]), await fetch_once(s, reqs["json"])
+                )
+            info["servers"][server.spec.label] = {**server.ready, "variant": variant}
+        info["codec"] = codec_timings(
+            infer_bodies(image, "token", servers[0].ready["infer_url"]), args.codec_count
+        )
+        model_path = servers[0].ready["model_path"]
+        for rnd in range(args.rounds):
+            for intra in sorted({s.intra_op_threads or 0 for s in specs}):
+                got = floor_timings(model_path, image, args.floor_count, intra or None)
+                for name, values in got.items():
+                    floor.setdefault(name, []).extend(values)
+            for server in servers:
+                reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
+                reqs["hello"] = Request("GET", server.ready["hello_url"], {})
+                for clients in (1, 32):
+                    for endpoint in ENDPOINTS:
+                        lat, rate, scpu, ccpu = await measure_cell(
+                            server, reqs[endpoint], clients, requests_for[clients],
+                            args.warmup, args.max_seconds,
+                        )  # fmt: skip
+                        cell = cells.setdefault((server.spec.label, endpoint, clients), Cell())
+                        cell.add(lat, rate, scpu, ccpu)
+                        print(f"round {rnd + 1}/{args.rounds} {server.spec.label:15} {endpoint:6} "
+                              f"{clients:2} clients: {len(lat):5} requests, {rate:7,.0f} req/s",
+                              file=sys.stderr, flush=True)  # fmt: skip
+    return {"cells": cells, "floor": floor, "info": info, "specs": specs}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--loops", default="asyncio,uvloop", help="server loops, comma-separated: asyncio, uvloop"
+    )
+    parser.add_argument(
+        "--no-what-if",
+        action="store_true",
+        help="skip the extra server with runtime.intra_op_threads = 1",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests-1", type=int, default=1000, help="per round, 1 client")
+    parser.add_argument("--requests-32", type=int, default=3000, help="per round, 32 clients")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per cell")
+    parser.add_argument("--max-seconds", type=float, default=6.0, help="cap per cell and round")
+    parser.add_argument("--floor-count", type=int, default=1000, help="session.run per round")
+    parser.add_argument("--codec-count", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the input image")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers")
+    parser.add_argument(
+        "--fallback-model",
+        action="store_true",
+        help="use the stand-in conv model even if the bundled one exists",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    args.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    if (
+        not args.loops
+        or not set(args.loops) <= {"asyncio", "uvloop"}
+        or len(set(args.loops)) < len(args.loops)
+    ):
+        parser.error("--loops takes asyncio and/or uvloop, each once")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        import uvloop
+    except ImportError:
+        res = asyncio.run(run_bench(args))
+        args.client_loop = "the asyncio loop"
+    else:
+        res = uvloop.run(run_bench(args))
+        args.client_loop = "uvloop"
+    rows, body = summarise(res, args)
+    print_tables(rows, body)
+    print(f"wall time {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if not args.no_write:
+        command = " ".join(
+            [".venv/bin/python -m bench.serve", *(sys.argv[1:] if argv is None else argv)]
+        )
+        write_section("serve", "Serving: HTTP hot path vs hello-world and session.run",
+                      command, body)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

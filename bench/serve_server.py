@@ -1,0 +1,182 @@
+"""The server side of ``bench/serve.py``: a real ``moltmesh.Node`` plus a bare hello-world route.
+
+Run as a subprocess by the benchmark (``python -m bench.serve_server --loop uvloop ...``), so the
+server has its own interpreter and, when ``--cpu`` is given, its own core. Contract:
+
+- It starts a ``Node`` (HTTP API on 127.0.0.1, port chosen by the OS, node defaults otherwise) and,
+  on the **same event loop**, a second ``AppRunner``/``TCPSite`` serving ``GET /hello``, which
+  returns a 12-byte text body and does nothing else.
+- When both listen it prints ONE JSON line on stdout: ``infer_url``, ``hello_url``, ``token``,
+  ``loop`` (the running loop's class), ``model_path`` (the .onnx file the node serves for the
+  model), ``variant``, ``inline`` (whether the node runs it on the loop) and ``pid``.
+- It stops cleanly on SIGTERM or SIGINT (hello site first, then the node) and exits 0.
+
+``fallback_repository`` builds a small conv model with the bundled model's I/O (``image`` FP32
+[N,1,32,32] -> ``probabilities`` FP32 [N,4]) for when the bundled ``defects`` model is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from moltmesh.config import NodeConfig
+from moltmesh.logs import setup_logging
+
+MODEL = "defects"
+HELLO_BODY = "Hello, world"
+
+
+def bundled_model_present() -> bool:
+    """True when the bundled ``defects`` model has been committed (any version, full variant)."""
+    from moltmesh.node import BUNDLED_MODELS
+
+    return any((BUNDLED_MODELS / MODEL).glob("*/model.onnx"))
+
+
+def fallback_repository(root: Path) -> Path:
+    """Write ``<root>/defects/1/model.onnx``: two conv stages, global max pool, linear, softmax.
+
+    Deterministic weights (seed 7); the same I/O as the bundled model. Returns ``root``.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+        w = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+        return numpy_helper.from_array(w, name)
+
+    inits = [
+        weight("W1", 16, 1, 3, 3),
+        weight("W2", 32, 16, 3, 3),
+        weight("W3", 64, 32, 3, 3),
+        weight("Wfc", 64, 4),
+        numpy_helper.from_array(np.zeros(4, np.float32), "bfc"),
+    ]
+    nodes = []
+    prev = "image"
+    for i, w in enumerate(("W1", "W2", "W3"), start=1):
+        nodes += [
+            helper.make_node("Conv", [prev, w], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+            helper.make_node("MaxPool", [f"r{i}"], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+        prev = f"p{i}"
+    nodes += [
+        helper.make_node("GlobalMaxPool", [prev], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "Wfc", "bfc"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "defects_bench_fallback",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 32, 32])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = root / MODEL / "1" / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return root
+
+
+async def serve(data_dir: Path, repository: Path | None, intra_op_threads: int | None) -> None:
+    """Run the node and the hello-world site on the running loop until SIGTERM/SIGINT.
+
+    The node runs with ``NodeConfig`` defaults except the port (0), the log level and, when
+    given, the model repository and ``runtime.intra_op_threads``.
+    """
+    from aiohttp import web
+
+    from moltmesh.node import Node
+
+    config = NodeConfig(data_dir=data_dir)
+    config.api.port = 0
+    config.log.level = "warning"
+    if intra_op_threads is not None:
+        config.runtime.intra_op_threads = intra_op_threads
+    if repository is not None:
+        config.runtime.model_repository = [repository]
+        config.runtime.bundled_models = False
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=HELLO_BODY)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app, access_log=None)
+    async with Node(config) as node:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            host, port = runner.addresses[0][:2]
+            runtime = node.service.runtime(MODEL)
+            threshold_s = config.runtime.inline_threshold_ms / 1000
+            ready = {
+                "infer_url": f"{node.api_url}/v2/models/{MODEL}/infer",
+                "hello_url": f"http://{host}:{port}/hello",
+                "token": node.api_token,
+                "loop": f"{type(loop).__module__}.{type(loop).__name__}",
+                "model_path": str(getattr(runtime, "path", "")),
+                "variant": runtime.metadata.variant,
+                "inline": runtime.typical_run_seconds < threshold_s,
+                "intra_op_threads": config.runtime.intra_op_threads,
+                "pid": os.getpid(),
+            }
+            print(json.dumps(ready), flush=True)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], required=True)
+    parser.add_argument("--cpu", type=int, help="pin this process to one CPU (Linux)")
+    parser.add_argument(
+        "--fallback-model",
+        action="store_true",
+        help="serve the built-in conv model instead of the bundled one",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="override runtime.intra_op_threads (default: the node's)",
+    )
+    args = parser.parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    setup_logging("warning", "text")
+    with tempfile.TemporaryDirectory(prefix="moltmesh-bench-") as tmp:
+        repository = fallback_repository(Path(tmp) / "repo") if args.fallback_model else None
+        coro = serve(Path(tmp) / "data", repository, args.intra_op_threads)
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(coro)
+        else:
+            asyncio.run(coro)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,9 +68,13 @@ class MeshState:
     def ca_fingerprint(self) -> str:
         return ca.fingerprint(self.ca_cert)
 
+    def __post_init__(self) -> None:
+        self._node_id = ca.node_id_of(self.node_cert)
+
     @property
     def node_id(self) -> str:
-        return ca.node_id_of(self.node_cert)
+        """The node id in our certificate (checked against its key once, when loaded)."""
+        return self._node_id
 
     @property
     def node_cert_path(self) -> Path:
@@ -91,6 +95,9 @@ class MeshState:
         return node_id in self.revocations
 
     def save_node_cert(self, cert: x509.Certificate) -> None:
+        node_id = ca.node_id_of(cert)
+        if node_id != self._node_id:
+            raise CertificateError(f"a certificate for {node_id} cannot replace {self._node_id}'s")
         write_private(self.node_cert_path, ca.cert_pem(cert))
         self.node_cert = cert
 

@@ -289,3 +289,21 @@ async def test_garbage_truncated_oversize_and_spoofed_frames_are_counted(tmp_pat
         assert got.mesh_id == mesh
     finally:
         await holder.streams.close()
+
+
+async def test_a_stream_closed_by_the_peer_is_replaced_transparently(tmp_path: Path):
+    holder = await serve(init_holder(tmp_path / "a"))
+    b = await join_member(holder, tmp_path / "b")
+    member_b = await serve(b)
+    try:
+        streams = member_b.streams
+        await streams.request(holder.node_id, holder.address, Channel.INFER, b"1")
+        conn = streams._conns[holder.node_id]
+        holder.streams.drop_peer(b.node_id)  # as the idle timeout or a restart would
+        assert await conn.reader.read() == b""  # b observes the close
+        _, reply = await streams.request(holder.node_id, holder.address, Channel.INFER, b"2")
+        assert reply == b"echo:2" and streams._conns[holder.node_id] is not conn
+        assert [body for _, body in holder.echo.got] == [b"1", b"2"]
+    finally:
+        await member_b.streams.close()
+        await holder.streams.close()

@@ -23,6 +23,7 @@ from moltmesh.discovery.advert import (
     encode_txt,
 )
 from moltmesh.discovery.interfaces import InterfaceError, InterfacePlan, plan_interfaces
+from moltmesh.discovery.metrics import DiscoveryCollector
 from moltmesh.discovery.service import Discovery, DiscoveryError, DiscoveryStats
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Advert",
     "Candidate",
     "Discovery",
+    "DiscoveryCollector",
     "DiscoveryError",
     "DiscoveryEvent",
     "DiscoveryEventKind",

@@ -124,16 +124,25 @@ class Discovery:
     async def start(self) -> None:
         """Browse, then register and announce; returns once the announcement has gone out.
 
-        Raises ``DiscoveryError`` when an interface entry matches nothing or another device
-        already announces our node id (a copied data directory).
+        Raises ``DiscoveryError`` when an interface entry matches nothing, the mDNS sockets
+        cannot be opened, or another device already announces our node id (a copied data
+        directory). With ``enabled = false`` it does nothing: no sockets, no candidates.
         """
         if self._zc is not None:
             raise RuntimeError("discovery already started")
+        if not self.config.enabled:
+            log_event(log, "discovery.disabled", node=self.advert.node_id)
+            return
         try:
             self.plan = plan_interfaces(list(self.config.interfaces))
         except ValueError as e:
             raise DiscoveryError(str(e)) from e
-        self._zc = AsyncZeroconf(interfaces=list(self.plan.listen), ip_version=IPVersion.V4Only)
+        try:
+            self._zc = AsyncZeroconf(interfaces=list(self.plan.listen), ip_version=IPVersion.V4Only)
+        except OSError as e:
+            raise DiscoveryError(
+                f"cannot open mDNS sockets on {list(self.plan.listen)}: {e}"
+            ) from e
         self._dispatcher = asyncio.create_task(self._dispatch(), name="discovery-dispatch")
         self._browser = AsyncServiceBrowser(
             self._zc.zeroconf,

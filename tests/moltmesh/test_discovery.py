@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -20,6 +21,7 @@ from moltmesh.discovery import (
     SERVICE_TYPE,
     Advert,
     Discovery,
+    DiscoveryCollector,
     DiscoveryError,
     DiscoveryEvent,
     DiscoveryEventKind,
@@ -128,6 +130,12 @@ def test_interface_choices() -> None:
             plan_interfaces(bad, TABLE)
 
 
+async def test_disabled_discovery_opens_nothing_and_sees_nothing() -> None:
+    d = Discovery(_advert("m"), DiscoveryConfig(enabled=False))
+    async with d:
+        assert d.plan is None and d.candidates() == {}
+
+
 async def test_unknown_interface_fails_start_by_name() -> None:
     d = Discovery(_advert("m"), DiscoveryConfig(interfaces=["nosuchif0"]))
     with pytest.raises(DiscoveryError, match="nosuchif0"):
@@ -177,7 +185,13 @@ async def test_update_is_reported_and_clean_stop_sends_goodbye() -> None:
         gone = await _event(da, b.node_id, DiscoveryEventKind.GOODBYE)
         assert gone.candidate.advert.mesh_port == 7101
         assert b.node_id not in da.candidates()
-        assert da.stats.goodbyes >= 1
+        registry = CollectorRegistry()
+        registry.register(DiscoveryCollector(da))
+        text = generate_latest(registry).decode()
+        assert 'moltmesh_discovery_events_total{kind="found"} 1.0' in text
+        assert 'moltmesh_discovery_events_total{kind="updated"} 1.0' in text
+        assert 'moltmesh_discovery_events_total{kind="goodbye"} 1.0' in text
+        assert "moltmesh_discovery_candidates 0.0" in text
 
 
 async def test_malformed_txt_is_ignored_and_counted() -> None:

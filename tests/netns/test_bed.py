@@ -28,6 +28,8 @@ PORT = 9400
 RECV_S = 5.0  # failure bound for something that must arrive
 DRAIN_S = 0.3  # how long to listen for something that must not arrive, after the witness
 
+pytestmark = pytest.mark.netns
+
 
 def _udp_receiver(bed: NetBed, host: Host, *, multicast: bool = False) -> socket.socket:
     s = bed.socket(host, socket.AF_INET, socket.SOCK_DGRAM)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from tests.netns.bed import NetBed
 from tests.netns.drivers import start_driver
 from tests.netns.procs import JsonLinesProcess, Line
+
+pytestmark = pytest.mark.netns
 
 
 def _id() -> str:

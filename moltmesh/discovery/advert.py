@@ -161,7 +161,7 @@ class Candidate:
 class DiscoveryEventKind(enum.StrEnum):
     FOUND = "found"  # a peer of our mesh appeared
     UPDATED = "updated"  # its ports, addresses or protocol changed
-    GOODBYE = "goodbye"  # it unregistered cleanly (a cut link never produces this)
+    GOODBYE = "goodbye"  # it unregistered cleanly (a cut link produces none; SWIM sees it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@ Contracts:
   its authenticated path; nothing here is trusted.
 - **Foreign peers** (another mesh id or CA) are seen, counted and kept in ``foreign()``, never
   reported as candidates. Malformed TXT records are ignored and counted (``stats.malformed``).
-- **Goodbye means a clean stop.** ``GOODBYE`` is reported only when a peer unregisters (its
-  goodbye packets arrive). A cut link, a crashed device or a pulled cable is never reported
-  as removed by mDNS (its records outlive any partition that matters): liveness comes from
-  SWIM, not from discovery.
+- **Goodbye means a clean stop.** ``GOODBYE`` is reported when a peer unregisters (its
+  goodbye packets arrive), and otherwise only when its service record expires unrefreshed
+  (python-zeroconf's PTR TTL: 75 minutes). A cut link, a crashed device or a pulled cable is
+  therefore never reported as removed within any time that matters: liveness comes from SWIM,
+  never from discovery, and the mesh layer must not treat a missing goodbye as "alive".
 - **Shutdown sends the goodbye.** ``stop`` awaits the unregistration *and* the announcement task
   it returns (python-zeroconf's two awaits); without the second, peers never see the goodbye.
 - **Handlers only enqueue.** python-zeroconf calls browser handlers synchronously, with fixed

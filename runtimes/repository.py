@@ -117,7 +117,14 @@ class ModelRepository:
             if not root.is_dir():
                 log.debug("model repository root %s does not exist, skipped", root)
                 continue
-            for model_dir in sorted(root.iterdir(), key=lambda p: p.name):
+            try:
+                children = sorted(root.iterdir(), key=lambda p: p.name)
+            except OSError as exc:
+                problem = InvalidModel(root, f"cannot list the repository root: {exc}")
+                log.warning("%s", problem)
+                result.problems.append(problem)
+                continue
+            for model_dir in children:
                 name = model_dir.name
                 if name.startswith((".", "_")) or not model_dir.is_dir():
                     continue
@@ -125,7 +132,10 @@ class ModelRepository:
                     log.info("model %s in %s is shadowed by an earlier root", name, root)
                     continue
                 try:
-                    result.entries[name] = _read_model_dir(model_dir, result.problems)
+                    try:
+                        result.entries[name] = _read_model_dir(model_dir, result.problems)
+                    except OSError as exc:
+                        raise InvalidModel(model_dir, f"cannot read it: {exc}") from None
                 except InvalidModel as exc:
                     log.warning("%s", exc)
                     result.invalid[name] = exc

@@ -173,3 +173,26 @@ def test_malformed_user_model_shadows_bundled_and_is_reported(
 def test_roots_must_be_a_sequence(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         ModelRepository(tmp_path)  # type: ignore[arg-type]
+
+
+def test_unreadable_dirs_are_reported(
+    tmp_path: Path, model_files: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directories that cannot be listed (permissions, I/O errors) become problems, not crashes."""
+    good, locked, locked_root = tmp_path / "ok", tmp_path / "ok" / "locked", tmp_path / "locked"
+    _put(model_files.fixed, good, "fine", "1")
+    _put(model_files.fixed, good, "locked", "1")
+    locked_root.mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):  # type: ignore[no-untyped-def]
+        if self in (locked, locked_root):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    repo = ModelRepository([locked_root, good])
+    assert [e.name for e in repo.index()] == ["fine"]
+    assert sorted(str(p.path) for p in repo.problems()) == sorted([str(locked_root), str(locked)])
+    with pytest.raises(InvalidModel, match="Permission denied"):
+        repo.load("locked")

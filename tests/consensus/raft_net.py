@@ -164,6 +164,25 @@ class Net:
             self.nodes[msg.dst].step(msg, self.now)
             self.flush(msg.dst)
 
+    def deliver_one(self, pos: int) -> None:
+        """Deliver only the queued message at ``pos`` (modulo the queue length), if it may go."""
+        if not self.queue:
+            return
+        pos %= len(self.queue)
+        msg = self.queue[pos]
+        del self.queue[pos]
+        if msg.dst in self.down or msg.src in self.down or (msg.src, msg.dst) in self.cut:
+            return
+        self.delivered.append(msg)
+        self.nodes[msg.dst].step(msg, self.now)
+        self.flush(msg.dst)
+
+    def tick_one(self, node_id: NodeId) -> None:
+        """Tick one live node at the current time (whether or not a timer is due)."""
+        if node_id not in self.down:
+            self.nodes[node_id].tick(self.now)
+            self.flush(node_id)
+
     def tick(self) -> None:
         """Release held messages, tick every live node whose deadline has come, deliver."""
         self.queue.extend(self.held)

@@ -101,6 +101,9 @@ class MeshConfig:
     max_frame_bytes: int = 8 * 2**20  # hard limit on one TCP frame
     max_datagram_bytes: int = 2048  # hard limit on one UDP datagram (SWIM packets ~1400 bytes)
     replay_window: int = 1024  # datagram counters remembered per sender
+    swim: str = "lan"  # SWIM timing preset: lan (memberlist defaults) | wan | local (tests)
+    leave_timeout_s: float = 3.0  # on stop, wait this long for our departure to be gossiped
+    meta_refresh_s: float = 5.0  # how often load and capability metadata are re-read
 
     def problems(self) -> list[str]:
         """Messages for every nonsensical value (empty when the section is usable)."""
@@ -118,6 +121,9 @@ class MeshConfig:
             (576 <= self.max_datagram_bytes <= 65507,
              "mesh.max_datagram_bytes must be 576..65507"),
             (self.replay_window >= 1, "mesh.replay_window must be at least 1"),
+            (self.swim in ("lan", "wan", "local"), "mesh.swim must be lan, wan or local"),
+            (self.leave_timeout_s >= 0, "mesh.leave_timeout_s must be 0 or more"),
+            (self.meta_refresh_s > 0, "mesh.meta_refresh_s must be positive"),
         ]  # fmt: skip
         return [message for ok, message in checks if not ok]
 

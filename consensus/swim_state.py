@@ -10,8 +10,16 @@ the only one that raises its incarnation):
 - SUSPECT(node, inc, source): an ALIVE member with ``inc >=`` its incarnation becomes SUSPECT and
   a suspicion timer starts; for an already SUSPECT member a distinct ``source`` confirms it
   (Lifeguard: the timer shrinks). About ourselves, we refute.
-- DEAD(node, inc, source): a live member with ``inc >=`` its incarnation becomes DEAD, or LEFT
-  when ``source == node``. About ourselves, we refute (unless we are leaving).
+- DEAD(node, inc, source) with ``inc >=`` the member's incarnation: a member that leaves
+  (``source == node``) becomes LEFT at once. Otherwise the member becomes DEAD only if we have
+  suspected it for at least the minimum suspicion timeout; before that the DEAD counts as a
+  SUSPECT from ``source`` (it starts or confirms our own suspicion). memberlist believes a DEAD
+  at once (and demotes it to a suspicion only in push-pull merges); we do not, so that deaths
+  declared across a partition, arriving after it heals, cannot kill a member on our side that
+  never stopped answering us: it always gets a minimum timeout to refute. About ourselves, we
+  refute (unless we are leaving).
+- An accusation of ourselves at an incarnation we already outbid re-queues our current ALIVE
+  (no new incarnation): its sender missed our refutation.
 - Refutation: our incarnation becomes ``max(ours, accused) + 1``, the health score rises by one,
   and our ALIVE is queued for dissemination.
 
@@ -227,7 +235,11 @@ class MemberTable:
 
     def suspect(self, node: NodeId, incarnation: int, source: NodeId, now: Micros) -> None:
         m = self.members.get(node)
-        if m is None or incarnation < m.incarnation:
+        if m is None:
+            return
+        if incarnation < m.incarnation:
+            if node == self.self_id:
+                self._remind()
             return
         if m.status == MemberStatus.SUSPECT:
             suspicion = self.suspicions.get(node)
@@ -267,16 +279,33 @@ class MemberTable:
         self.suspicions.pop(node, None)
         m = self.members.get(node)
         if m is not None and m.status == MemberStatus.SUSPECT:
-            self.dead(node, m.incarnation, self.self_id, now)
+            self._kill(m, m.incarnation, self.self_id, now)
 
     def dead(self, node: NodeId, incarnation: int, source: NodeId, now: Micros) -> None:
         m = self.members.get(node)
-        if m is None or incarnation < m.incarnation or m.status in GONE:
+        if m is None:
+            return
+        if incarnation < m.incarnation:
+            if node == self.self_id:
+                self._remind()
+            return
+        if m.status in GONE:
             return
         if node == self.self_id:
             if not self.leaving:
                 self.refute(incarnation, m.meta_version)
             return
+        if source != node:
+            suspicion = self.suspicions.get(node)
+            if suspicion is None or now - suspicion.start < suspicion.minimum:
+                # Too early to believe it: the member has not had a full minimum suspicion
+                # timeout, as seen from here, to refute. Count it as a suspicion from source.
+                self.suspect(node, incarnation, source, now)
+                return
+        self._kill(m, incarnation, source, now)
+
+    def _kill(self, m: Member, incarnation: int, source: NodeId, now: Micros) -> None:
+        node = m.node
         self.suspicions.pop(node, None)
         m.incarnation = incarnation
         m.status = MemberStatus.LEFT if source == node else MemberStatus.DEAD
@@ -284,6 +313,12 @@ class MemberTable:
         m.since = now
         self.broadcasts.queue(Update(UpdateKind.DEAD, node, incarnation, source))
         self._event(EventKind.LEFT if source == node else EventKind.DEAD, m, source, now)
+
+    def _remind(self) -> None:
+        """Someone accuses an incarnation of ours we already refuted: our refutation did not
+        reach it, so disseminate our current ALIVE again (memberlist waits for push-pull)."""
+        if not self.leaving and self.self_id not in self.broadcasts:
+            self.queue_self_alive()
 
     def refute(self, accused_incarnation: int, seen_meta_version: int) -> None:
         """Someone holds an older or different version of us: outbid it."""

@@ -192,13 +192,16 @@ def test_a_restarted_member_refutes_its_old_death() -> None:
 def test_dead_members_get_reconnect_attempts_then_are_forgotten() -> None:
     cfg = replace(local(), reconnect_interval=1 * S, reconnect_timeout=10 * S)
     a = make(peers="bcd", config=cfg)
-    a.step(Gossip("c", (Update(UpdateKind.DEAD, "b", 0, "c"),)), 0)
+    a.step(Gossip("c", (Update(UpdateKind.SUSPECT, "b", 0, "c"),)), 0)
+    run_to(a, 500 * MS)
+    a.step(Gossip("c", (Update(UpdateKind.DEAD, "b", 0, "c"),)), 700 * MS)  # past the minimum
+    assert a.member("b").status == MemberStatus.DEAD  # type: ignore[union-attr]
     a.ready()
-    out = run_to(a, 5 * S)
+    out = run_to(a, 6 * S)
     to_b = [o for o in out.streams if o.to == "b"]
     assert len(to_b) >= 4  # one per reconnect interval, only dead member
     assert a.member("b") is not None
-    run_to(a, 12 * S)
+    run_to(a, 13 * S)
     assert a.member("b") is None  # past reconnect_timeout: forgotten at the next reshuffle
     assert a.live_members() == ["a", "c", "d"]
 

@@ -149,10 +149,38 @@ def test_alive_at_the_same_incarnation_does_not_clear_a_suspicion() -> None:
     assert tb.status("b") == MemberStatus.SUSPECT
 
 
+def test_dead_about_a_member_we_hold_alive_is_taken_as_a_suspicion() -> None:
+    tb = Table()
+    tb.t.dead("b", 0, "c", 0)
+    assert tb.status("b") == MemberStatus.SUSPECT
+    assert tb.events() == [(EventKind.SUSPECTED, "b", 0)]
+    assert tb.queued("b") == Update(UpdateKind.SUSPECT, "b", 0, "c")
+    tb.t.dead("b", 0, "d", 1 * S)  # before our minimum timeout: only a confirmation
+    assert tb.status("b") == MemberStatus.SUSPECT
+    assert tb.timers[-1][0] < MAX
+    tb.t.dead("b", 0, "e", MIN)  # suspected for the minimum: the death is believed
+    assert tb.status("b") == MemberStatus.DEAD
+    assert tb.events() == [(EventKind.DEAD, "b", 0)]
+    assert tb.queued("b") == Update(UpdateKind.DEAD, "b", 0, "e")
+
+
+def test_an_outbid_accusation_of_ourselves_re_disseminates_our_alive() -> None:
+    tb = Table()
+    tb.t.suspect("a", 0, "b", 0)
+    assert tb.t.me.incarnation == 1
+    tb.t.broadcasts.take(1400, limit=1)  # our refutation was sent (and missed by c)
+    assert tb.queued("a") is None
+    tb.t.suspect("a", 0, "c", 1 * S)
+    assert tb.t.me.incarnation == 1  # no new incarnation, no health penalty
+    assert tb.t.awareness.score == 1
+    assert tb.queued("a") == alive("a", 1)
+
+
 def test_dead_member_comes_back_only_with_a_higher_incarnation() -> None:
     tb = Table()
-    tb.t.dead("b", 3, "c", 0)
-    assert tb.events() == [(EventKind.DEAD, "b", 3)]
+    tb.t.suspect("b", 3, "c", 0)
+    tb.t.dead("b", 3, "c", MIN)
+    assert tb.events() == [(EventKind.SUSPECTED, "b", 3), (EventKind.DEAD, "b", 3)]
     tb.t.alive(alive("b", 3), 0)
     tb.t.suspect("b", 3, "d", 0)  # a dead member is not suspected again
     tb.t.dead("b", 3, "d", 0)  # nor killed twice
@@ -289,7 +317,8 @@ def test_merge_of_a_remote_state() -> None:
 
 def test_full_state_lists_every_record_in_insertion_order() -> None:
     tb = Table()
-    tb.t.dead("c", 0, "b", 0)
+    tb.t.suspect("c", 0, "b", 0)
+    tb.t.suspicion_expired("c", MAX)
     states = tb.t.full_state()
     assert [s.node for s in states] == ["a", "b", "c", "d", "e"]
     assert states[2].status == MemberStatus.DEAD

@@ -157,6 +157,11 @@ class Candidate:
     def node_id(self) -> str:
         return self.advert.node_id
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """``host:port`` of the peer's mesh port at each announced address (seed-shaped)."""
+        return tuple(f"{address}:{self.advert.mesh_port}" for address in self.addresses)
+
 
 class DiscoveryEventKind(enum.StrEnum):
     FOUND = "found"  # a peer of our mesh appeared

@@ -158,6 +158,7 @@ async def test_peers_of_one_mesh_find_each_other_and_foreign_is_never_a_candidat
         found = await _event(da, b.node_id, DiscoveryEventKind.FOUND)
         assert found.candidate.advert == b
         assert found.candidate.addresses == ("127.0.0.1",)
+        assert found.candidate.endpoints == ("127.0.0.1:7002",)
         assert (await _event(db, a.node_id, DiscoveryEventKind.FOUND)).candidate.advert == a
         await _until(lambda: {other.node_id, other_ca.node_id} <= set(da.foreign()))
         assert {other.node_id, other_ca.node_id} <= set(seen_foreign)

@@ -144,26 +144,16 @@ class Discovery:
             raise DiscoveryError(
                 f"cannot open mDNS sockets on {list(self.plan.listen)}: {e}"
             ) from e
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="discovery-dispatch")
-        self._browser = AsyncServiceBrowser(
-            self._zc.zeroconf,
-            SERVICE_TYPE,
-            handlers=[self._on_service_state_change],
-            question_type=DNSQuestionType.QM,
-        )
-        self._info = self._service_info(self.advert)
         try:
-            announce = await self._zc.async_register_service(
-                self._info, cooperating_responders=not self.config.probe
-            )
-        except NonUniqueNameException as e:
+            await self._browse_and_register()
+        except BaseException as e:  # leave nothing open behind a failed or cancelled start
             await self._close()
-            raise DiscoveryError(
-                f"another device already announces node id {self.advert.node_id} on this "
-                "network: was a data directory copied?"
-            ) from e
-        self._registered = True
-        await announce
+            if isinstance(e, NonUniqueNameException):
+                raise DiscoveryError(
+                    f"another device already announces node id {self.advert.node_id} on this "
+                    "network: was a data directory copied?"
+                ) from e
+            raise
         log_event(
             log,
             "discovery.started",
@@ -172,6 +162,23 @@ class Discovery:
             interfaces=list(self.plan.listen),
             announce=list(self.plan.announce),
         )
+
+    async def _browse_and_register(self) -> None:
+        assert self._zc is not None
+        self._changes = asyncio.Queue()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="discovery-dispatch")
+        self._browser = AsyncServiceBrowser(
+            self._zc.zeroconf,
+            SERVICE_TYPE,
+            handlers=[self._on_service_state_change],
+            question_type=DNSQuestionType.QM,
+        )
+        self._info = self._service_info(self.advert)
+        announce = await self._zc.async_register_service(
+            self._info, cooperating_responders=not self.config.probe
+        )
+        self._registered = True
+        await announce
 
     async def stop(self) -> None:
         """Send the goodbye (both awaits), stop browsing and release the sockets. Idempotent."""
@@ -194,6 +201,10 @@ class Discovery:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._dispatcher = None
         self._workers.clear()
+        self._pending.clear()
+        self._candidates.clear()  # stopped: nothing is seen any more
+        self._foreign.clear()
+        self._registered = False
         if self._zc is not None:
             await self._zc.async_close()
             self._zc = None

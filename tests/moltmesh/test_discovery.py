@@ -167,6 +167,7 @@ async def test_peers_of_one_mesh_find_each_other_and_foreign_is_never_a_candidat
         assert set(db.candidates()) & mine == {a.node_id}
         assert set(dx.candidates()) & mine == set()
         await _until(lambda: {a.node_id, b.node_id} <= set(dx.foreign()))
+    assert da.candidates() == {} and da.foreign() == {}  # a stopped discovery sees nothing
 
 
 async def test_update_is_reported_and_clean_stop_sends_goodbye() -> None:

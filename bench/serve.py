@@ -64,6 +64,7 @@ from moltmesh.config import RuntimeConfig
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+WARMUP_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ async def measure_cell(
     """Warm up, then one bounded load run; latencies, req/s, server and client CPU seconds."""
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await run_load(session, req, clients, warmup, max_seconds)
+        await run_load(session, req, clients, warmup, min(max_seconds, WARMUP_MAX_S))
         s0, c0 = server.cpu_s(), time.process_time()
         result = await run_load(session, req, clients, requests, max_seconds)
         s1, c1 = server.cpu_s(), time.process_time()
@@ -226,6 +227,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     cells: dict[tuple[str, str, int], Cell] = {}
     floor: dict[str, list[float]] = {}
     info: dict[str, Any] = {"fallback": fallback, "pinned": pin, "servers": {}}
+    info["load_before"] = os.getloadavg()[0]
     requests_for = {1: args.requests_1, 32: args.requests_32}
     async with AsyncExitStack() as stack:
         servers = [
@@ -262,6 +264,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"round {rnd + 1}/{args.rounds} {server.spec.label:15} {endpoint:6} "
                               f"{clients:2} clients: {len(lat):5} requests, {rate:7,.0f} req/s",
                               file=sys.stderr, flush=True)  # fmt: skip
+    info["load_after"] = os.getloadavg()[0]
     return {"cells": cells, "floor": floor, "info": info, "specs": specs}
 
 
@@ -276,10 +279,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the extra server with runtime.intra_op_threads = 1",
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests-1", type=int, default=1000, help="per round, 1 client")
-    parser.add_argument("--requests-32", type=int, default=3000, help="per round, 32 clients")
-    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per cell")
-    parser.add_argument("--max-seconds", type=float, default=6.0, help="cap per cell and round")
+    parser.add_argument("--requests-1", type=int, default=800, help="per round, 1 client")
+    parser.add_argument("--requests-32", type=int, default=2500, help="per round, 32 clients")
+    parser.add_argument(
+        "--warmup", type=int, default=100, help=f"warm-up requests per cell (≤ {WARMUP_MAX_S:g} s)"
+    )
+    parser.add_argument("--max-seconds", type=float, default=3.0, help="cap per cell and round")
     parser.add_argument("--floor-count", type=int, default=1000, help="session.run per round")
     parser.add_argument("--codec-count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the input image")

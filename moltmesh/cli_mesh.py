@@ -5,6 +5,7 @@
     moltmesh mesh ca import CERT KEY       make this member a CA holder too
     moltmesh mesh keys list|install|use|remove
     moltmesh mesh revoke NODE              refuse NODE everywhere and rotate the gossip key
+    moltmesh status [--json]               members as the running node sees them
     moltmesh node --token TOKEN --seed H:P join a mesh on first start, then meet peers
 
 Key ring changes and revocations are carried out by the running node of this data directory
@@ -97,6 +98,8 @@ def add_parser(sub: Any) -> None:
     add_node_config_flags(p)
     p.add_argument("node", help="node id to revoke")
     p.set_defaults(func=cmd_revoke)
+
+    add_status_parser(sub)
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -326,33 +329,106 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
     print(f"joined mesh {state.mesh_id} as node {state.node_id}", flush=True)
 
 
+def _node_models(node: Any) -> dict[str, tuple[str, ...]]:
+    """Models the node serves, with the variants present for each one's newest version."""
+    service = node.service
+    out: dict[str, tuple[str, ...]] = {}
+    for name in service.model_names():
+        variants = service.entry(name).variants
+        newest = max(variants, key=lambda v: (len(v), v)) if variants else None
+        out[name] = tuple(variants[newest]) if newest else ()
+    return out
+
+
+def _api_port(node: Any) -> int | None:
+    url = getattr(node, "api_url", None)
+    try:
+        return int(url.rsplit(":", 1)[1]) if url else None
+    except (ValueError, IndexError):
+        return None
+
+
 @contextlib.asynccontextmanager
 async def mesh_running(config: NodeConfig, node: Any) -> AsyncIterator[Any]:
-    """Run the mesh endpoint beside ``node`` when this data directory holds mesh credentials.
+    """Run the mesh beside ``node`` when this data directory holds mesh credentials.
 
-    Yields the ``MeshService`` (or ``None`` when the node runs alone). Its dropped-frame
-    counters are exported on the node's ``/metrics``.
+    Yields the ``MeshRuntime`` (TLS streams, sealed gossip, SWIM with ``mesh.seeds``, metadata)
+    or ``None`` when the node runs alone. Its figures are exported on the node's ``/metrics``;
+    ``node.mesh_ref`` (a ``moltmesh.mesh.http.MeshRef``), when the node has one, is pointed at it.
     """
     from moltmesh.logs import log_event
     from moltmesh.mesh import store
-    from moltmesh.mesh.service import MeshService
+    from moltmesh.mesh.runtime import MeshRuntime
 
     if not store.has_mesh(config.data_dir):
         log_event(log, "mesh.absent", hint="run `moltmesh mesh init` or start with --token")
         yield None
         return
     try:
-        service = MeshService(config.data_dir, config.mesh)
-        await service.start()
+        runtime = MeshRuntime(config, models=lambda: _node_models(node), api_port=_api_port(node))
+        await runtime.start()
     except (*_mesh_errors(), OSError) as e:
         raise _usage(ValueError(f"mesh: {e}")) from None
-    collector = service.drops.collector()
+    collector = runtime.collector()
     node.metrics.registry.register(collector)
-    if config.mesh.seeds:  # met by the SWIM driver once it runs (issue 6, part 5)
-        log_event(log, "mesh.seeds", seeds=config.mesh.seeds)
-    print(f"mesh {service.state.mesh_id}: node {service.node_id} on {service.address}", flush=True)
+    ref = getattr(node, "mesh_ref", None)
+    if ref is not None:
+        ref.runtime = runtime
+    print(f"mesh {runtime.service.state.mesh_id}: node {runtime.node_id} on "
+          f"{runtime.service.address}", flush=True)  # fmt: skip
     try:
-        yield service
+        yield runtime
     finally:
+        if ref is not None:
+            ref.runtime = None
         node.metrics.registry.unregister(collector)
-        await service.stop()
+        await runtime.stop()
+
+
+def add_status_parser(sub: Any) -> None:
+    from moltmesh.cli import add_node_config_flags
+
+    p = sub.add_parser(
+        "status", help="members of the mesh as the running node sees them",
+        description="A table of members: state, address, tier, load, models, age (seconds since "
+        "the state last changed). Asks the node running on this data directory, over mutual TLS.",
+    )  # fmt: skip
+    add_node_config_flags(p)
+    p.add_argument("--json", action="store_true", help="print the JSON document instead")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from moltmesh.mesh.admin import AdminReply, MemberList, MembersRequest
+    from moltmesh.mesh.streams import StreamError
+
+    config = _config(args)
+    state = _load(config)
+    address = _running_address(state)
+    if address is None:
+        raise _usage(ValueError(f"no node is running on {config.data_dir}"))
+    try:
+        reply = asyncio.run(_ask_running(config, state, address, MembersRequest()))
+    except StreamError as e:
+        raise _usage(ValueError(f"the running node at {address} did not answer: {e}")) from None
+    if isinstance(reply, AdminReply) or not isinstance(reply, MemberList):
+        raise _usage(ValueError(getattr(reply, "error", "unexpected answer")))
+    doc = json.loads(reply.document)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mesh {doc['mesh']} seen from {doc['node']}")
+    for col in ("node", "state", "address", "tier", "cpu %", "mem %", "models", "age s"):
+        table.add_column(col)
+    for m in doc["members"]:
+        models = ", ".join(f"{k} ({'+'.join(v)})" if v else k for k, v in m["models"].items())
+        name = m["node"] + (" (this node)" if m["self"] else "")
+        table.add_row(name, m["status"], m["address"], m["tier"], str(m["cpu_load"]),
+                      str(m["mem_load"]), models, f"{m['age_s']:.0f}")  # fmt: skip
+    Console().print(table)
+    return 0

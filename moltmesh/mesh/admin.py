@@ -31,6 +31,8 @@ class AdminMsgType(enum.IntEnum):
     REPLY = 5
     RELAY = 6
     REVOKE = 7
+    MEMBERS = 8
+    MEMBER_LIST = 9
 
 
 class KeyOpKind(enum.IntEnum):
@@ -91,6 +93,18 @@ class Revoke:
     """Revoke ``node_id`` mesh-wide. Accepted only from the node itself, on a CA holder."""
 
     node_id: str
+
+
+@ADMIN_CODEC.register(AdminMsgType.MEMBERS)
+@dataclass(frozen=True, slots=True)
+class MembersRequest:
+    """Ask for the members as this node sees them (any member may ask)."""
+
+
+@ADMIN_CODEC.register(AdminMsgType.MEMBER_LIST)
+@dataclass(frozen=True, slots=True)
+class MemberList:
+    document: bytes  # JSON of ``moltmesh.mesh.http.members_document``
 
 
 ADMIN_CODEC.check_schemas()

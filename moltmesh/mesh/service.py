@@ -42,6 +42,8 @@ from moltmesh.mesh.admin import (
     AdminReply,
     KeyOp,
     KeyOpKind,
+    MemberList,
+    MembersRequest,
     RelayKeyOp,
     Renewed,
     RenewRequest,
@@ -88,6 +90,7 @@ class MeshService:
         self.static_peers: dict[str, str] = {}
         self._peers = peers or (lambda: dict(self.static_peers))
         self.on_gossip: Receive = lambda env, addr: None
+        self.members_document: Callable[[], bytes] | None = None  # JSON; set by MeshRuntime
         join = JoinService(self.state, config, self.drops) if self.state.ca_key else None
         self.streams = MeshStreams(
             self.state, config, self.drops, {Channel.ADMIN: self._admin},
@@ -161,6 +164,10 @@ class MeshService:
                 self.apply_revocations(msg.signed)
             elif isinstance(msg, RenewRequest):
                 return ADMIN_CODEC.encode(self._renew_for(peer, msg))
+            elif isinstance(msg, MembersRequest):
+                if self.members_document is None:
+                    return ADMIN_CODEC.encode(AdminReply(False, "membership is not running"))
+                return ADMIN_CODEC.encode(MemberList(self.members_document()))
             elif isinstance(msg, RelayKeyOp | Revoke):
                 if peer.node_id != self.node_id:
                     return ADMIN_CODEC.encode(AdminReply(False, "only this node's own CLI may"))

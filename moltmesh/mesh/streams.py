@@ -105,6 +105,8 @@ class MeshStreams:
         self._connecting: dict[str, asyncio.Lock] = {}
         self._inbound: set[asyncio.StreamWriter] = set()
         self._inbound_peers: dict[asyncio.StreamWriter, str] = {}
+        self.bytes_in = 0  # TLS payload bytes (frames with their length prefix), not TLS records
+        self.bytes_out = 0
         self.reload_tls()
 
     @property
@@ -200,6 +202,7 @@ class MeshStreams:
             try:
                 async with asyncio.timeout(cfg.idle_timeout_s):
                     payload = await read_frame(reader, cfg.max_frame_bytes)
+                self.bytes_in += len(payload) + 4 if payload is not None else 0
                 if payload is None:
                     return
                 env = decode_envelope(payload, self.state.mesh_id, cfg.max_frame_bytes)
@@ -225,7 +228,9 @@ class MeshStreams:
 
     def _frame(self, channel: Channel, body: bytes) -> bytes:
         env = Envelope(self.state.mesh_id, channel, self.node_id, body)
-        return encode_frame(env, self.config.max_frame_bytes)
+        frame = encode_frame(env, self.config.max_frame_bytes)
+        self.bytes_out += len(frame)
+        return frame
 
     # -- client ---------------------------------------------------------------------------------
 
@@ -296,6 +301,7 @@ class MeshStreams:
                         conn.writer.write(self._frame(channel, body))
                         await conn.writer.drain()
                         payload = await read_frame(conn.reader, self.config.max_frame_bytes)
+                    self.bytes_in += len(payload) + 4 if payload is not None else 0
                 except TimeoutError:
                     self._discard(conn)
                     raise StreamError(f"{address}: no reply within {timeout} s") from None

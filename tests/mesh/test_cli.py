@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from moltmesh.cli import main
 from moltmesh.config import load_config
 from moltmesh.mesh import store
 from moltmesh.mesh.tokens import parse_token
+
+LOCAL = {"MOLTMESH_MESH_SWIM": "local"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -78,12 +81,22 @@ def test_node_joins_with_a_token_and_cli_reaches_the_running_node(
     a, b = tmp_path / "a", tmp_path / "b"
     mesh_flags = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0")
     assert run(capsys, "mesh", "init", "--data-dir", str(a))[0] == 0
-    with running_node(a, *mesh_flags) as node_a:
+    with running_node(a, *mesh_flags, env=LOCAL) as node_a:
         code, out, _ = run(capsys, "mesh", "token", "--data-dir", str(a))
         assert code == 0
         token = out.strip()
-        with running_node(b, *mesh_flags, "--token", token) as node_b:
+        seed = store.load(a).dir.joinpath("stream-address").read_text().strip()
+        with running_node(b, *mesh_flags, "--token", token, "--seed", seed, env=LOCAL) as node_b:
             assert any(line.startswith("joined mesh") for line in node_b.stdout)
+            # Both see each other alive (each status call is one observation of the view).
+            for _ in range(200):
+                code, out, _ = run(capsys, "status", "--data-dir", str(b), "--json")
+                doc = json.loads(out)
+                if sum(m["status"] == "alive" for m in doc["members"]) == 2:
+                    break
+            else:
+                raise AssertionError(f"b never saw a alive: {doc}")
+            assert {m["node"] for m in doc["members"]} == {doc["node"], store.load(a).node_id}
             sb = store.load(b)
             assert sb.mesh_id == store.load(a).mesh_id and sb.ca_key is None
             # The same token cannot admit anyone else.
@@ -99,3 +112,4 @@ def test_node_joins_with_a_token_and_cli_reaches_the_running_node(
             with urllib.request.urlopen(req, timeout=30) as resp:
                 metrics = resp.read().decode()
             assert 'moltmesh_mesh_dropped_frames_total{reason="garbage",transport="tcp"}' in metrics
+            assert 'moltmesh_mesh_members{state="alive"} 2.0' in metrics

@@ -108,6 +108,7 @@ class MeshRuntime:
             )  # fmt: skip
             await self.driver.start()
             self.service.members_document = self._members_json
+            self.service.set_peer_source(self._live_peers)
             self.refresher = MetaRefresher(
                 self._meta, self.driver.set_meta, meta, self.config.mesh.meta_refresh_s
             )
@@ -122,6 +123,12 @@ class MeshRuntime:
         if self.driver is not None:
             await self.driver.stop()
         await self.service.stop()
+
+    def _live_peers(self) -> dict[str, str]:
+        """Alive and suspected members by node id -> address: where admin changes are relayed."""
+        live = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+        members = self.driver.members() if self.driver is not None else []
+        return {m.node: m.meta.address for m in members if m.status in live and m.meta.address}
 
     def _members_json(self) -> bytes:
         from moltmesh.mesh.http import members_document

@@ -104,6 +104,10 @@ class MeshService:
     def node_id(self) -> str:
         return self.state.node_id
 
+    def set_peer_source(self, peers: Callable[[], dict[str, str]]) -> None:
+        """Where ``peers()`` comes from (the SWIM driver's live members once it runs)."""
+        self._peers = peers
+
     def add_peer(self, node_id: str, address: str) -> None:
         self.static_peers[node_id] = address
 

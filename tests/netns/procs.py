@@ -66,10 +66,18 @@ class JsonLinesProcess:
             self._eof = True
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[Line], bool], timeout: float = WAIT_S) -> Line:
-        """The first line satisfying ``predicate``; fails after ``timeout`` or at EOF."""
+    def mark(self) -> int:
+        """The number of lines so far: pass it as ``since`` to wait only on later lines."""
+        with self._cond:
+            return len(self.lines)
+
+    def wait_for(
+        self, predicate: Callable[[Line], bool], timeout: float = WAIT_S, since: int = 0
+    ) -> Line:
+        """The first line from index ``since`` on satisfying ``predicate``; fails after
+        ``timeout`` or at EOF."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         with self._cond:
             while True:
                 for line in self.lines[seen:]:

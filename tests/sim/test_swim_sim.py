@@ -189,3 +189,30 @@ def test_trace_does_not_depend_on_the_hash_seed() -> None:
         )
         outs.add(done.stdout.strip())
     assert len(outs) == 1, outs
+
+
+def test_a_stalled_member_is_suspected_then_refutes_when_it_wakes() -> None:
+    seed = 27
+    cluster, rec = build(8, seed, lan())
+    cluster.run_for(2 * S)
+    cluster.stall("n001", 3 * S)
+    assert cluster.stalled("n001")
+    cluster.run_for(3 * S + 1)
+    assert not cluster.stalled("n001")
+    suspected = [s for s in rec.of_kind(EventKind.SUSPECTED) if s.event.node == "n001"]
+    assert suspected, f"seed {seed}: nobody noticed the stall"
+    converge(cluster, 10 * S, seed)
+    assert cluster.core("n001").incarnation >= 1, f"seed {seed}"
+    assert not rec.of_kind(EventKind.DEAD), f"seed {seed}"
+
+
+def test_push_pull_streams_need_both_directions() -> None:
+    seed = 28
+    cluster, _ = build(4, seed, replace(local(), push_pull_interval=200_000))
+    cluster.run_for(1 * S)
+    before = cluster.stream_failures
+    for other in cluster.ids[1:]:
+        cluster.network.block(other, cluster.ids[0])  # n000 can send but not receive
+    cluster.run_for(2 * S)
+    assert cluster.stream_failures > before, f"seed {seed}"
+    assert cluster.streams.messages > 0 and cluster.streams.bytes > 0

@@ -131,6 +131,7 @@ def dissemination_times(
     loss: float = 0.0,
     updates: int = 1,
     spacing_s: float = 0.5,
+    link: LinkSpec | None = None,
 ) -> list[float]:
     """Seconds until each of ``updates`` metadata updates reaches every other member.
 
@@ -141,7 +142,7 @@ def dissemination_times(
     """
     if updates > n:
         raise ValueError("at most one update per member")
-    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    cluster, recorder = build(n, seed, config, link or LinkSpec(loss=loss))
     cluster.run_for(2 * S)
     rng = derive_rng(seed, "measure")
     origins = rng.sample(list(cluster.ids), updates)
@@ -187,9 +188,11 @@ class Detection:
     all_dead: float
 
 
-def detection_time(n: int, seed: int, config: SwimConfig, loss: float = 0.0) -> Detection:
+def detection_time(
+    n: int, seed: int, config: SwimConfig, loss: float = 0.0, link: LinkSpec | None = None
+) -> Detection:
     """Crash one member of a converged cluster; time its suspicion and death in every view."""
-    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    cluster, recorder = build(n, seed, config, link or LinkSpec(loss=loss))
     cluster.run_for(2 * S)
     victim = derive_rng(seed, "measure").choice(cluster.ids)
     first: list[Micros] = []
@@ -242,10 +245,12 @@ def false_positives(
     stall_s: tuple[float, float] = (1.0, 5.0),
     gap_s: tuple[float, float] = (1.0, 10.0),
     duration_s: float = 60.0,
+    link: LinkSpec | None = None,
 ) -> FalsePositives:
     """Run with packet loss while ``stall_fraction`` of members stall again and again (each
-    stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count false deaths."""
-    cluster, recorder = build(n, seed, config, LinkSpec(loss=loss))
+    stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count false deaths.
+    ``link`` (delay, jitter, loss...) replaces ``loss`` when given."""
+    cluster, recorder = build(n, seed, config, link or LinkSpec(loss=loss))
     rng = derive_rng(seed, "stalls")
     stallers = sorted(rng.sample(cluster.ids, max(1, round(n * stall_fraction))))
     out = FalsePositives()
@@ -295,9 +300,15 @@ class LoadFigures:
     stream_bytes: float
 
 
-def steady_load(n: int, seed: int, config: SwimConfig, window_s: float = 120.0) -> LoadFigures:
+def steady_load(
+    n: int,
+    seed: int,
+    config: SwimConfig,
+    window_s: float = 120.0,
+    link: LinkSpec | None = None,
+) -> LoadFigures:
     """Messages and bytes sent per member per second over ``window_s`` after a warm-up."""
-    cluster, _ = build(n, seed, config)
+    cluster, _ = build(n, seed, config, link)
     cluster.run_for(5 * S)
     p0, s0 = (
         (cluster.packets.messages, cluster.packets.bytes),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from consensus.core import Micros, NodeId
@@ -49,11 +49,13 @@ from consensus.swim_messages import (
     UpdateKind,
     packet_base_size,
     push_pull_size,
+    with_updates,
 )
 from consensus.swim_state import GONE, LIVE, MemberTable
-from consensus.swim_types import Member, MemberView, Outgoing, SwimReady
+from consensus.swim_types import MemberView, Outgoing, SwimReady
 
 SEQ_MODULO = 2**32
+_MESSAGE_TYPES = (Ping, IndirectPing, Ack, Nack, Gossip, PushPull)
 
 # Timer kinds; the heap holds (when, order, kind, key) and stale entries are skipped.
 _T_PROBE = 0
@@ -155,6 +157,8 @@ class SwimCore:
         Piggybacked updates are applied before the message itself, so that an ack to a ping
         carrying our suspicion already carries our refutation.
         """
+        if not isinstance(msg, _MESSAGE_TYPES):
+            raise LocalProtocolError(f"not a SWIM message: {type(msg).__name__}")
         if isinstance(msg, PushPull):
             if not msg.response:
                 reply = PushPull(self._id, self.address, msg.join, True, self._table.full_state())
@@ -174,8 +178,6 @@ class SwimCore:
                 self._probe.nacks += 1
         elif isinstance(msg, IndirectPing):
             self._on_indirect_ping(msg, now)
-        elif not isinstance(msg, Gossip):
-            raise LocalProtocolError(f"not a SWIM message: {type(msg).__name__}")
         self._arm_gossip(now)
 
     def tick(self, now: Micros) -> None:
@@ -378,7 +380,8 @@ class SwimCore:
         target = self._table.members.get(probe.target)
         if target is None:
             return
-        peers = self._random_peers(
+        peers = self._table.random_peers(
+            self._rng,
             self.config.indirect_checks,
             lambda m: m.status == MemberStatus.ALIVE and m.node != probe.target,
         )
@@ -420,28 +423,6 @@ class SwimCore:
         self._send(msg.target, msg.target_addr, Ping(seq, msg.target, self._id, self.address))
 
     # ----------------------------------------------------------------------------- gossip
-    def _random_peers(self, k: int, accept: Callable[[Member], bool]) -> list[Member]:
-        """Up to ``k`` distinct random peers passing ``accept`` (memberlist's kRandomNodes)."""
-        peers = self._table.peers
-        members = self._table.members
-        n = len(peers)
-        chosen: list[Member] = []
-        if k <= 0 or n == 0:
-            return chosen
-        seen: set[int] = set()  # membership tests only, never iterated
-        randrange = self._rng.randrange
-        for _ in range(3 * n):
-            i = randrange(n)
-            if i in seen:
-                continue
-            seen.add(i)
-            m = members[peers[i]]
-            if accept(m):
-                chosen.append(m)
-                if len(chosen) == k:
-                    break
-        return chosen
-
     def _arm_gossip(self, now: Micros) -> None:
         """Gossip rounds only run while updates are queued (an idle round sends nothing, as in
         memberlist); re-arm on the round's original phase once something is queued."""
@@ -460,8 +441,8 @@ class SwimCore:
         if not self._table.broadcasts:
             return
         horizon = now - self.config.gossip_to_the_dead_time
-        peers = self._random_peers(
-            self.config.gossip_nodes, lambda m: m.status in LIVE or m.since >= horizon
+        peers = self._table.random_peers(
+            self._rng, self.config.gossip_nodes, lambda m: m.status in LIVE or m.since >= horizon
         )
         for peer in peers:
             msg = Gossip(self._id)
@@ -484,7 +465,7 @@ class SwimCore:
             updates, extra = self._take_updates(size)
             if updates:
                 size += extra
-                msg = _with_updates(msg, msg.updates + updates)
+                msg = with_updates(msg, msg.updates + updates)
         self._ready.packets.append(Outgoing(to, addr, msg, size))
 
     # ----------------------------------------------------------------------------- push-pull
@@ -525,10 +506,3 @@ class SwimCore:
         cached = table.full_state_size() if msg.members is table.full_state() else None
         size = push_pull_size(msg, cached)
         self._ready.streams.append(Outgoing(to, addr, msg, size))
-
-
-def _with_updates(msg: PacketMsg, updates: tuple[Update, ...]) -> PacketMsg:
-    """A copy of ``msg`` with its ``updates`` (every packet type's last field) replaced."""
-    values = [getattr(msg, f) for f in msg.__dataclass_fields__]
-    values[-1] = updates
-    return type(msg)(*values)

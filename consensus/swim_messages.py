@@ -299,6 +299,13 @@ def push_pull_size(msg: PushPull, states_size: int | None = None) -> int:
     return 4 + _str_size(msg.source) + _str_size(msg.source_addr) + states_size
 
 
+def with_updates(msg: PacketMsg, updates: tuple[Update, ...]) -> PacketMsg:
+    """A copy of ``msg`` with its ``updates`` (every packet type's last field) replaced."""
+    values = [getattr(msg, f) for f in msg.__dataclass_fields__]
+    values[-1] = updates
+    return type(msg)(*values)
+
+
 def encode(msg: SwimMessage) -> bytes:
     """Encode one SWIM message (``EncodeError`` on schema mismatch)."""
     return SWIM_CODEC.encode(msg)

@@ -28,6 +28,7 @@ Every accepted change is re-queued for dissemination and reported as a ``SwimEve
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from consensus.core import Micros, NodeId
@@ -98,6 +99,31 @@ class MemberTable:
             raise ConfigError(
                 f"metadata of {size} bytes exceeds the {self.config.meta_budget} budget"
             )
+
+    def random_peers(
+        self, rng: random.Random, k: int, accept: Callable[[Member], bool]
+    ) -> list[Member]:
+        """Up to ``k`` distinct random peers passing ``accept`` (memberlist's kRandomNodes:
+        at most 3·n random draws, so a mostly-rejected population ends early)."""
+        peers = self.peers
+        members = self.members
+        n = len(peers)
+        chosen: list[Member] = []
+        if k <= 0 or n == 0:
+            return chosen
+        seen: set[int] = set()  # membership tests only, never iterated
+        randrange = rng.randrange
+        for _ in range(3 * n):
+            i = randrange(n)
+            if i in seen:
+                continue
+            seen.add(i)
+            m = members[peers[i]]
+            if accept(m):
+                chosen.append(m)
+                if len(chosen) == k:
+                    break
+        return chosen
 
     def full_state(self) -> tuple[MemberState, ...]:
         """Every known record (self included), as push-pull sends it (cached until a change)."""

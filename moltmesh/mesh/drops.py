@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -38,10 +38,14 @@ class DropCounters:
         self._counts: dict[tuple[Transport, DropReason], int] = {
             (t, r): 0 for t in Transport for r in DropReason
         }
+        self.listeners: list[Callable[[Transport, DropReason], None]] = []
+        """Called after each count (on the counting thread); for tests and log hooks."""
 
     def add(self, transport: Transport, reason: DropReason, n: int = 1) -> None:
         with self._lock:
             self._counts[(transport, reason)] += n
+        for listener in self.listeners:
+            listener(transport, reason)
 
     def get(self, reason: DropReason, transport: Transport | None = None) -> int:
         """The count for ``reason`` on one transport, or on both when ``transport`` is None."""

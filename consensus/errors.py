@@ -61,6 +61,25 @@ class NotLeader(ConsensusError):
         self.leader_hint = leader_hint
 
 
+class LeadershipTransferring(NotLeader):
+    """The leader is handing leadership to ``leader_hint`` and accepts no proposals meanwhile;
+    the caller retries at the hint (or here, if the transfer aborts)."""
+
+    def __init__(self, leader_hint: str | None) -> None:
+        super().__init__(leader_hint)
+        self.args = (f"leadership is being transferred to {leader_hint!r}",)
+
+
+class ConfChangeError(ConsensusError):
+    """A membership change was refused by the leader before being proposed (another change is
+    pending, the learner has not caught up, the node is already a voter, ...). ``reason`` says
+    which; nothing was appended."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class StorageError(ConsensusError):
     """Base class of the conditions a ``Storage`` reports to the core."""
 
@@ -75,6 +94,10 @@ class UnavailableError(StorageError):
 
 class SnapshotUnavailableError(StorageError):
     """No snapshot is available (yet); the caller may retry later."""
+
+
+class SnapshotOutOfDateError(StorageError):
+    """A snapshot older than (or as old as) the one storage holds was offered or requested."""
 
 
 class RaftInvariantError(LocalProtocolError):

@@ -34,11 +34,18 @@ class RaftMsgType(enum.IntEnum):
     APPEND_RESPONSE = 6
     HEARTBEAT = 7
     HEARTBEAT_RESPONSE = 8
-    # 9-31 reserved for the next messages (InstallSnapshot, TimeoutNow, ReadIndex, forwarding).
+    INSTALL_SNAPSHOT = 9
+    TIMEOUT_NOW = 10
+    READ_INDEX = 11
+    READ_INDEX_RESPONSE = 12
+    # 13-31 reserved for further messages between peers.
     # Persisted records (not sent between peers, but encoded the same way by drivers):
     ENTRY = 64
     HARD_STATE = 65
     CONF_STATE = 66
+    CONF_CHANGE = 67
+    SNAPSHOT_META = 68
+    SNAPSHOT = 69
 
 
 class EntryKind(enum.IntEnum):
@@ -49,7 +56,26 @@ class EntryKind(enum.IntEnum):
     NOOP = 1
     """Empty entry a new leader appends at the start of its term, so it can commit."""
     CONFIG = 2
-    """A membership change (reserved for the membership-change issue)."""
+    """A membership change: ``data`` is an encoded ``ConfChange`` (``encode(change)``)."""
+
+
+class ConfChangeType(enum.IntEnum):
+    """The single-server membership changes (thesis §4.1). APPEND-ONLY (persisted in entries).
+
+    Applying a change sets the node's status absolutely (voter, learner or absent), so replaying
+    a suffix of already applied changes leaves the membership unchanged.
+    """
+
+    ADD_VOTER = 0
+    """Make ``node`` a voter (from absent). Prefer ADD_LEARNER, then PROMOTE_LEARNER."""
+    REMOVE_VOTER = 1
+    """Remove the voter ``node`` from the group."""
+    ADD_LEARNER = 2
+    """Add ``node`` as a learner: it receives the log but neither votes nor counts for quorum."""
+    PROMOTE_LEARNER = 3
+    """Make the learner ``node`` a voter (allowed once it has caught up with the leader)."""
+    REMOVE_LEARNER = 4
+    """Remove the learner ``node`` from the group."""
 
 
 @RAFT_CODEC.register(RaftMsgType.ENTRY)
@@ -80,10 +106,41 @@ class HardState:
 @RAFT_CODEC.register(RaftMsgType.CONF_STATE)
 @dataclass(frozen=True, slots=True)
 class ConfState:
-    """The membership a node's storage records. ``voters`` sorted; ``learners`` reserved."""
+    """A group's membership: ``voters`` and non-voting ``learners``, each sorted, disjoint."""
 
     voters: tuple[NodeId, ...] = ()
     learners: tuple[NodeId, ...] = ()
+
+
+@RAFT_CODEC.register(RaftMsgType.CONF_CHANGE)
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One single-server membership change; the data of an ``EntryKind.CONFIG`` entry."""
+
+    type: ConfChangeType
+    node: NodeId
+
+
+@RAFT_CODEC.register(RaftMsgType.SNAPSHOT_META)
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot sits in the log: it replaces entries ``1..index``; ``term`` is the term
+    of entry ``index``; ``conf_state`` the membership as of ``index``."""
+
+    index: U64 = 0
+    term: U64 = 0
+    conf_state: ConfState = field(default_factory=ConfState)
+
+
+@RAFT_CODEC.register(RaftMsgType.SNAPSHOT)
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A state-machine snapshot (``data``, opaque to Raft) and its position ``meta``.
+
+    An empty snapshot (``meta.index == 0``) stands for "no snapshot"."""
+
+    meta: SnapshotMeta = field(default_factory=SnapshotMeta)
+    data: bytes = b""
 
 
 @RAFT_CODEC.register(RaftMsgType.PRE_VOTE)
@@ -114,8 +171,8 @@ class PreVoteResponse:
 @RAFT_CODEC.register(RaftMsgType.VOTE)
 @dataclass(frozen=True, slots=True)
 class VoteRequest:
-    """RequestVote (§5.2). ``transfer`` marks an election started by leadership transfer, which
-    bypasses the check-quorum lease (reserved for the transfer issue)."""
+    """RequestVote (§5.2). ``transfer`` marks an election started by leadership transfer
+    (``TimeoutNow``), which bypasses the check-quorum lease."""
 
     src: NodeId
     dst: NodeId
@@ -176,8 +233,8 @@ class AppendResponse:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """Leader's periodic heartbeat. ``commit`` is min(follower's match, leader commit) so a
-    follower never commits past what it is known to hold. ``context`` is echoed back (reserved
-    for ReadIndex)."""
+    follower never commits past what it is known to hold. ``context`` is echoed back: a
+    non-empty one identifies the ReadIndex round the heartbeat confirms leadership for."""
 
     src: NodeId
     dst: NodeId
@@ -197,6 +254,59 @@ class HeartbeatResponse:
     context: bytes = b""
 
 
+@RAFT_CODEC.register(RaftMsgType.INSTALL_SNAPSHOT)
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """InstallSnapshot (§7): the leader sends its latest snapshot, whole, to a follower whose
+    next entries it has compacted. The follower answers with an ``AppendResponse`` whose
+    ``index`` is the snapshot's index (installed, or already covered by its log) or its commit
+    index (the snapshot is older than what it has committed). A snapshot is bounded by
+    ``RAFT_MAX_FRAME`` when sent over the wire codec."""
+
+    src: NodeId
+    dst: NodeId
+    term: U64
+    snapshot: Snapshot
+
+
+@RAFT_CODEC.register(RaftMsgType.TIMEOUT_NOW)
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer (thesis §3.10): the leader tells an up-to-date voter to campaign
+    now, skipping pre-vote and the check-quorum lease."""
+
+    src: NodeId
+    dst: NodeId
+    term: U64
+
+
+@RAFT_CODEC.register(RaftMsgType.READ_INDEX)
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower or learner forwards a linearizable read (``context``, unique per read) to
+    its leader."""
+
+    src: NodeId
+    dst: NodeId
+    term: U64
+    context: bytes
+
+
+@RAFT_CODEC.register(RaftMsgType.READ_INDEX_RESPONSE)
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's answer to a forwarded read: the read may be served once the requester has
+    applied ``index``; ``reject`` means the leader could not serve it (it is not, or no longer,
+    the leader)."""
+
+    src: NodeId
+    dst: NodeId
+    term: U64
+    context: bytes
+    index: U64 = 0
+    reject: bool = False
+
+
 Message = (
     PreVoteRequest
     | PreVoteResponse
@@ -206,6 +316,10 @@ Message = (
     | AppendResponse
     | Heartbeat
     | HeartbeatResponse
+    | InstallSnapshot
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
 )
 """Any message one Raft node sends another."""
 
@@ -218,6 +332,10 @@ MESSAGE_TYPES: tuple[type, ...] = (
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
 )
 
 ENTRY_OVERHEAD_BYTES = 16

@@ -29,6 +29,8 @@ class RaftConfig:
       back cannot disrupt a healthy leader).
     - ``check_quorum``: a leader that has not heard from a quorum within ``election_timeout_min``
       steps down, and followers that heard from a leader within that time ignore vote requests.
+    - ``max_promote_lag``: a learner may be promoted to voter only when its acknowledged log is
+      at most this many entries behind the leader's last index (and it answered recently).
     """
 
     election_timeout_min: Micros = 150 * _MS
@@ -39,6 +41,7 @@ class RaftConfig:
     max_bytes_per_msg: int = 1024 * 1024
     pre_vote: bool = True
     check_quorum: bool = True
+    max_promote_lag: int = 64
 
     @classmethod
     def lan(cls) -> RaftConfig:
@@ -52,6 +55,7 @@ class RaftConfig:
             max_bytes_per_msg=1024 * 1024,  # 1 MiB, etcd's default MaxSizePerMsg
             pre_vote=True,  # a rejoining node never disrupts a healthy leader
             check_quorum=True,  # a leader cut off from the majority steps down
+            max_promote_lag=64,  # one append message's worth: the rest follows within an RTT
         )
 
     @classmethod
@@ -66,6 +70,7 @@ class RaftConfig:
             max_bytes_per_msg=64 * 1024,  # 64 KiB per message
             pre_vote=True,  # same safety features as production
             check_quorum=True,
+            max_promote_lag=16,  # small so tests exercise the catch-up check
         )
 
     @classmethod
@@ -80,6 +85,7 @@ class RaftConfig:
             max_bytes_per_msg=2 * 1024 * 1024,  # 2 MiB per message
             pre_vote=True,
             check_quorum=True,
+            max_promote_lag=128,  # entries arrive in big batches; a few still in flight is fine
         )
 
     def validate(self) -> RaftConfig:
@@ -94,6 +100,10 @@ class RaftConfig:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if type(self.max_promote_lag) is not int or self.max_promote_lag < 0:
+            raise ConfigError(
+                f"max_promote_lag must be a non-negative integer, got {self.max_promote_lag!r}"
+            )
         if self.election_timeout_min >= self.election_timeout_max:
             raise ConfigError(
                 f"election_timeout_min ({self.election_timeout_min} µs) must be below "

@@ -1,23 +1,28 @@
 """A leader's replication machinery for one term (§5.3, §5.4.2).
 
-``Replication`` exists only while its node leads. It tracks each voter's ``Progress``, decides
-what to send (respecting flow control), computes where to retry after a rejection (fast
-back-off), advances the commit index by quorum of current-term entries, and checks quorum
-activity. It emits messages through the ``send`` callable its node gives it.
+``Replication`` exists only while its node leads. It tracks the ``Progress`` of each member
+(voters and learners), decides what to send (respecting flow control; a snapshot when the
+entries a follower needs are compacted), computes where to retry after a rejection (fast
+back-off), advances the commit index by quorum of current-term entries (voters only: learners
+never count), and checks quorum activity. It emits messages through the ``send`` callable its
+node gives it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from consensus.core import NodeId
+from consensus.errors import SnapshotUnavailableError
 from consensus.messages import (
     AppendEntries,
     AppendResponse,
+    ConfState,
     Entry,
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
 )
 from consensus.raft_config import RaftConfig
@@ -26,31 +31,58 @@ from consensus.raft_progress import Progress, ProgressState
 
 
 class Replication:
-    """Leader state of ``node_id`` in ``term`` over ``voters`` (sorted)."""
+    """Leader state of ``node_id`` in ``term`` over the membership ``conf``."""
 
     def __init__(
         self,
         node_id: NodeId,
         term: int,
-        voters: tuple[NodeId, ...],
+        conf: ConfState,
         log: RaftLog,
         config: RaftConfig,
         send: Callable[[Message], None],
     ) -> None:
         self.id = node_id
         self.term = term
-        self.voters = voters
-        self.peers = tuple(v for v in voters if v != node_id)
-        self.quorum = len(voters) // 2 + 1
         self.log = log
         self.cfg = config
         self._send = send
-        next_index = log.last_index() + 1
-        self.progress = {v: Progress(next_index, config.max_inflight_msgs) for v in voters}
-        own = self.progress[node_id]
+        self.voters: tuple[NodeId, ...] = ()
+        self.learners: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()
+        self.quorum = 1
+        self.snapshot_retry = max(2, config.election_timeout_min // config.heartbeat_interval)
+        """Answered heartbeats after which a snapshot not yet acknowledged is sent again."""
+        self.progress: dict[NodeId, Progress] = {}
+        own = self._new_progress(node_id)
         own.maybe_update(log.last_index())
         own.become_replicate()
-        own.recent_active = True
+        self.set_members(conf)
+
+    def _new_progress(self, node: NodeId) -> Progress:
+        pr = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
+        pr.recent_active = True  # a new member gets a check-quorum period before it counts
+        self.progress[node] = pr
+        return pr
+
+    def set_members(self, conf: ConfState) -> None:
+        """Adopt a new membership: progress for new members (probing from our last index),
+        none for removed ones (the leader keeps its own even when it is not a voter)."""
+        self.voters = conf.voters
+        self.learners = conf.learners
+        members = set(conf.voters) | set(conf.learners)
+        self.peers = tuple(sorted(members - {self.id}))
+        self.quorum = len(conf.voters) // 2 + 1
+        for node in self.peers:
+            if node not in self.progress:
+                self._new_progress(node)
+        for node in [n for n in self.progress if n not in members and n != self.id]:
+            del self.progress[node]
+
+    def is_quorum(self, nodes: Iterable[NodeId]) -> bool:
+        """Do ``nodes`` include a majority of the voters?"""
+        have = set(nodes)
+        return sum(1 for v in self.voters if v in have) >= self.quorum
 
     def append(self, kind: EntryKind, data: bytes) -> int:
         """Append a new entry of this term to the leader's log; returns its index."""
@@ -62,6 +94,8 @@ class Replication:
 
     def maybe_commit(self) -> bool:
         """Commit the highest index a quorum holds, if it is of the current term (§5.4.2)."""
+        if not self.voters:
+            return False
         matches = sorted((self.progress[v].match for v in self.voters), reverse=True)
         index = matches[self.quorum - 1]
         if index > self.log.committed and self.log.term(index) == self.term:
@@ -76,8 +110,8 @@ class Replication:
             return False
         prev = pr.next - 1
         prev_term = self.log.term(prev)
-        if prev_term is None:
-            return False  # compacted: needs a snapshot (snapshot issue)
+        if prev_term is None or pr.next < self.log.first_index():
+            return self.send_snapshot(to)
         hi = pr.next + self.cfg.max_entries_per_msg
         ents = self.log.entries(pr.next, hi, self.cfg.max_bytes_per_msg)
         if not ents and not send_if_empty:
@@ -88,16 +122,31 @@ class Replication:
         pr.sent_entries(ents[-1].index if ents else None)
         return True
 
+    def send_snapshot(self, to: NodeId) -> bool:
+        """Send ``to`` the latest snapshot (its next entries are compacted); False when no
+        snapshot is available yet (retried on its next heartbeat answer)."""
+        snap = self.log.pending_snapshot
+        if snap is None:
+            try:
+                snap = self.log.storage.snapshot()
+            except SnapshotUnavailableError:
+                return False
+        pr = self.progress[to]
+        self._send(InstallSnapshot(self.id, to, self.term, snap))
+        pr.become_snapshot(snap.meta.index)
+        return True
+
     def broadcast_append(self) -> None:
         """Send every follower what it lacks (or an empty append carrying the commit index)."""
         for peer in self.peers:
             self.send_append(peer, send_if_empty=True)
 
-    def broadcast_heartbeat(self) -> None:
-        """Heartbeat every follower; the commit sent never exceeds what it is known to hold."""
+    def broadcast_heartbeat(self, context: bytes = b"") -> None:
+        """Heartbeat every follower; the commit sent never exceeds what it is known to hold.
+        A non-empty ``context`` (a ReadIndex round) is echoed back in the responses."""
         for peer in self.peers:
             commit = min(self.progress[peer].match, self.log.committed)
-            self._send(Heartbeat(self.id, peer, self.term, commit))
+            self._send(Heartbeat(self.id, peer, self.term, commit, context))
 
     def quorum_active(self) -> bool:
         """Check-quorum: did a quorum talk to us since the last check? Resets activity."""
@@ -118,9 +167,13 @@ class Replication:
                     self.send_append(msg.src, send_if_empty=True)
                 return
             updated = pr.maybe_update(msg.index)
-            if not updated and not (pr.state is ProgressState.PROBE and pr.match == msg.index):
+            if pr.state is ProgressState.SNAPSHOT:
+                if pr.match + 1 < self.log.first_index():
+                    return  # still behind what the log holds: wait for the snapshot's answer
+                pr.become_replicate()
+            elif not updated and not (pr.state is ProgressState.PROBE and pr.match == msg.index):
                 return  # a stale or duplicate acknowledgement
-            if pr.state is ProgressState.PROBE:
+            elif pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             else:
                 pr.inflights.free_le(msg.index)
@@ -130,6 +183,11 @@ class Replication:
                 pass
         elif isinstance(msg, HeartbeatResponse):
             pr.recent_active = True
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.snapshot_heartbeats += 1
+                if pr.snapshot_heartbeats < self.snapshot_retry:
+                    return
+                pr.become_probe()  # the snapshot was lost: probe, then send it again
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()

@@ -3,6 +3,9 @@
 The unstable tail holds entries the core has accepted but the driver has not yet persisted
 (etcd's ``unstable``). Entries at index ≥ ``offset`` come from the tail and take precedence over
 storage, which may still hold an older, conflicting suffix until the driver appends the tail.
+
+A snapshot received from the leader is also unstable until the driver persists it
+(``pending_snapshot``): meanwhile the log starts just after it, whatever storage holds.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consensus.errors import CompactedError, RaftInvariantError, UnavailableError
-from consensus.messages import Entry
+from consensus.messages import Entry, Snapshot
 from consensus.storage import Storage, limit_size
 
 
@@ -21,6 +24,7 @@ class RaftLog:
         self.storage = storage
         self.offset = storage.last_index() + 1
         self.unstable: list[Entry] = []
+        self.pending_snapshot: Snapshot | None = None
         first = storage.first_index()
         last = storage.last_index()
         if committed > last:
@@ -33,13 +37,17 @@ class RaftLog:
     # --- reading ---------------------------------------------------------------------------------
 
     def first_index(self) -> int:
-        """First index available (storage's)."""
+        """First index available (just after a pending snapshot, else storage's)."""
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.meta.index + 1
         return self.storage.first_index()
 
     def last_index(self) -> int:
-        """Last index, counting the unstable tail."""
+        """Last index, counting the unstable tail (and a pending snapshot)."""
         if self.unstable:
             return self.unstable[-1].index
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.meta.index
         return self.storage.last_index()
 
     def term(self, index: int) -> int | None:
@@ -47,6 +55,9 @@ class RaftLog:
         if index >= self.offset:
             pos = index - self.offset
             return self.unstable[pos].term if pos < len(self.unstable) else None
+        snap = self.pending_snapshot
+        if snap is not None:
+            return snap.meta.term if index == snap.meta.index else None
         if index < self.first_index() - 1:
             return None
         try:
@@ -76,6 +87,8 @@ class RaftLog:
             return []
         out: list[Entry] = []
         if lo < self.offset:
+            if self.pending_snapshot is not None:
+                raise CompactedError(f"index {lo} is covered by the pending snapshot")
             out = self.storage.entries(lo, min(hi, self.offset), max_bytes)
             if len(out) < min(hi, self.offset) - lo:
                 return out  # cut by max_bytes
@@ -157,6 +170,26 @@ class RaftLog:
             return
         self.unstable = self.unstable[index + 1 - self.offset :]
         self.offset = index + 1
+
+    def restore(self, snap: Snapshot) -> None:
+        """Replace the whole log by ``snap`` (a follower installing the leader's snapshot): the
+        log continues after it and everything up to it is committed. The driver persists it
+        from ``pending_snapshot`` and then calls ``snapshot_stable``."""
+        if snap.meta.index <= self.committed:
+            raise RaftInvariantError(
+                f"snapshot at {snap.meta.index} would roll back commit {self.committed}"
+            )
+        self.pending_snapshot = snap
+        self.offset = snap.meta.index + 1
+        self.unstable = []
+        self.committed = snap.meta.index
+
+    def snapshot_stable(self, snap: Snapshot) -> None:
+        """The driver persisted ``snap`` and restored its state machine from it: the log now
+        reads through storage again, and everything up to ``snap`` counts as applied."""
+        if self.pending_snapshot is snap:
+            self.pending_snapshot = None
+        self.applied = max(self.applied, snap.meta.index)
 
     def applied_to(self, index: int) -> None:
         """The driver applied entries up to ``index``."""

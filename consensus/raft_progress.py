@@ -7,7 +7,10 @@ A follower is in one of two states:
 - ``REPLICATE``: the logs match up to ``match``; the leader streams appends optimistically,
   up to ``max_inflight_msgs`` unacknowledged messages.
 
-A ``SNAPSHOT`` state joins them with the snapshot issue.
+- ``SNAPSHOT``: the entries the follower needs are compacted; the leader sent it a snapshot
+  (at ``pending_snapshot``) and sends nothing else until an acknowledgement shows the follower
+  can continue from the log, or until the snapshot is given up as lost
+  (``snapshot_heartbeats`` answered heartbeats later; it is then sent again).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class ProgressState(enum.Enum):
 
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 class Inflights:
@@ -67,6 +71,8 @@ class Progress:
         self.probe_sent = False
         self.inflights = Inflights(max_inflight)
         self.recent_active = False
+        self.pending_snapshot = 0
+        self.snapshot_heartbeats = 0
 
     def __repr__(self) -> str:
         return (
@@ -75,10 +81,12 @@ class Progress:
         )
 
     def become_probe(self) -> None:
-        """Fall back to probing from just after ``match``."""
-        self.state = ProgressState.PROBE
+        """Fall back to probing from just after ``match`` (a snapshot given up is sent again if
+        the entries after ``match`` are still compacted)."""
         self.next = self.match + 1
+        self.state = ProgressState.PROBE
         self.probe_sent = False
+        self.pending_snapshot = 0
         self.inflights.reset()
 
     def become_replicate(self) -> None:
@@ -86,12 +94,24 @@ class Progress:
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.probe_sent = False
+        self.pending_snapshot = 0
+        self.inflights.reset()
+
+    def become_snapshot(self, index: int) -> None:
+        """A snapshot at ``index`` was sent; pause until it is acknowledged or given up."""
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_heartbeats = 0
+        self.next = index + 1
+        self.probe_sent = False
         self.inflights.reset()
 
     def is_paused(self) -> bool:
         """True when the leader must not send another append now."""
         if self.state is ProgressState.PROBE:
             return self.probe_sent
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         return self.inflights.full()
 
     def sent_entries(self, last_index: int | None) -> None:

@@ -5,35 +5,40 @@ etcd style: the *driver* writes to storage (``append``, ``set_hard_state``) when
 persisted live in the core's own unstable buffer, not here.
 
 Indices: the log holds entries ``first_index() .. last_index()``. ``term(first_index() - 1)`` is
-also answerable (the term of the entry just before the log: 0 for an empty, uncompacted log; the
-snapshot's term once compaction arrives with the snapshot issue).
+also answerable (the term of the entry just before the log: 0 for an empty, uncompacted log, else
+the term of the last compacted entry).
+
+Snapshots and compaction (etcd style, the driver's side):
+
+- **Taking a snapshot** (any node): after ``node.advance(ready)``, serialise the state machine,
+  which then reflects exactly ``node.applied_index``, and call
+  ``storage.create_snapshot(node.applied_index, node.conf_state, data)``; then
+  ``storage.compact(index)`` drops the entries the snapshot covers (a driver may keep a few
+  entries behind, compacting to a lower index, so slightly lagging followers need no snapshot).
+  The core reads ``snapshot()`` when a follower needs entries that are gone.
+- **Receiving one** (``Ready.snapshot`` on a follower): ``storage.apply_snapshot(snapshot)``
+  before appending ``Ready.entries``, and restore the state machine from ``snapshot.data``
+  before applying ``Ready.committed``.
+- **Restarting**: ``initial_state()`` returns the membership as of the latest snapshot (or the
+  bootstrap membership if none); a driver restores its state machine from ``snapshot()`` and
+  constructs the node with ``applied`` at least the snapshot's index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from consensus.errors import CompactedError, SnapshotUnavailableError, UnavailableError
-from consensus.messages import ConfState, Entry, HardState, entry_size
+from consensus.errors import (
+    CompactedError,
+    LocalProtocolError,
+    SnapshotOutOfDateError,
+    SnapshotUnavailableError,
+    UnavailableError,
+)
+from consensus.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
 
-
-@dataclass(frozen=True, slots=True)
-class SnapshotMeta:
-    """Where a snapshot sits in the log (reserved for the snapshot issue)."""
-
-    index: int = 0
-    term: int = 0
-    conf_state: ConfState = field(default_factory=ConfState)
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A state-machine snapshot and its position (reserved for the snapshot issue)."""
-
-    meta: SnapshotMeta = field(default_factory=SnapshotMeta)
-    data: bytes = b""
+__all__ = ["MemoryStorage", "Snapshot", "SnapshotMeta", "Storage", "limit_size"]
 
 
 class Storage(Protocol):
@@ -45,7 +50,8 @@ class Storage(Protocol):
     """
 
     def initial_state(self) -> tuple[HardState, ConfState]:
-        """The persisted hard state and membership, read once when a node starts."""
+        """The persisted hard state, and the membership as of the latest snapshot (the bootstrap
+        membership when there is none); read once when a node starts."""
         ...
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
@@ -66,7 +72,9 @@ class Storage(Protocol):
         ...
 
     def snapshot(self) -> Snapshot:
-        """The most recent snapshot; ``SnapshotUnavailableError`` if none (snapshot issue)."""
+        """The most recent snapshot; ``SnapshotUnavailableError`` if none was taken or applied.
+        Every compacted entry is covered by it (``first_index() - 1 <= snapshot().meta.index``).
+        """
         ...
 
 
@@ -86,8 +94,9 @@ class MemoryStorage:
     """An in-memory ``Storage`` (tests, the simulator, and learners that rebuild on restart).
 
     Keeps a dummy entry at position 0 of its list holding the index/term just before the log
-    (etcd's layout), so compaction can move it forward in the snapshot issue.
-    The driver calls ``append`` and ``set_hard_state`` when handling a ``Ready``.
+    (etcd's layout); compaction moves it forward. The driver calls ``apply_snapshot``,
+    ``set_hard_state`` and ``append`` when handling a ``Ready``, and ``create_snapshot`` /
+    ``compact`` when it decides to compact (see the module docstring).
     """
 
     def __init__(
@@ -149,8 +158,56 @@ class MemoryStorage:
         self._hard_state = hs
 
     def set_conf_state(self, cs: ConfState) -> None:
-        """Persist a new membership."""
+        """Set the bootstrap membership (before any snapshot; later membership changes travel
+        in CONFIG entries and snapshots, and the core replays them itself)."""
         self._conf_state = cs
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Replace the whole log by ``snap`` (a follower installing the leader's snapshot):
+        every entry is dropped, the log continues after ``snap.meta.index``, and the membership
+        becomes the snapshot's. Raises ``SnapshotOutOfDateError`` unless ``snap`` is newer than
+        the snapshot held."""
+        meta = snap.meta
+        if meta.index <= self._snapshot.meta.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {meta.index} is not newer than the one held ({self._snapshot.meta})"
+            )
+        self._ents = [Entry(index=meta.index, term=meta.term)]
+        self._snapshot = snap
+        self._conf_state = meta.conf_state
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a snapshot of the state machine as of ``index`` (``data``) with the membership
+        as of ``index``; returns it. Entries are kept until ``compact``. Raises
+        ``SnapshotOutOfDateError`` if ``index`` is not above the snapshot held and
+        ``UnavailableError`` if it is beyond the last index."""
+        if index <= self._snapshot.meta.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {index} requested, one at {self._snapshot.meta.index} is held"
+            )
+        if index > self.last_index():
+            raise UnavailableError(f"snapshot at {index} beyond last index {self.last_index()}")
+        snap = Snapshot(SnapshotMeta(index, self.term(index), conf_state), data)
+        self._snapshot = snap
+        self._conf_state = conf_state
+        return snap
+
+    def compact(self, index: int) -> None:
+        """Drop the entries up to and including ``index``, which the held snapshot must cover.
+        Compacting to an index already compacted is a no-op. Raises ``UnavailableError`` beyond
+        the last index and ``LocalProtocolError`` beyond the snapshot."""
+        offset = self._ents[0].index
+        if index <= offset:
+            return
+        if index > self.last_index():
+            raise UnavailableError(f"compact to {index} beyond last index {self.last_index()}")
+        if index > self._snapshot.meta.index:
+            raise LocalProtocolError(
+                f"compact to {index} beyond the snapshot ({self._snapshot.meta.index}): take a "
+                "snapshot first"
+            )
+        term = self._ents[index - offset].term
+        self._ents = [Entry(index=index, term=term), *self._ents[index - offset + 1 :]]
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append consecutive ``entries``, first truncating any suffix they conflict with.

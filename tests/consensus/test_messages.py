@@ -15,15 +15,23 @@ from consensus.messages import (
     RAFT_CODEC,
     AppendEntries,
     AppendResponse,
+    ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryKind,
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     PreVoteRequest,
     PreVoteResponse,
     RaftMsgType,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    Snapshot,
+    SnapshotMeta,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
     decode,
@@ -33,6 +41,11 @@ from consensus.messages import (
 u64 = st.integers(0, 2**64 - 1)
 ids = st.text(min_size=1, max_size=12)
 entries = st.builds(Entry, u64, u64, st.sampled_from(EntryKind), st.binary(max_size=64))
+conf_states = st.builds(
+    ConfState, st.lists(ids, max_size=5).map(tuple), st.lists(ids, max_size=3).map(tuple)
+)
+snapshot_metas = st.builds(SnapshotMeta, u64, u64, conf_states)
+snapshots = st.builds(Snapshot, snapshot_metas, st.binary(max_size=64))
 
 STRATEGIES = {
     PreVoteRequest: st.builds(PreVoteRequest, ids, ids, u64, u64, u64),
@@ -47,8 +60,15 @@ STRATEGIES = {
     HeartbeatResponse: st.builds(HeartbeatResponse, ids, ids, u64, st.binary(max_size=16)),
     Entry: entries,
     HardState: st.builds(HardState, u64, st.none() | ids, u64),
-    ConfState: st.builds(
-        ConfState, st.lists(ids, max_size=5).map(tuple), st.lists(ids, max_size=3).map(tuple)
+    ConfState: conf_states,
+    ConfChange: st.builds(ConfChange, st.sampled_from(ConfChangeType), ids),
+    SnapshotMeta: snapshot_metas,
+    Snapshot: snapshots,
+    InstallSnapshot: st.builds(InstallSnapshot, ids, ids, u64, snapshots),
+    TimeoutNow: st.builds(TimeoutNow, ids, ids, u64),
+    ReadIndexRequest: st.builds(ReadIndexRequest, ids, ids, u64, st.binary(max_size=16)),
+    ReadIndexResponse: st.builds(
+        ReadIndexResponse, ids, ids, u64, st.binary(max_size=16), u64, st.booleans()
     ),
 }
 any_record = st.one_of(*STRATEGIES.values())
@@ -72,11 +92,25 @@ def test_type_numbers_are_the_protocol() -> None:
         "APPEND_RESPONSE": 6,
         "HEARTBEAT": 7,
         "HEARTBEAT_RESPONSE": 8,
+        "INSTALL_SNAPSHOT": 9,
+        "TIMEOUT_NOW": 10,
+        "READ_INDEX": 11,
+        "READ_INDEX_RESPONSE": 12,
         "ENTRY": 64,
         "HARD_STATE": 65,
         "CONF_STATE": 66,
+        "CONF_CHANGE": 67,
+        "SNAPSHOT_META": 68,
+        "SNAPSHOT": 69,
     }
     assert {k.name: int(k) for k in EntryKind} == {"NORMAL": 0, "NOOP": 1, "CONFIG": 2}
+    assert {k.name: int(k) for k in ConfChangeType} == {
+        "ADD_VOTER": 0,
+        "REMOVE_VOTER": 1,
+        "ADD_LEARNER": 2,
+        "PROMOTE_LEARNER": 3,
+        "REMOVE_LEARNER": 4,
+    }
 
 
 @settings(max_examples=150, deadline=None)

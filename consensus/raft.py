@@ -191,6 +191,11 @@ class RaftNode(RaftState):
     def config(self) -> RaftConfig:
         return self._cfg
 
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (also answered for the index just before
+        ``first_index``); ``None`` if compacted away or beyond the last index."""
+        return self._log.term(index)
+
     def log_entries(self, lo: int = 1) -> list[Entry]:
         """The log from ``lo`` on (from ``first_index`` at the earliest), including entries not
         yet persisted (for checkers)."""

@@ -85,7 +85,9 @@ class RaftState:
         self._id = id
         self._storage = storage
         self._rng = rng
-        self._log = RaftLog(storage, committed=hs.commit, applied=applied)
+        # A snapshot only ever holds committed state, whatever the stored commit says.
+        committed = max(hs.commit, _snapshot_index(storage), storage.first_index() - 1)
+        self._log = RaftLog(storage, committed=committed, applied=applied)
         self._conf = self._replay_conf(conf, storage, applied)
         self._term = hs.term
         self._vote = hs.vote
@@ -119,11 +121,7 @@ class RaftState:
     def _replay_conf(conf: ConfState, storage: Storage, applied: int) -> ConfState:
         """The membership as of ``applied``: the stored one (as of the snapshot) plus the
         CONFIG entries after the snapshot that the state machine has already applied."""
-        try:
-            lo = storage.snapshot().meta.index + 1
-        except SnapshotUnavailableError:
-            lo = 0
-        lo = max(lo, storage.first_index())
+        lo = max(_snapshot_index(storage) + 1, storage.first_index())
         if applied >= lo:
             for e in storage.entries(lo, applied + 1):
                 if e.kind is EntryKind.CONFIG:
@@ -508,3 +506,11 @@ class RaftState:
     def _push_election_deadline(self, now: Micros) -> None:
         if self._role is not Role.LEADER:
             self._reset_election_timer(now)
+
+
+def _snapshot_index(storage: Storage) -> int:
+    """Index of the storage's latest snapshot (0 if none)."""
+    try:
+        return storage.snapshot().meta.index
+    except SnapshotUnavailableError:
+        return 0

@@ -141,6 +141,10 @@ class MemoryStorage:
             raise SnapshotUnavailableError("no snapshot taken yet")
         return self._snapshot
 
+    def snapshot_index(self) -> int:
+        """Index of the snapshot held (0 if none)."""
+        return self._snapshot.meta.index
+
     # --- writes (the driver's side) ------------------------------------------------------------
 
     @property

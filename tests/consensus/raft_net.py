@@ -2,8 +2,12 @@
 
 Messages are delivered instantly, in FIFO order, at the current virtual time; time only moves
 when a test asks (``advance``/``run_until``), jumping to the next timer any node wants. Tests
-can cut links, drop messages by predicate, crash and restart nodes (persisted storage survives).
-Every ``flush`` checks the safety properties of §5.4 as it goes.
+can cut links, drop messages by predicate, crash and restart nodes (persisted storage survives),
+add nodes, compact a node's log into a snapshot. Every ``flush`` checks the safety properties of
+§5.4 as it goes.
+
+Each node's state machine is the list of entries it applied; a snapshot's data is that list,
+packed with msgpack, so a restored node's state is checked like any applied entry.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
+import msgpack
+
 from consensus.core import Micros, NodeId
-from consensus.messages import Entry, EntryKind, HardState, Message
-from consensus.raft import RaftConfig, RaftNode, Role
+from consensus.errors import SnapshotUnavailableError
+from consensus.messages import Entry, EntryKind, HardState, Message, Snapshot
+from consensus.raft import RaftConfig, RaftNode, ReadState, Role
 from consensus.storage import MemoryStorage
 
 Drop = Callable[[Message], bool]
@@ -35,6 +42,8 @@ class Net:
         storages: dict[NodeId, MemoryStorage] | None = None,
     ) -> None:
         self.ids = sorted(ids)
+        self.bootstrap = tuple(self.ids)
+        """The bootstrap voter set every node (a later one too) is constructed with."""
         self.seed = seed
         self.config = config or RaftConfig.local()
         self.rng = random.Random(seed)
@@ -69,10 +78,21 @@ class Net:
         self.delay = 0.0
         """Probability that a message is held back until the next timer fires (stale later)."""
         self.held: list[Message] = []
+        self.read_states: dict[NodeId, list[ReadState]] = {i: [] for i in self.ids}
+        self.snapshots_installed: dict[NodeId, int] = {i: 0 for i in self.ids}
+        """How many snapshots each node received from a leader and restored."""
 
-    def _make(self, node_id: NodeId) -> RaftNode:
+    def _make(self, node_id: NodeId, applied: int = 0) -> RaftNode:
         rng = random.Random(f"{self.seed}/{node_id}/{len(getattr(self, 'delivered', []))}")
-        return RaftNode(node_id, self.ids, self.storages[node_id], self.config, rng, now=self.now)
+        return RaftNode(
+            node_id,
+            self.bootstrap,
+            self.storages[node_id],
+            self.config,
+            rng,
+            now=self.now,
+            applied=applied,
+        )
 
     def __getitem__(self, node_id: NodeId) -> RaftNode:
         return self.nodes[node_id]
@@ -105,10 +125,44 @@ class Net:
         self.down.add(node_id)
 
     def restart(self, node_id: NodeId) -> None:
-        """Start a crashed node anew over its persisted storage."""
+        """Start a crashed node anew over its persisted storage, its state machine restored
+        from its storage's snapshot (if any)."""
         self.down.discard(node_id)
+        try:
+            snap = self.storages[node_id].snapshot()
+        except SnapshotUnavailableError:
+            snap = None
         self.applied[node_id] = []
+        applied = 0
+        if snap is not None:
+            self._restore(node_id, snap)
+            applied = snap.meta.index
+        self.nodes[node_id] = self._make(node_id, applied)
+
+    def add_node(self, node_id: NodeId) -> RaftNode:
+        """Start a new, empty node outside the group (a leader must add it)."""
+        self.ids = sorted([*self.ids, node_id])
+        self.storages[node_id] = MemoryStorage()
+        self.applied[node_id] = []
+        self.read_states[node_id] = []
+        self.snapshots_installed[node_id] = 0
         self.nodes[node_id] = self._make(node_id)
+        return self.nodes[node_id]
+
+    def compact(self, node_id: NodeId, keep: int = 0) -> Snapshot:
+        """Snapshot ``node_id``'s state machine at its applied index and compact its log,
+        keeping ``keep`` entries before that index."""
+        self.flush(node_id)
+        node = self.nodes[node_id]
+        index = node.applied_index
+        data = msgpack.packb(
+            [[e.index, e.term, int(e.kind), e.data] for e in self.applied[node_id]],
+            use_bin_type=True,
+        )
+        st = self.storages[node_id]
+        snap = st.create_snapshot(index, node.conf_state, data)
+        st.compact(max(index - keep, st.first_index() - 1))
+        return snap
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -122,13 +176,19 @@ class Net:
             while node.has_ready():
                 rd = node.ready()
                 st = self.storages[i]
+                if rd.snapshot is not None:
+                    st.apply_snapshot(rd.snapshot)
                 if rd.hard_state is not None:
                     st.set_hard_state(rd.hard_state)
                 st.append(rd.entries)
                 self.queue.extend(rd.messages)
                 self.events.extend((i, ev) for ev in rd.events)
+                if rd.snapshot is not None:
+                    self._restore(i, rd.snapshot)
+                    self.snapshots_installed[i] += 1
                 for e in rd.committed:
                     self._check_apply(i, e)
+                self.read_states[i].extend(rd.read_states)
                 node.advance(rd)
             self._check_leader(node)
 
@@ -267,6 +327,16 @@ class Net:
 
     # --- safety checks ---------------------------------------------------------------------------
 
+    def _restore(self, node_id: NodeId, snap: Snapshot) -> None:
+        """Replace ``node_id``'s state machine by the snapshot's, checking every entry in it."""
+        rows = msgpack.unpackb(snap.data, raw=False)
+        self.applied[node_id] = []
+        for index, term, kind, data in rows:
+            self._check_apply(node_id, Entry(index, term, EntryKind(kind), data))
+        got = self.applied[node_id][-1].index if self.applied[node_id] else 0
+        if got != snap.meta.index:
+            raise SafetyViolation(f"snapshot at {snap.meta.index} holds state up to {got}")
+
     def _check_apply(self, node_id: NodeId, e: Entry) -> None:
         seen = self.committed.setdefault(e.index, e)
         if e.index not in self.commit_term_bound:
@@ -280,7 +350,7 @@ class Net:
                 f"(seed {self.seed})"
             )
         applied = self.applied[node_id]
-        if applied and applied[-1].index + 1 != e.index:
+        if (applied[-1].index if applied else 0) + 1 != e.index:
             raise SafetyViolation(f"{node_id} applied {e.index} after {applied[-1].index}")
         applied.append(e)
 
@@ -296,11 +366,10 @@ class Net:
         # Leader append-only (§5.3): while it leads, a leader never overwrites or deletes.
         key = (node.id, node.term)
         last = node.last_index
-        mark = self.leader_marks.setdefault(
-            key, (last, node.log_entries(last)[0].term if last else 0)
-        )
-        index, term = mark
-        if last < index or (index and node.log_entries(index)[0].term != term):
+        if key not in self.leader_marks:
+            self.leader_marks[key] = (last, node.term_at(last) or 0)
+        index, term = self.leader_marks[key]
+        if last < index or (index >= node.first_index and node.term_at(index) != term):
             raise SafetyViolation(
                 f"leader append-only: {node.id} (term {node.term}) lost entry {index} "
                 f"(seed {self.seed})"
@@ -309,6 +378,7 @@ class Net:
     def check_log_matching(self) -> None:
         """§5.3 log matching: same index and term ⇒ identical prefixes; leader completeness."""
         logs = {i: {e.index: e for e in self.nodes[i].log_entries()} for i in self.ids}
+        first = {i: self.nodes[i].first_index for i in self.ids}
         for a in self.ids:
             for b in self.ids:
                 if a >= b:
@@ -316,7 +386,7 @@ class Net:
                 common = sorted(set(logs[a]) & set(logs[b]))
                 for idx in reversed(common):
                     if logs[a][idx].term == logs[b][idx].term:
-                        for j in range(1, idx + 1):
+                        for j in range(max(first[a], first[b]), idx + 1):
                             if logs[a].get(j) != logs[b].get(j):
                                 raise SafetyViolation(
                                     f"log matching: {a},{b} agree at {idx} but differ at {j} "
@@ -328,6 +398,8 @@ class Net:
                 continue
             term = self.nodes[lead].term
             for idx, e in self.committed.items():
+                if idx < first[lead]:
+                    continue  # compacted into the leader's snapshot
                 if term > self.commit_term_bound[idx] and logs[lead].get(idx) != e:
                     raise SafetyViolation(
                         f"leader completeness: {lead} leads term {term} but lacks {e}, "

@@ -6,8 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.errors import CompactedError, SnapshotUnavailableError, UnavailableError
-from consensus.messages import ConfState, Entry, HardState, entry_size
+from consensus.errors import (
+    CompactedError,
+    LocalProtocolError,
+    SnapshotOutOfDateError,
+    SnapshotUnavailableError,
+    UnavailableError,
+)
+from consensus.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
 from consensus.storage import MemoryStorage, limit_size
 
 
@@ -77,6 +83,74 @@ def test_hard_and_conf_state_are_kept() -> None:
     st.set_hard_state(HardState(3, "a", 2))
     st.set_conf_state(ConfState(("a", "b", "c")))
     assert st.initial_state() == (HardState(3, "a", 2), ConfState(("a", "b", "c")))
+
+
+def test_create_snapshot_then_compact_keeps_the_tail_and_the_term_before_it() -> None:
+    st = MemoryStorage(conf_state=ConfState(("a",)))
+    st.append(ents(1, 1, 2, 2, 3))
+    snap = st.create_snapshot(4, ConfState(("a", "b"), ("c",)), b"state")
+    assert snap == Snapshot(SnapshotMeta(4, 2, ConfState(("a", "b"), ("c",))), b"state")
+    assert st.snapshot() == snap
+    assert st.first_index() == 1  # nothing dropped until compact
+    st.compact(3)
+    assert (st.first_index(), st.last_index(), st.term(3)) == (4, 5, 2)
+    assert [e.index for e in st.entries(4, 6)] == [4, 5]
+    with pytest.raises(CompactedError):
+        st.entries(3, 5)
+    with pytest.raises(CompactedError):
+        st.term(2)
+    st.compact(2)  # already compacted: no-op
+    assert st.first_index() == 4
+    # The membership a restarted node starts from is the snapshot's.
+    assert st.initial_state()[1] == ConfState(("a", "b"), ("c",))
+
+
+def test_snapshot_and_compaction_misuse_raise_typed_errors() -> None:
+    st = MemoryStorage()
+    st.append(ents(1, 1, 1))
+    with pytest.raises(UnavailableError):
+        st.create_snapshot(4, ConfState(), b"")
+    with pytest.raises(LocalProtocolError, match="snapshot"):
+        st.compact(2)  # no snapshot covers it
+    st.create_snapshot(2, ConfState(), b"")
+    with pytest.raises(SnapshotOutOfDateError):
+        st.create_snapshot(2, ConfState(), b"")
+    with pytest.raises(UnavailableError):
+        st.compact(9)
+
+
+def test_apply_snapshot_replaces_the_log() -> None:
+    st = MemoryStorage()
+    st.append(ents(1, 1, 1))
+    snap = Snapshot(SnapshotMeta(10, 4, ConfState(("x", "y"))), b"s")
+    st.apply_snapshot(snap)
+    assert (st.first_index(), st.last_index(), st.term(10)) == (11, 10, 4)
+    assert st.all_entries() == []
+    assert st.snapshot() == snap and st.initial_state()[1] == ConfState(("x", "y"))
+    st.append(ents(4, 4, start=11))
+    assert st.last_index() == 12
+    st.append(ents(4, start=9))  # entries the snapshot covers are skipped
+    assert st.last_index() == 12
+    with pytest.raises(SnapshotOutOfDateError):
+        st.apply_snapshot(snap)
+
+
+@settings(deadline=None)  # timings never gate a unit test
+@given(st.lists(st.integers(0, 40), max_size=8), st.integers(1, 40))
+def test_compaction_never_changes_what_remains(points: list[int], length: int) -> None:
+    """Model check: after any snapshots and compactions, every index at or after the first
+    one reads exactly as before."""
+    storage = MemoryStorage()
+    log = [Entry(i, 1 + i // 7, data=b"%d" % i) for i in range(1, length + 1)]
+    storage.append(log)
+    for p in sorted(points):
+        if p <= storage.snapshot_index() or p > length:
+            continue
+        storage.create_snapshot(p, ConfState(), b"")
+        storage.compact(p)
+    first = storage.first_index()
+    assert storage.entries(first, length + 1) == log[first - 1 :]
+    assert storage.term(first - 1) == (log[first - 2].term if first > 1 else 0)
 
 
 @settings(deadline=None)  # timings never gate a unit test

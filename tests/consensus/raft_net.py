@@ -209,7 +209,7 @@ class Net:
             if self.delay and self.chaos.random() < self.delay:
                 self.held.append(msg)
                 continue
-            if msg.dst in self.down or msg.src in self.down or (msg.src, msg.dst) in self.cut:
+            if not self._reachable(msg):
                 continue
             if self.drop is not None and self.drop(msg):
                 continue
@@ -231,11 +231,20 @@ class Net:
         pos %= len(self.queue)
         msg = self.queue[pos]
         del self.queue[pos]
-        if msg.dst in self.down or msg.src in self.down or (msg.src, msg.dst) in self.cut:
+        if not self._reachable(msg):
             return
         self.delivered.append(msg)
         self.nodes[msg.dst].step(msg, self.now)
         self.flush(msg.dst)
+
+    def _reachable(self, msg: Message) -> bool:
+        """Can ``msg`` be delivered (both ends exist and are up, the link is not cut)?"""
+        return (
+            msg.dst in self.nodes
+            and msg.dst not in self.down
+            and msg.src not in self.down
+            and (msg.src, msg.dst) not in self.cut
+        )
 
     def tick_one(self, node_id: NodeId) -> None:
         """Tick one live node at the current time (whether or not a timer is due)."""

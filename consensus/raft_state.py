@@ -281,17 +281,18 @@ class RaftState:
         else:
             self._read_states.append(ReadState(msg.context, msg.index))
 
-    def _fail_reads(self, leader_reads: list[ReadRequest]) -> None:
-        """Fail the reads this node served as leader and those it forwarded to its leader."""
+    def _fail_reads(self, leader_reads: list[ReadRequest], hint: NodeId | None) -> None:
+        """Fail the reads this node served as leader and those it forwarded to its leader;
+        ``hint`` is the leader to retry at, if known."""
         for req in leader_reads:
             if req.requester is None:
-                self._events.append(ReadIndexFailed(req.context, self._lead))
+                self._events.append(ReadIndexFailed(req.context, hint))
             else:
                 self._send(
                     ReadIndexResponse(self._id, req.requester, self._term, req.context, 0, True)
                 )
         for ctx in sorted(self._forwarded):
-            self._events.append(ReadIndexFailed(ctx, self._lead))
+            self._events.append(ReadIndexFailed(ctx, hint))
         self._forwarded.clear()
 
     # --- membership and transfer -----------------------------------------------------------------
@@ -437,7 +438,7 @@ class RaftState:
         self._transferee = None
         self._transfer_deadline = None
         if reads:
-            self._fail_reads(reads)
+            self._fail_reads(reads, None)
 
     def _reset(self, term: int, now: Micros) -> None:
         if term != self._term:
@@ -446,7 +447,7 @@ class RaftState:
             self._timeout = self._draw_timeout()
             self._campaign_after_apply = False
             if self._forwarded:
-                self._fail_reads([])
+                self._fail_reads([], None)
         self._votes = {}
         self._drop_leadership()
         self._heartbeat_deadline = None
@@ -480,7 +481,7 @@ class RaftState:
             self._lead = lead
             self._events.append(LeaderChanged(lead, self._term))
             if self._forwarded:
-                self._fail_reads([])
+                self._fail_reads([], lead)
 
     def _heard_from_leader(self, leader: NodeId, now: Micros) -> None:
         self._set_lead(leader)

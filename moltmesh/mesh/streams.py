@@ -130,8 +130,10 @@ class MeshStreams:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host:port`` (0 = any free port); returns the bound address."""
-        # TLS is started per connection (``_handshake``) so that failed handshakes are counted.
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(
+            self._serve, host, port, ssl=self._server_ctx,
+            ssl_handshake_timeout=self.config.connect_timeout_s,
+        )  # fmt: skip
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
@@ -164,8 +166,7 @@ class MeshStreams:
             return
         self._inbound.add(writer)
         try:
-            if await self._handshake(writer):
-                await self._serve_checked(reader, writer)
+            await self._serve_checked(reader, writer)
         except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
             pass  # the peer went away or stalled; nothing to answer
         except Exception:  # a handler bug must not take the server down
@@ -174,33 +175,6 @@ class MeshStreams:
             self._inbound.discard(writer)
             self._inbound_peers.pop(writer, None)
             await close_writer(writer)
-
-    async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
-        """Upgrade an accepted connection to TLS; count a failure by its reason.
-
-        A client certificate that does not verify against the mesh CA (another mesh, forged)
-        counts as ``wrong_key``; anything else that is not a TLS 1.3 client hello in time
-        (plain text, garbage, a stall) as ``garbage``. A peer that just disconnects is not
-        counted.
-        """
-        peer = _address(writer)
-        try:
-            async with asyncio.timeout(self.config.connect_timeout_s):
-                await writer.start_tls(self._server_ctx)
-        except ssl.SSLCertVerificationError as e:
-            self._drop(DropReason.WRONG_KEY, "stream.handshake_refused", peer=peer,
-                       why=e.verify_message or str(e))  # fmt: skip
-            return False
-        except (ssl.SSLError, TimeoutError) as e:
-            why = "handshake timed out" if isinstance(e, TimeoutError) else str(e)
-            if "CERTIFICATE_VERIFY_FAILED" in why or "certificate" in why.lower():
-                self._drop(DropReason.WRONG_KEY, "stream.handshake_refused", peer=peer, why=why)
-            else:
-                self._drop(DropReason.GARBAGE, "stream.handshake_failed", peer=peer, why=why)
-            return False
-        except (OSError, asyncio.IncompleteReadError):
-            return False
-        return True
 
     def _drop(self, reason: DropReason, event: str, **fields: object) -> None:
         self.drops.add(Transport.TCP, reason)

@@ -139,3 +139,22 @@ async def test_read_frame_eof_truncation_and_oversize():
         with pytest.raises(EnvelopeError) as e:
             await read_frame(reader_with(data), max_size=1000)
         assert e.value.drop is drop
+
+
+def test_drop_counters_count_export_and_notify():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from moltmesh.mesh.drops import DropCounters, Transport
+
+    drops = DropCounters()
+    heard: list[tuple[Transport, DropReason]] = []
+    drops.listeners.append(lambda t, r: heard.append((t, r)))
+    drops.add(Transport.UDP, DropReason.REPLAY)
+    drops.add(Transport.TCP, DropReason.REPLAY, 2)
+    assert drops.get(DropReason.REPLAY) == 3 and drops.get(DropReason.REPLAY, Transport.UDP) == 1
+    assert heard == [(Transport.UDP, DropReason.REPLAY), (Transport.TCP, DropReason.REPLAY)]
+    registry = CollectorRegistry()
+    registry.register(drops.collector())
+    text = generate_latest(registry).decode()
+    assert 'moltmesh_mesh_dropped_frames_total{reason="replay",transport="tcp"} 2.0' in text
+    assert text.count("moltmesh_mesh_dropped_frames_total{") == 12  # 6 reasons x 2 transports

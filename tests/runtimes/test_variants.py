@@ -14,6 +14,7 @@ from runtimes.onnx import OnnxOptions, OnnxRuntime
 from runtimes.repository import ModelRepository
 from runtimes.variants import (
     HIGH_LOAD,
+    _named_model,
     _verify,
     choose_variant,
     convert_fp16,
@@ -233,3 +234,11 @@ def test_variant_with_non_finite_outputs_is_refused(
     _verify("fp16", model_files.fixed, model_files.fixed)
     with pytest.raises(VariantNotAvailable, match="does not run"):
         _verify("fp16", model_files.fixed, model_files.broken)
+
+
+def test_first_layers_are_found_and_nodes_named(model_files: ModelFiles) -> None:
+    model, first = _named_model(model_files.conv)
+    assert all(node.name for node in model.graph.node)
+    assert [n.op_type for n in model.graph.node if n.name in first] == ["Conv"]
+    _, only_layer = _named_model(model_files.matmul_softmax)
+    assert only_layer == []  # keeping the only weighted layer in float would quantize nothing

@@ -1,13 +1,23 @@
-"""Raft §5.4 safety: election restriction, commitment rule (figure 8), and a seeded fault sweep."""
+"""Raft §5.4 safety: election restriction, commitment rule (figure 8), and a seeded fault sweep
+(with snapshots, membership changes, transfers and reads)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 
 import pytest
 
-from consensus.messages import AppendEntries, Message, VoteRequest, VoteResponse
+from consensus.errors import ConfChangeError, LocalProtocolError, NotLeader
+from consensus.messages import (
+    AppendEntries,
+    ConfChange,
+    ConfChangeType,
+    Message,
+    VoteRequest,
+    VoteResponse,
+)
 from consensus.raft import RaftNode, Role
 from tests.consensus.raft_net import Net, cfg, preload
 
@@ -123,50 +133,121 @@ def test_figure8_entry_committed_with_one_of_the_current_term_survives() -> None
 
 @pytest.mark.parametrize("seed", range(24))
 def test_random_faults_never_break_safety(seed: int) -> None:
-    """Random partitions, crashes, restarts, drops and proposals; the net checks election
-    safety and state machine safety on every flush, log matching at the end; then the faults
-    heal and the cluster must make progress."""
+    """Random partitions, crashes, restarts, drops, proposals — and snapshots with log
+    compaction, membership changes (learners joining, promotions, removals, the leader's own),
+    leadership transfers and ReadIndex reads. The net checks election safety and state machine
+    safety on every flush (snapshots restored included), log matching as it goes; every read
+    served is at or after every write applied before it started. Then the faults heal and the
+    group must make progress, every member applying the same log."""
     rng = random.Random(seed)
     ids = S[: rng.choice([3, 5])]
     conf = cfg(pre_vote=rng.random() < 0.7, check_quorum=rng.random() < 0.7, max_entries_per_msg=4)
     net = Net(ids, seed=seed, config=conf)
+    newcomers = ["n1", "n2", "n3"]
+    read_floor: dict[bytes, int] = {}
     proposed = 0
-    for _step in range(60):
-        r = rng.random()
-        if r < 0.1:
-            net.heal()
-            net.partition(*_split(rng, ids))
-        elif r < 0.15:
-            net.heal()
-        elif r < 0.22 and len(net.down) < len(ids) // 2:
-            net.crash(rng.choice(net.live()))
-        elif r < 0.3 and net.down:
-            net.restart(rng.choice(sorted(net.down)))
-        elif r < 0.35:
-            drop_rate = rng.random() * 0.3
-            net.drop = lambda _m, p=drop_rate: rng.random() < p
-        elif r < 0.45:
-            net.reorder, net.duplicate, net.delay = (
-                rng.random(),
-                rng.random() * 0.2,
-                rng.random() * 0.2,
-            )
-        lead = net.leader()
-        if lead is not None and rng.random() < 0.6:
-            for _ in range(rng.randint(1, 4)):
-                net[lead].propose(f"{seed}:{proposed}".encode(), net.now)
-                proposed += 1
-        net.advance(rng.randint(1, 3 * conf.election_timeout_max))
-        net.check_log_matching()
-    net.heal()
-    for i in sorted(net.down):
-        net.restart(i)
-    lead = net.wait_leader(limit=20 * conf.election_timeout_max)
-    index = net[lead].propose(b"final", net.now)
-    net.run_until(lambda: all(net[i].applied_index >= index for i in ids))
+    try:
+        for step in range(60):
+            r = rng.random()
+            if r < 0.1:
+                net.heal()
+                net.partition(*_split(rng, net.ids))
+            elif r < 0.15:
+                net.heal()
+            elif r < 0.22 and len(net.down) < len(net.ids) // 2:
+                net.crash(rng.choice(net.live()))
+            elif r < 0.3 and net.down:
+                net.restart(rng.choice(sorted(net.down)))
+            elif r < 0.35:
+                drop_rate = rng.random() * 0.3
+                net.drop = lambda _m, p=drop_rate: rng.random() < p
+            elif r < 0.45:
+                net.reorder, net.duplicate, net.delay = (
+                    rng.random(),
+                    rng.random() * 0.2,
+                    rng.random() * 0.2,
+                )
+            _maybe_compact(net, rng)
+            lead = net.leader()
+            if lead is not None and rng.random() < 0.6:
+                for _ in range(rng.randint(1, 4)):
+                    try:
+                        net[lead].propose(f"{seed}:{proposed}".encode(), net.now)
+                    except NotLeader:
+                        break
+                    proposed += 1
+            if lead is not None and rng.random() < 0.25:
+                _membership_step(net, lead, rng, newcomers)
+            if lead is not None and rng.random() < 0.05:
+                with contextlib.suppress(NotLeader, LocalProtocolError):
+                    net[lead].transfer_leadership(rng.choice(net[lead].voters), net.now)
+            reader = rng.choice(net.live())
+            ctx = b"%d" % step
+            with contextlib.suppress(NotLeader):
+                net[reader].read_index(ctx, net.now)
+                read_floor[ctx] = max(net.committed, default=0)
+            net.advance(rng.randint(1, 3 * conf.election_timeout_max))
+            net.check_log_matching()
+        net.heal()
+        for i in sorted(net.down):
+            net.restart(i)
+        net.run_until(
+            lambda: _settled_leader(net) is not None, limit=20 * conf.election_timeout_max
+        )
+        lead = _settled_leader(net)
+        assert lead is not None
+        index = net[lead].propose(b"final", net.now)
+        members = sorted(set(net[lead].voters) | set(net[lead].learners))
+        net.run_until(lambda: all(net[i].applied_index >= index for i in members))
+    except AssertionError as e:
+        raise AssertionError(f"{e} (seed {seed})") from e
     net.check_log_matching()
-    datas = {tuple(net.applied_data(i)) for i in ids if net.applied[i]}
+    datas = {tuple(net.applied_data(i)) for i in net.ids if net.applied[i]}
     assert len({d[: min(map(len, datas))] for d in datas}) == 1, f"seed {seed}"
+    for i in net.ids:
+        for rs in net.read_states[i]:
+            assert rs.index >= read_floor[rs.context], f"stale read {rs} (seed {seed})"
+
+
+def _maybe_compact(net: Net, rng: random.Random) -> None:
+    """Now and then, snapshot a node's state machine and compact its log."""
+    if rng.random() < 0.15:
+        node = rng.choice(net.live())
+        if net[node].applied_index > net.storages[node].snapshot_index():
+            net.compact(node, keep=rng.choice([0, 2, 8]))
+
+
+def _membership_step(net: Net, lead: str, rng: random.Random, newcomers: list[str]) -> None:
+    """Propose a random single-server change the leader may refuse."""
+    node = net[lead]
+    cs = node.conf_state
+    options: list[ConfChange] = []
+    if newcomers:
+        options.append(ConfChange(ConfChangeType.ADD_LEARNER, newcomers[0]))
+    options += [ConfChange(ConfChangeType.PROMOTE_LEARNER, n) for n in cs.learners]
+    if len(cs.voters) > 2:
+        options += [ConfChange(ConfChangeType.REMOVE_VOTER, v) for v in cs.voters]
+    options += [ConfChange(ConfChangeType.REMOVE_LEARNER, n) for n in cs.learners]
+    if not options:
+        return
+    change = rng.choice(options)
+    if change.type is ConfChangeType.ADD_LEARNER and change.node not in net.nodes:
+        net.add_node(change.node)
+    try:
+        node.propose_conf_change(change, net.now)
+    except (ConfChangeError, NotLeader):
+        return
+    if change.type is ConfChangeType.ADD_LEARNER:
+        newcomers.remove(change.node)
+
+
+def _settled_leader(net: Net) -> str | None:
+    """A live leader that every live voter of its membership follows."""
+    lead = net.leader()
+    if lead is None or lead not in net[lead].voters:
+        return None
+    voters = [v for v in net[lead].voters if v not in net.down]
+    return lead if all(net[v].leader_id == lead for v in voters) else None
 
 
 def _split(rng: random.Random, ids: list[str]) -> list[list[str]]:

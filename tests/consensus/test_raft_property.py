@@ -1,8 +1,10 @@
 """Hypothesis drives the Raft cores message by message: any interleaving of deliveries, losses,
-duplicates, timer firings, proposals, crashes and restarts keeps §5.4's safety properties.
+duplicates, timer firings, proposals, crashes and restarts — and of snapshots with compaction,
+membership changes, leadership transfers and ReadIndex reads — keeps §5.4's safety properties.
 
 The test net checks election safety, leader append-only and state machine safety on every
-step; the invariant below adds log matching and leader completeness.
+step (entries restored from snapshots included); the invariants below add log matching, leader
+completeness, and that no read is served below a write applied before the read started.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from consensus.errors import NotLeader
+from consensus.errors import ConfChangeError, LocalProtocolError, NotLeader
+from consensus.messages import ConfChange, ConfChangeType
 from tests.consensus.raft_net import Net, cfg
 
 IDS = ["a", "b", "c"]
 nodes = st.sampled_from(IDS)
+changes = st.builds(ConfChange, st.sampled_from(ConfChangeType), st.sampled_from([*IDS, "d"]))
 
 
 class RaftInterleavings(RuleBasedStateMachine):
@@ -23,7 +27,10 @@ class RaftInterleavings(RuleBasedStateMachine):
         super().__init__()
         conf = cfg(max_entries_per_msg=2, max_inflight_msgs=2)
         self.net = Net(IDS, seed=0, config=conf)
+        self.net.add_node("d")  # outside the group until a change adds it
         self.proposed = 0
+        self.reads = 0
+        self.read_floor: dict[bytes, int] = {}
 
     @rule(node=nodes)
     def campaign(self, node: str) -> None:
@@ -79,9 +86,54 @@ class RaftInterleavings(RuleBasedStateMachine):
     def restart(self) -> None:
         self.net.restart(sorted(self.net.down)[0])
 
+    @rule(node=nodes, keep=st.integers(0, 3))
+    def snapshot_and_compact(self, node: str, keep: int) -> None:
+        net = self.net
+        if node not in net.down and net[node].applied_index > net.storages[node].snapshot_index():
+            net.compact(node, keep=keep)
+
+    @rule(node=nodes, change=changes)
+    def change_membership(self, node: str, change: ConfChange) -> None:
+        if node in self.net.down:
+            return
+        try:
+            self.net[node].propose_conf_change(change, self.net.now)
+        except (NotLeader, ConfChangeError):
+            return
+        self.net.flush(node)
+
+    @rule(node=nodes, to=nodes)
+    def transfer_leadership(self, node: str, to: str) -> None:
+        if node in self.net.down:
+            return
+        try:
+            self.net[node].transfer_leadership(to, self.net.now)
+        except (NotLeader, LocalProtocolError):
+            return
+        self.net.flush(node)
+
+    @rule(node=nodes)
+    def read(self, node: str) -> None:
+        if node in self.net.down:
+            return
+        ctx = b"%d" % self.reads
+        self.reads += 1
+        try:
+            self.net[node].read_index(ctx, self.net.now)
+        except NotLeader:
+            return
+        self.read_floor[ctx] = max(self.net.committed, default=0)
+        self.net.flush(node)
+
     @invariant()
     def logs_match_and_leaders_are_complete(self) -> None:
         self.net.check_log_matching()
+
+    @invariant()
+    def reads_see_every_write_applied_before_them(self) -> None:
+        for states in self.net.read_states.values():
+            for rs in states:
+                assert rs.index >= self.read_floor[rs.context], rs
 
 
 RaftInterleavings.TestCase.settings = settings(

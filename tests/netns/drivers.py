@@ -1,4 +1,4 @@
-"""Start the discovery-only driver (``tests.netns.discovery_driver``) inside a bed's host."""
+"""Start the test drivers inside a bed's host: discovery-only, or the mesh met by mDNS."""
 
 from __future__ import annotations
 
@@ -31,3 +31,24 @@ def start_driver(
     return JsonLinesProcess.start(
         f"{host.label}:{node}", functools.partial(bed.popen, host), argv, cwd=REPO, env=env
     )
+
+
+def start_mesh_driver(
+    bed: NetBed,
+    host: Host,
+    data_dir: Path,
+    *,
+    expect_peers: int,
+    seed: int,
+    preset: str = "local",
+    label: str = "",
+) -> JsonLinesProcess:
+    """Run ``tests.netns.mesh_driver`` for the credentials in ``data_dir`` inside ``host``."""
+    argv = [sys.executable, "-m", "tests.netns.mesh_driver", "--data-dir", str(data_dir),
+            "--host", host.address, "--expect-peers", str(expect_peers), "--seed", str(seed),
+            "--preset", preset]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    return JsonLinesProcess.start(
+        f"{host.label}:{label or data_dir.name}", functools.partial(bed.popen, host), argv,
+        cwd=REPO, env=env,
+    )  # fmt: skip

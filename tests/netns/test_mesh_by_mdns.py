@@ -9,34 +9,20 @@ from a node already in the mesh. SWIM uses its ``local()`` preset; waits are on 
 
 from __future__ import annotations
 
-import functools
-import os
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from moltmesh.mesh.store import MeshState
 from tests.mesh.swim_cluster import make_states
-from tests.netns.bed import Host, NetBed
-from tests.netns.drivers import REPO
+from tests.netns.bed import NetBed
+from tests.netns.drivers import start_mesh_driver
 from tests.netns.procs import JsonLinesProcess, Line
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 WAIT_S = 40.0
-
-
-def _start(bed: NetBed, host: Host, state: MeshState, expect: int, seed: int) -> JsonLinesProcess:
-    argv = [sys.executable, "-m", "tests.netns.mesh_driver", "--data-dir", str(state.data_dir),
-            "--host", host.address, "--expect-peers", str(expect), "--seed", str(seed)]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-    return JsonLinesProcess.start(
-        f"{host.label}:{state.node_id}", functools.partial(bed.popen, host), argv, cwd=REPO,
-        env=env,
-    )  # fmt: skip
 
 
 def _view(status: str, nodes: list[str]) -> Callable[[Line], bool]:
@@ -59,10 +45,12 @@ async def test_nodes_form_one_mesh_by_mdns_alone_and_a_cut_node_is_dead_by_swim(
     ids = [s.node_id for s in states]
     procs: list[JsonLinesProcess] = []
     for i, state in enumerate(states):
-        proc = _start(bed, bed.hosts[i], state, expect=min(i, 1), seed=seed + i)
+        proc = start_mesh_driver(
+            bed, bed.hosts[i], state.data_dir, expect_peers=min(i, 1), seed=seed + i
+        )
         proc.wait_for(lambda line: line.get("event") == "swim-started", WAIT_S)
         procs.append(proc)
-    other = _start(bed, bed.hosts[3], outsider, expect=0, seed=seed + 3)
+    other = start_mesh_driver(bed, bed.hosts[3], outsider.data_dir, expect_peers=0, seed=seed + 3)
     other.wait_for(lambda line: line.get("event") == "swim-started", WAIT_S)
     try:
         for i, proc in enumerate(procs):

@@ -12,9 +12,11 @@ property breaks:
 - **Leader completeness**: a leader's durable log holds every entry known committed (checked
   once per leader and term, when its log is fully persisted).
 - **State machine safety**: no two nodes apply different entries at one index, and no node
-  ever persists an entry that conflicts with one already applied somewhere.
+  overwrites an entry it already knew committed (its durable commit index or what it applied)
+  with a different one. (A node that lags may legitimately hold a stale entry at an index
+  others have committed: it was not part of that majority.)
 - **No acknowledged proposal lost**: an entry a client was told is committed is the entry
-  applied at its index everywhere, and is in the final leader's log (``finish``).
+  applied at its index everywhere, and is in the final current leader's log (``finish``).
 
 The checks read only what the driver sees (Readys, storage, public core properties), so they
 hold any Raft core that follows ``consensus.raft``'s API.
@@ -56,10 +58,15 @@ class RaftChecker(Observer):
     def after_persist(self, cluster: Cluster, node: SimNode, ready: Any) -> None:
         rd: Ready = ready
         self.checks += 1
+        if rd.entries:
+            # What this node knew committed before this Ready: its durable commit index and
+            # what it has applied since it booted. It must never overwrite those entries.
+            prev = self.hard.get(node.id)
+            app = node.app
+            known = max(prev.commit if prev else 0, getattr(app, "applied_index", 0))
+            self._check_entries(cluster, node, rd.entries, known)
         if rd.hard_state is not None:
             self._check_hard_state(cluster, node.id, rd.hard_state)
-        if rd.entries:
-            self._check_entries(cluster, node, rd.entries)
 
     def after_apply(self, cluster: Cluster, node: SimNode, ready: Any) -> None:
         rd: Ready = ready
@@ -107,8 +114,18 @@ class RaftChecker(Observer):
         self.acked[index] = data
 
     def finish(self, cluster: Cluster) -> None:
-        """End-of-run checks: every acknowledged proposal is in the current leader's log."""
-        leaders = [n for n in cluster.nodes.values() if n.up and n.core.role is Role.LEADER]
+        """End-of-run check: every acknowledged proposal is in the current leader's log.
+
+        "Current" means a leader whose term is the highest any node has persisted: no leader
+        of a later term can have existed, so every commit happened in its term or before. (A
+        stale leader cut off in an older term may legitimately lack later commits.)
+        """
+        top = max((h.term for h in self.hard.values()), default=0)
+        leaders = [
+            n
+            for n in cluster.nodes.values()
+            if n.up and n.core.role is Role.LEADER and n.core.term >= top
+        ]
         for node in leaders:
             if node.persisting:
                 continue
@@ -142,7 +159,9 @@ class RaftChecker(Observer):
                 )
         self.hard[nid] = hs
 
-    def _check_entries(self, cluster: Cluster, node: SimNode, entries: list[Entry]) -> None:
+    def _check_entries(
+        self, cluster: Cluster, node: SimNode, entries: list[Entry], known_committed: int
+    ) -> None:
         disk: MemoryStorage = node.disk
         table = self.by_index_term
         committed = self.committed
@@ -160,12 +179,15 @@ class RaftChecker(Observer):
                     f"prev term {prev_term}, kind {e.kind}, data {e.data!r} but {seen[3]} "
                     f"holds prev term {seen[0]}, kind {seen[1]}, data {seen[2]!r}",
                 )
+            if e.index > known_committed:
+                continue  # a lagging node may hold a stale entry where others committed
             c = committed.get(e.index)
             if c is not None and c != e:
                 self._fail(
                     cluster,
-                    f"committed entry overwritten: {node.id} persisted {e!r} over committed "
-                    f"{c!r} (applied first by {self.first_applier[e.index]})",
+                    f"committed entry overwritten: {node.id}, which knew index "
+                    f"{known_committed} committed, persisted {e!r} over committed {c!r} "
+                    f"(applied first by {self.first_applier[e.index]})",
                 )
 
     def _check_completeness(self, cluster: Cluster, node: SimNode, term: int) -> None:

@@ -132,6 +132,22 @@ def test_an_acknowledged_proposal_missing_from_the_final_leader() -> None:
         ch.finish(cl)
 
 
+def test_a_stale_leader_of_an_older_term_may_lack_later_acknowledged_entries() -> None:
+    """Also from seed 261: an isolated leader of term 1 never saw what term 2 committed."""
+    ch = RaftChecker()
+    a, b, c = node("a", Role.LEADER, 2), node("b"), node("c", Role.LEADER, 1)
+    cl = cluster(a, b, c)
+    persist(ch, cl, c, [E1], HardState(1, "c", 1))
+    for n in (a, b):
+        persist(ch, cl, n, [E1, Entry(2, 2, data=b"x")], HardState(2, "a", 2))
+        apply(ch, cl, n, [E1, Entry(2, 2, data=b"x")])
+    ch.acknowledge(cl, 2, b"x")
+    ch.finish(cl)  # c (term 1) lacks index 2: fine; a (term 2) holds it
+    a.disk = MemoryStorage(conf_state=ConfState(voters=VOTERS))
+    with pytest.raises(InvariantViolation, match="acknowledged proposal lost"):
+        ch.finish(cl)
+
+
 def test_acknowledging_something_never_committed() -> None:
     ch = RaftChecker()
     cl = cluster(node("a"))
@@ -145,9 +161,24 @@ def test_committed_entry_overwritten_in_a_log() -> None:
     cl = cluster(a, b)
     persist(ch, cl, a, [E1, E2])
     apply(ch, cl, a, [E1, E2])
-    persist(ch, cl, b, [E1])
+    persist(ch, cl, b, [E1, E2], HardState(1, "a", 2))  # b knows index 2 is committed
     with pytest.raises(InvariantViolation, match="committed entry overwritten"):
         persist(ch, cl, b, [Entry(2, 2, data=b"z")])
+
+
+def test_a_lagging_node_may_hold_a_stale_entry_where_others_committed() -> None:
+    """Found by seed 261 of the 3-node partitions sweep: not a violation, the checker was wrong.
+
+    c missed the majority that committed (2, term 2) and still accepts a delayed append of
+    (2, term 1) from the old leader; it will be overwritten when c hears from the new leader.
+    """
+    ch = RaftChecker()
+    a, c = node("a"), node("c")
+    cl = cluster(a, c)
+    persist(ch, cl, a, [E1, Entry(2, 2, EntryKind.NOOP)])
+    apply(ch, cl, a, [E1, Entry(2, 2, EntryKind.NOOP)])
+    persist(ch, cl, c, [E1, Entry(2, 1, data=b"stale")], HardState(1, "b", 1))
+    persist(ch, cl, c, [Entry(2, 2, EntryKind.NOOP)], HardState(2, None, 2))
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,14 @@ from sim.scenario import preset
 FAULTY = ("lossy", "partitions", "crashes", "chaos")
 SEEDS_PER_CASE = 12
 
-CASES = [("calm", n, s) for n in (3, 5) for s in range(3)] + [
-    (name, n, s) for name in FAULTY for n in (3, 5) for s in range(SEEDS_PER_CASE)
+REGRESSIONS = [
+    ("partitions", 3, 261),  # a lagging node holding a stale entry; a stale isolated leader
 ]
+CASES = (
+    [("calm", n, s) for n in (3, 5) for s in range(3)]
+    + [(name, n, s) for name in FAULTY for n in (3, 5) for s in range(SEEDS_PER_CASE)]
+    + REGRESSIONS
+)
 
 
 @pytest.mark.parametrize(("scenario", "nodes", "seed"), CASES)

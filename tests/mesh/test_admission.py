@@ -27,6 +27,8 @@ from moltmesh.mesh.tokens import parse_token
 from moltmesh.mesh.wire import Channel, Envelope, decode_envelope, encode_frame, read_frame
 from tests.mesh.helpers import BACKDATE, init_holder, join_member, mesh_config, serve
 
+pytestmark = pytest.mark.both_loops
+
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)

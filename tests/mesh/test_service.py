@@ -19,6 +19,8 @@ from moltmesh.mesh.streams import StreamError
 from moltmesh.mesh.wire import Channel, Envelope
 from tests.mesh.helpers import Echo, init_holder, join_member, mesh_config, serve
 
+pytestmark = pytest.mark.both_loops
+
 
 class Inbox:
     """Collects gossip envelopes and every processed datagram of one service."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from consensus.swim_messages import MemberStatus
 from moltmesh.mesh.drops import DropReason
 from tests.mesh.swim_cluster import (
@@ -19,6 +21,8 @@ from tests.mesh.swim_cluster import (
     start_node,
     wait_views,
 )
+
+pytestmark = pytest.mark.both_loops
 
 
 async def test_nodes_join_by_seed_detect_a_crash_and_a_restart(tmp_path: Path):

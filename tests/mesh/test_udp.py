@@ -19,6 +19,8 @@ from moltmesh.mesh.wire import Channel, Envelope, encode_envelope
 MESH = "testmesh"
 IDS = ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"]
 
+pytestmark = pytest.mark.both_loops
+
 
 class Recording(GossipTransport):
     """Records delivered envelopes and signals every processed datagram."""

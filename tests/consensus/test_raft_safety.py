@@ -242,9 +242,9 @@ def _membership_step(net: Net, lead: str, rng: random.Random, newcomers: list[st
 
 
 def _settled_leader(net: Net) -> str | None:
-    """A live leader that every live voter of its membership follows."""
+    """A live leader, not handing over, that every live voter of its membership follows."""
     lead = net.leader()
-    if lead is None or lead not in net[lead].voters:
+    if lead is None or lead not in net[lead].voters or net[lead].transferee is not None:
         return None
     voters = [v for v in net[lead].voters if v not in net.down]
     return lead if all(net[v].leader_id == lead for v in voters) else None

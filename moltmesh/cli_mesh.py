@@ -305,28 +305,36 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
-    """``moltmesh node --token``: join before the node starts (no-op when already a member)."""
+    """``moltmesh node --token``: join before the node starts.
+
+    A member of the token's mesh ignores the token, unless its certificate has expired (it was
+    away longer than the certificate lifetime): then it joins again with it.
+    """
     token_text = getattr(args, "token", None)
     if not token_text:
         return
     from moltmesh.identity import load_or_create_identity
-    from moltmesh.mesh import store
+    from moltmesh.mesh import ca, store
     from moltmesh.mesh.join import join
     from moltmesh.mesh.tokens import parse_token
 
     try:
         token = parse_token(token_text)
+        rejoin = False
         if store.has_mesh(config.data_dir):
             state = store.load(config.data_dir)
             if state.ca_fingerprint != token.ca_fingerprint:
                 raise _usage(ValueError(f"{config.data_dir} already belongs to another mesh"))
-            print(f"already a member of mesh {state.mesh_id}; ignoring --token", flush=True)
-            return
+            if ca.utcnow() < state.node_cert.not_valid_after_utc:
+                print(f"already a member of mesh {state.mesh_id}; ignoring --token", flush=True)
+                return
+            rejoin = True
         identity = load_or_create_identity(config.data_dir)
-        state = asyncio.run(join(token, identity, config.data_dir, config.mesh))
+        state = asyncio.run(join(token, identity, config.data_dir, config.mesh, rejoin))
     except (*_mesh_errors(), OSError, TimeoutError) as e:
         raise _usage(ValueError(f"cannot join with this token: {e}")) from None
-    print(f"joined mesh {state.mesh_id} as node {state.node_id}", flush=True)
+    again = "again (its certificate had expired) " if rejoin else ""
+    print(f"joined mesh {state.mesh_id} {again}as node {state.node_id}", flush=True)
 
 
 def _node_models(node: Any) -> dict[str, tuple[str, ...]]:

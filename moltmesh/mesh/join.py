@@ -219,16 +219,22 @@ class JoinService:
 
 
 async def join(
-    token: JoinToken, identity: Identity, data_dir: Path, config: MeshConfig
+    token: JoinToken,
+    identity: Identity,
+    data_dir: Path,
+    config: MeshConfig,
+    rejoin: bool = False,
 ) -> MeshState:
     """Join the mesh of ``token``: prove the secret, get a certificate, store the credentials.
 
     Raises ``AdmissionError`` (refused, or the server is not the token's mesh),
     ``ClockSkewError`` (clocks too far apart; nothing was revealed), ``OSError`` or
     ``TimeoutError`` on network failure, ``CredentialError`` if this data directory already
-    belongs to a mesh.
+    belongs to a mesh (with ``rejoin``: to another mesh than the token's).
     """
-    if store.has_mesh(data_dir):
+    if store.has_mesh(data_dir) and (
+        not rejoin or store.load(data_dir).ca_fingerprint != token.ca_fingerprint
+    ):
         raise CredentialError(f"{store.mesh_dir(data_dir)} already holds a mesh")
     host, port = split_address(token.address)
     timeout = config.request_timeout_s
@@ -261,7 +267,7 @@ async def join(
             raise AdmissionError(f"the key ring sent is unusable: {e}") from None
         return store.store_joined(
             data_dir, challenge.mesh_id, ca_cert, cert, ring, granted.revocations or None,
-            token.address,
+            token.address, rejoin,
         )  # fmt: skip
     except (EnvelopeError, DecodeError, CertificateError) as e:
         if isinstance(e, ClockSkewError):

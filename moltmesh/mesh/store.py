@@ -169,16 +169,28 @@ def store_joined(
     ring: KeyRing,
     signed_revocations: bytes | None,
     ca_address: str = "",
+    rejoin: bool = False,
 ) -> MeshState:
-    """Persist what a successful join returned (refuses to replace another mesh)."""
+    """Persist what a successful join returned.
+
+    Refuses a data directory that already belongs to a mesh, unless ``rejoin`` and it is the
+    same mesh (a member whose certificate expired while it was away joins again with a token:
+    its certificate, key ring and revocations are replaced; a CA key it holds is kept).
+    """
     if has_mesh(data_dir):
-        raise CredentialError(f"{mesh_dir(data_dir)} already holds a mesh; refusing to replace it")
+        existing = json.loads((mesh_dir(data_dir) / "mesh.json").read_bytes())
+        if not rejoin or existing.get("ca_fingerprint") != ca.fingerprint(ca_cert):
+            raise CredentialError(
+                f"{mesh_dir(data_dir)} already holds a mesh; refusing to replace it"
+            )
     d = _prepare_dir(data_dir)
     write_private(d / "ca.crt", ca.cert_pem(ca_cert))
     write_private(d / "node.crt", ca.cert_pem(node_cert))
     write_private(d / "keyring.json", ring.to_json())
     state = MeshState(data_dir, mesh_id, ca_cert, node_cert, ring, revocation.empty(mesh_id))
     state.ca_address = ca_address
+    if (d / "ca.key").exists():
+        state.ca_key = ca.load_ca_key((d / "ca.key").read_bytes())
     if signed_revocations:
         state.save_revocations(signed_revocations)
     _write_meta(d, mesh_id, ca_cert, ca_address)  # last: its presence means "a member of a mesh"

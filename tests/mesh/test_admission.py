@@ -318,3 +318,45 @@ async def test_a_stream_closed_by_the_peer_is_replaced_transparently(tmp_path: P
     finally:
         await member_b.streams.close()
         await holder.streams.close()
+
+
+async def test_a_member_whose_certificate_expired_joins_again(tmp_path: Path):
+    from moltmesh.identity import write_private
+    from moltmesh.mesh.errors import CredentialError
+
+    holder = await serve(init_holder(tmp_path / "a"))
+    try:
+        b = await join_member(holder, tmp_path / "b")
+        assert holder.state.ca_key is not None
+        long_ago = ca.utcnow() - dt.timedelta(days=90)
+        expired = ca.issue_node_cert(
+            holder.state.ca_key, holder.state.ca_cert, holder.state.mesh_id,
+            load_or_create_identity(tmp_path / "b").private_key.public_key(),
+            long_ago, dt.timedelta(days=30), BACKDATE,
+        )  # fmt: skip
+        write_private(b.node_cert_path, ca.cert_pem(expired))
+        token = holder.state.tokens().create(
+            holder.state.ca_fingerprint, holder.address, 600, time.time()
+        )
+        identity = load_or_create_identity(tmp_path / "b")
+        with pytest.raises(CredentialError):
+            await join(token, identity, tmp_path / "b", mesh_config())
+        again = await join(token, identity, tmp_path / "b", mesh_config(), rejoin=True)
+        assert again.node_id == b.node_id
+        now = ca.utcnow()
+        reloaded = store.load(tmp_path / "b").node_cert
+        assert reloaded.not_valid_before_utc <= now < reloaded.not_valid_after_utc
+        # Another mesh's token never replaces a member's credentials, rejoin or not.
+        other = await serve(init_holder(tmp_path / "other"))
+        try:
+            foreign = other.state.tokens().create(
+                other.state.ca_fingerprint, other.address, 600, time.time()
+            )
+            with pytest.raises(CredentialError):
+                await join(foreign, identity, tmp_path / "b", mesh_config(), rejoin=True)
+            assert store.load(tmp_path / "b").mesh_id == holder.state.mesh_id
+            other.state.tokens().check(foreign.token_id, time.time())  # not even spent
+        finally:
+            await other.streams.close()
+    finally:
+        await holder.streams.close()

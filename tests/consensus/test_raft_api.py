@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from consensus.errors import ConfigError, LocalProtocolError
-from consensus.messages import AppendEntries, Entry, EntryKind, HardState, VoteRequest
+from consensus.messages import (
+    AppendEntries,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryKind,
+    HardState,
+    VoteRequest,
+)
 from consensus.raft import RaftConfig, RaftNode, Role
 from consensus.storage import MemoryStorage
 from tests.consensus.raft_net import Net, cfg
@@ -187,15 +195,25 @@ def test_restarted_node_reapplies_committed_entries_after_its_applied_index() ->
 
 
 def trace_digest(seed: int) -> str:
+    """A run touching every feature (election, replication, a learner joining, compaction and
+    InstallSnapshot, ReadIndex, leadership transfer), hashed."""
     net = Net(["a", "b", "c", "d", "e"], seed=seed)
     lead = net.wait_leader()
     for k in range(10):
         net.propose(lead, bytes([k]))
+    net.compact(lead)
+    net.add_node("f")
+    net[lead].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "f"), net.now)
+    net.deliver()
     net.isolate(lead)
-    net.wait_leader()
+    net.run_until(lambda: net.leader() not in (None, lead))
+    new = net.wait_leader()
+    net[new].read_index(b"r", net.now)
     net.heal()
     net.advance(net.config.election_timeout_max)
-    return hashlib.sha256(repr(net.delivered).encode()).hexdigest()
+    net[new].transfer_leadership(lead, net.now)
+    net.advance(net.config.election_timeout_max)
+    return hashlib.sha256(repr((net.delivered, net.read_states)).encode()).hexdigest()
 
 
 def test_same_seed_gives_the_same_trace() -> None:

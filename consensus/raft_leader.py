@@ -54,20 +54,25 @@ class Replication:
         self.snapshot_retry = max(2, config.election_timeout_min // config.heartbeat_interval)
         """Answered heartbeats after which a snapshot not yet acknowledged is sent again."""
         self.progress: dict[NodeId, Progress] = {}
-        own = self._new_progress(node_id)
+        own = self._new_progress(node_id, active=True)
         own.maybe_update(log.last_index())
         own.become_replicate()
-        self.set_members(conf)
+        self._set_members(conf, added_active=False)
 
-    def _new_progress(self, node: NodeId) -> Progress:
+    def _new_progress(self, node: NodeId, *, active: bool) -> Progress:
         pr = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
-        pr.recent_active = True  # a new member gets a check-quorum period before it counts
+        pr.recent_active = active
         self.progress[node] = pr
         return pr
 
     def set_members(self, conf: ConfState) -> None:
-        """Adopt a new membership: progress for new members (probing from our last index),
-        none for removed ones (the leader keeps its own even when it is not a voter)."""
+        """Adopt a new membership: progress for new members (probing from our last index, and
+        counted as active until the next check-quorum so that adding a member cannot depose
+        the leader before the member had a chance to answer), none for removed ones (the leader
+        keeps its own even when it is not a voter)."""
+        self._set_members(conf, added_active=True)
+
+    def _set_members(self, conf: ConfState, *, added_active: bool) -> None:
         self.voters = conf.voters
         self.learners = conf.learners
         members = set(conf.voters) | set(conf.learners)
@@ -75,7 +80,7 @@ class Replication:
         self.quorum = len(conf.voters) // 2 + 1
         for node in self.peers:
             if node not in self.progress:
-                self._new_progress(node)
+                self._new_progress(node, active=added_active)
         for node in [n for n in self.progress if n not in members and n != self.id]:
             del self.progress[node]
 

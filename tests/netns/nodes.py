@@ -11,11 +11,14 @@ bridge (and through its cuts). Processes are killed with the bed in any case.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.netns.bed import Host, NetBed
@@ -37,6 +40,35 @@ def moltmesh(
                           cwd=REPO)  # fmt: skip
 
 
+def mesh_view(bed: NetBed, host: Host, data_dir: Path) -> dict[str, str]:
+    """Member id → status as the running node of ``data_dir`` sees it (``moltmesh status``,
+    run inside ``host``), itself excluded; empty while the node cannot answer."""
+    done = moltmesh(bed, host, "status", "--data-dir", str(data_dir), "--json")
+    if done.returncode != 0:
+        return {}
+    return {m["node"]: m["status"] for m in json.loads(done.stdout)["members"] if not m["self"]}
+
+
+def wait_view(
+    bed: NetBed,
+    host: Host,
+    data_dir: Path,
+    predicate: Callable[[dict[str, str]], bool],
+    what: str,
+    timeout: float = 60.0,
+) -> dict[str, str]:
+    """Read the view until ``predicate`` holds (each read is one ``status`` process, which
+    takes longer than any poll interval would); fails naming ``what`` and the last view after
+    ``timeout``."""
+    deadline = time.monotonic() + timeout
+    view = mesh_view(bed, host, data_dir)
+    while not predicate(view):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{host.label} never saw {what}; last view {view}")
+        view = mesh_view(bed, host, data_dir)
+    return view
+
+
 class RealNode:
     """A ``moltmesh node`` process inside a host; stdout lines collected as they come."""
 
@@ -51,11 +83,14 @@ class RealNode:
         self._reader.start()
 
     @classmethod
-    def start(cls, bed: NetBed, host: Host, data_dir: Path, *args: str) -> RealNode:
+    def start(
+        cls, bed: NetBed, host: Host, data_dir: Path, *args: str, env: dict[str, str] | None = None
+    ) -> RealNode:
+        """``moltmesh node --data-dir DATA_DIR ARGS`` inside ``host`` (``env`` adds variables)."""
         argv = [sys.executable, "-m", "moltmesh", "node", "--data-dir", str(data_dir),
                 "--port", "0", "--log-format", "text", "--no-bundled-models", *args]  # fmt: skip
         proc = bed.popen(host, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=_env(), cwd=REPO)  # fmt: skip
+                         env={**_env(), **(env or {})}, cwd=REPO)  # fmt: skip
         return cls(proc, host, data_dir)
 
     def _pump(self) -> None:

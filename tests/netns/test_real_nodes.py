@@ -1,8 +1,15 @@
-"""Real ``moltmesh node`` processes in separate namespaces: joining over the bed's bridge.
+"""Real ``moltmesh node`` processes in separate namespaces: joining over the bed's bridge, and a
+cut link found dead by SWIM.
 
-The CA holder runs on h0's bridge address; a new device on h1 joins with a token that names that
-address, so every byte of the join crosses the bridge. A cut with TCP reset between h0 and h2
-makes h2's join fail with a clear error (connection refused) instead of hanging.
+The CA holder runs on h0's bridge address; new devices join with tokens that name that address
+and meet it as their seed, so every byte crosses the bridge. A reset cut makes h2's first join
+fail with a clear error (connection refused) instead of hanging; after the heal the same token
+works (a join that never connected does not use it up). Then h2 is isolated: SWIM (``local``
+preset) declares it dead in the other views and the others dead in its own; after the heal all
+are alive again. Views are read with ``moltmesh status`` inside each namespace.
+
+``moltmesh node`` does not run mDNS discovery yet, so peers meet by token and seed here; meeting by
+mDNS alone is shown with the mesh layers themselves in ``test_mesh_by_mdns.py``.
 """
 
 from __future__ import annotations
@@ -14,46 +21,70 @@ import pytest
 
 from moltmesh.mesh import store
 from tests.netns.bed import NetBed
-from tests.netns.nodes import RealNode, moltmesh
+from tests.netns.nodes import RealNode, moltmesh, wait_view
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 MESH_PORT = "8471"
+ENV = {"MOLTMESH_MESH_SWIM": "local", "MOLTMESH_LOG_LEVEL": "warning"}
 
 
-def test_a_device_joins_over_the_bridge_and_a_reset_cut_refuses_the_join(
+def test_real_nodes_join_over_the_bridge_and_a_cut_node_is_dead_by_swim(
     make_bed: Callable[[int], NetBed], tmp_path: Path
 ) -> None:
     bed = make_bed(3)
-    holder_host, joiner_host, cut_host = bed.hosts
-    holder_dir, joiner_dir, cut_dir = tmp_path / "h0", tmp_path / "h1", tmp_path / "h2"
-    init = moltmesh(bed, holder_host, "mesh", "init", "--data-dir", str(holder_dir))
+    hosts = bed.hosts
+    dirs = [tmp_path / h.label for h in hosts]
+    init = moltmesh(bed, hosts[0], "mesh", "init", "--data-dir", str(dirs[0]))
     assert init.returncode == 0, init.stderr
-    holder = RealNode.start(bed, holder_host, holder_dir, "--mesh-host", holder_host.address,
-                            "--mesh-port", MESH_PORT)  # fmt: skip
-    holder.wait_serving()
-    address = f"{holder_host.address}:{MESH_PORT}"
+    holder_address = f"{hosts[0].address}:{MESH_PORT}"
+
+    def node(i: int, *args: str) -> RealNode:
+        return RealNode.start(bed, hosts[i], dirs[i], "--mesh-host", hosts[i].address,
+                              "--mesh-port", MESH_PORT, *args, env=ENV)  # fmt: skip
+
+    nodes = [node(0)]
+    nodes[0].wait_serving()
     tokens = []
     for _ in range(2):
-        made = moltmesh(bed, holder_host, "mesh", "token", "--data-dir", str(holder_dir),
-                        "--address", address)  # fmt: skip
+        made = moltmesh(bed, hosts[0], "mesh", "token", "--data-dir", str(dirs[0]),
+                        "--address", holder_address)  # fmt: skip
         assert made.returncode == 0, made.stderr
         tokens.append(made.stdout.strip())
+    try:
+        nodes.append(node(1, "--token", tokens[0], "--seed", holder_address))
+        assert nodes[1].wait_line("joined mesh").split()[2] == store.load(dirs[0]).mesh_id
+        nodes[1].wait_serving()
 
-    joiner = RealNode.start(bed, joiner_host, joiner_dir, "--mesh-host", joiner_host.address,
-                            "--mesh-port", MESH_PORT, "--token", tokens[0])  # fmt: skip
-    assert joiner.wait_line("joined mesh").split()[2] == store.load(holder_dir).mesh_id
-    joiner.wait_serving()
-    assert store.load(joiner_dir).ca_fingerprint == store.load(holder_dir).ca_fingerprint
+        bed.cut(hosts[0], hosts[2], reset=True)
+        refused = moltmesh(bed, hosts[2], "node", "--data-dir", str(dirs[2]),
+                           "--no-bundled-models", "--token", tokens[1], timeout=30)  # fmt: skip
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "cannot join" in refused.stderr and "Errno 111" in refused.stderr  # ECONNREFUSED
+        assert not store.has_mesh(dirs[2])
+        bed.heal_all()
 
-    bed.cut(holder_host, cut_host, reset=True)
-    refused = moltmesh(bed, cut_host, "node", "--data-dir", str(cut_dir), "--no-bundled-models",
-                       "--token", tokens[1], timeout=30)  # fmt: skip
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "cannot join" in refused.stderr and "Errno 111" in refused.stderr, (
-        refused.stderr
-    )  # ECONNREFUSED
-    assert not store.has_mesh(cut_dir)
+        nodes.append(node(2, "--token", tokens[1], "--seed", holder_address))
+        nodes[2].wait_line("joined mesh")
+        nodes[2].wait_serving()
+        ids = [store.load(d).node_id for d in dirs]
 
-    for node in (joiner, holder):
-        assert node.stop() == 0
+        def all_alive(i: int) -> Callable[[dict[str, str]], bool]:
+            others = {n for n in ids if n != ids[i]}
+            return lambda v: {n for n, s in v.items() if s == "alive"} == others
+
+        for i in range(3):
+            wait_view(bed, hosts[i], dirs[i], all_alive(i), "everyone alive")
+
+        bed.partition([hosts[2]], hosts[:2])
+        for i in (0, 1):
+            wait_view(bed, hosts[i], dirs[i], lambda v: v.get(ids[2]) == "dead", "h2 dead")
+        wait_view(bed, hosts[2], dirs[2],
+                  lambda v: v.get(ids[0]) == v.get(ids[1]) == "dead", "h0 and h1 dead")  # fmt: skip
+
+        bed.heal_all()
+        for i in range(3):
+            wait_view(bed, hosts[i], dirs[i], all_alive(i), "everyone alive after the heal")
+    finally:
+        codes = [n.stop() for n in reversed(nodes)]
+    assert codes == [0] * len(nodes)

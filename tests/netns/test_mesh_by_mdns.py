@@ -35,6 +35,7 @@ def _has(status: str, node: str) -> Callable[[Line], bool]:
     return lambda line: line.get("event") == "view" and node in line.get(status, [])
 
 
+@pytest.mark.timeout(300)  # several real processes; slow under a loaded CI
 async def test_nodes_form_one_mesh_by_mdns_alone_and_a_cut_node_is_dead_by_swim(
     make_bed: Callable[[int], NetBed], tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ MESH_PORT = "8471"
 ENV = {"MOLTMESH_MESH_SWIM": "local", "MOLTMESH_LOG_LEVEL": "warning"}
 
 
+@pytest.mark.timeout(300)  # several real processes; slow under a loaded CI
 def test_real_nodes_join_over_the_bridge_and_a_cut_node_is_dead_by_swim(
     make_bed: Callable[[int], NetBed], tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ async def test_nodes_form_one_mesh_by_mdns_alone_and_a_cut_node_is_dead_by_swim(
     make_bed: Callable[[int], NetBed], tmp_path: Path
 ) -> None:
     seed = random.randrange(2**32)
+    print(f"SWIM seed {seed}")  # shown with the failure: rerun a trace with this seed
     states = await make_states(tmp_path / "mesh", 3)
     (outsider,) = await make_states(tmp_path / "other", 1)
     bed = make_bed(4)

@@ -7,6 +7,8 @@ Who may do what:
   ``keys install|use|remove``); changes are idempotent, so relaying them is safe;
 - a revocation list is accepted only when signed by the mesh CA, from whoever relays it;
 - only a CA holder answers a renewal, for the key of the connection's own certificate;
+- any member may read another's key ring (``RingRequest``) to catch up after being away: the
+  stream is mutual TLS, so only a current, non-revoked member can;
 - ``RelayKeyOp`` and ``Revoke`` come only from the node's own CLI (same certificate), which asks
   the running node to carry out a mesh-wide change.
 """
@@ -33,6 +35,8 @@ class AdminMsgType(enum.IntEnum):
     REVOKE = 7
     MEMBERS = 8
     MEMBER_LIST = 9
+    RING_REQUEST = 10
+    RING_STATE = 11
 
 
 class KeyOpKind(enum.IntEnum):
@@ -52,6 +56,7 @@ class KeyOp:
     kind: KeyOpKind
     key: bytes  # the key for INSTALL; empty otherwise
     key_id: U32  # the key id for USE and REMOVE (and of ``key`` for INSTALL)
+    generation: U32 = 0  # mesh-wide order of ring changes (0: the originator assigns the next)
 
 
 @ADMIN_CODEC.register(AdminMsgType.REVOCATION)
@@ -105,6 +110,21 @@ class MembersRequest:
 @dataclass(frozen=True, slots=True)
 class MemberList:
     document: bytes  # JSON of ``moltmesh.mesh.http.members_document``
+
+
+@ADMIN_CODEC.register(AdminMsgType.RING_REQUEST)
+@dataclass(frozen=True, slots=True)
+class RingRequest:
+    """Ask a member for its key ring and revocation list (to catch up after being away)."""
+
+
+@ADMIN_CODEC.register(AdminMsgType.RING_STATE)
+@dataclass(frozen=True, slots=True)
+class RingState:
+    generation: U32
+    keys: tuple[bytes, ...]
+    primary: U32
+    revocations: bytes  # the signed list, or empty
 
 
 ADMIN_CODEC.check_schemas()

@@ -82,6 +82,9 @@ class KeyRing:
         if self._primary not in self._keys:
             raise KeyRingError(f"primary key {format_key_id(self._primary)} is not in the ring")
         self.version = 0
+        self.generation = 0
+        """Mesh-wide order of key ring changes: each change started anywhere carries the next
+        generation, and a member that missed some adopts a ring of a higher generation."""
 
     @classmethod
     def generate(cls) -> KeyRing:
@@ -137,7 +140,11 @@ class KeyRing:
 
     def to_json(self) -> bytes:
         return json.dumps(
-            {"primary": format_key_id(self._primary), "keys": [encode_key(k) for k in self.keys()]},
+            {
+                "primary": format_key_id(self._primary),
+                "keys": [encode_key(k) for k in self.keys()],
+                "generation": self.generation,
+            },
             indent=1,
         ).encode()
 
@@ -148,6 +155,9 @@ class KeyRing:
             obj = json.loads(data)
             keys = [decode_key(k) for k in obj["keys"]]
             primary = parse_key_id(obj["primary"])
-        except (ValueError, KeyError, TypeError) as e:
+            generation = int(obj.get("generation", 0))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise KeyRingError(f"not a key ring file: {e}") from None
-        return cls(keys, primary)
+        ring = cls(keys, primary)
+        ring.generation = generation
+        return ring

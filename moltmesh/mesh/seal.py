@@ -144,6 +144,8 @@ class Opener:
         self.window = window
         self.max_size = max_size
         self._windows: dict[str, _Window] = {}
+        self.on_unknown_key: Callable[[str, int], None] | None = None
+        """Told (sender, key id) of a datagram under a key id we lack (unauthenticated: a hint)."""
 
     def open(self, datagram: bytes) -> Opened:
         n = len(datagram)
@@ -161,6 +163,8 @@ class Opener:
             raise EnvelopeError(DropReason.REPLAY, f"replayed datagram from {sender}")
         aead = self._ciphers.get(kid, sender)
         if aead is None:
+            if self.on_unknown_key is not None:
+                self.on_unknown_key(sender, kid)
             raise EnvelopeError(DropReason.WRONG_KEY, f"unknown key id {kid:08x}")
         header = bytes(datagram[: HEADER.size])
         try:

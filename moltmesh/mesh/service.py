@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -49,6 +50,8 @@ from moltmesh.mesh.admin import (
     RenewRequest,
     RevocationUpdate,
     Revoke,
+    RingRequest,
+    RingState,
 )
 from moltmesh.mesh.drops import DropCounters
 from moltmesh.mesh.errors import CertificateError, MeshError, RevocationError
@@ -62,6 +65,7 @@ from moltmesh.mesh.wire import Channel, Envelope
 log = logging.getLogger("moltmesh.mesh.service")
 
 ADDRESS_FILE = "stream-address"
+SYNC_INTERVAL_S = 2.0  # at most one key ring catch-up per this many seconds
 
 
 def is_node_id(text: str) -> bool:
@@ -99,6 +103,8 @@ class MeshService:
         self.gossip: GossipTransport | None = None
         self.address = ""
         self._renewer: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._last_sync = -SYNC_INTERVAL_S
 
     @property
     def node_id(self) -> str:
@@ -130,6 +136,7 @@ class MeshService:
             lambda env, addr: self.on_gossip(env, addr), self.state.is_revoked,
             self.config.max_datagram_bytes, self.config.replay_window,
         )  # fmt: skip
+        self.gossip.opener.on_unknown_key = self._on_unknown_key
         try:
             await self.gossip.start(bound_host, bound_port)
         except OSError:
@@ -148,6 +155,10 @@ class MeshService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
         if self.gossip is not None:
             self.gossip.close()
             self.gossip = None
@@ -168,6 +179,8 @@ class MeshService:
                 self.apply_revocations(msg.signed)
             elif isinstance(msg, RenewRequest):
                 return ADMIN_CODEC.encode(self._renew_for(peer, msg))
+            elif isinstance(msg, RingRequest):
+                return ADMIN_CODEC.encode(self.ring_state())
             elif isinstance(msg, MembersRequest):
                 if self.members_document is None:
                     return ADMIN_CODEC.encode(AdminReply(False, "membership is not running"))
@@ -194,20 +207,104 @@ class MeshService:
         if op.kind is KeyOpKind.INSTALL:
             if key_id(op.key) != op.key_id:
                 raise KeyRingError("key id does not match the key")
+            if op.key_id in self.state.revocations.retired_keys:
+                raise KeyRingError(f"key {format_key_id(op.key_id)} was retired by a revocation")
             ring.install(op.key)
         elif op.kind is KeyOpKind.USE:
             ring.use(op.key_id)
         elif op.kind is KeyOpKind.REMOVE and ring.get(op.key_id) is not None:
             ring.remove(op.key_id)
+        ring.generation = max(ring.generation, op.generation)
         self.state.save_keyring()
-        log_event(log, "mesh.keyring", op=op.kind.name.lower(), key=format_key_id(op.key_id))
+        log_event(log, "mesh.keyring", op=op.kind.name.lower(), key=format_key_id(op.key_id),
+                  generation=ring.generation)  # fmt: skip
 
     def apply_revocations(self, signed: bytes) -> None:
+        """Adopt a CA-signed revocation list (if newer): drop streams of newly revoked nodes and
+        every gossip key it retires (the primary only once another key can take over)."""
         before = set(self.state.revocations.revoked)
         rl = self.state.save_revocations(signed)
         for node_id in sorted(set(rl.revoked) - before):
             self.streams.drop_peer(node_id)
             log_event(log, "mesh.revoked", node=node_id, serial=rl.serial)
+        self._retire_keys()
+
+    def _retire_keys(self) -> None:
+        ring = self.state.keyring
+        retired = set(self.state.revocations.retired_keys)
+        held = {k.key_id for k in ring.list()}
+        if not retired & held:
+            return
+        if ring.primary_id in retired:
+            spare = sorted(held - retired)
+            if not spare:  # the replacement key has not reached us yet (a sync will bring it)
+                log_event(log, "mesh.primary_retired", key=format_key_id(ring.primary_id),
+                          level=logging.WARNING)  # fmt: skip
+                return
+            ring.use(spare[0])
+        for kid in sorted(retired & held):
+            if kid != ring.primary_id:
+                ring.remove(kid)
+        self.state.save_keyring()
+
+    def ring_state(self) -> RingState:
+        ring = self.state.keyring
+        return RingState(ring.generation, tuple(ring.keys()), ring.primary_id,
+                         self.state.signed_revocations() or b"")  # fmt: skip
+
+    def adopt_ring(self, theirs: RingState) -> bool:
+        """Catch up from another member's ring: its revocations (if newer, verified) and, when
+        its generation is higher than ours, its keys and primary (retired keys never). True when
+        our ring changed."""
+        if theirs.revocations:
+            try:
+                self.apply_revocations(theirs.revocations)
+            except RevocationError as e:
+                log_event(log, "mesh.sync_bad_revocations", error=str(e), level=logging.WARNING)
+        ring = self.state.keyring
+        retired = set(self.state.revocations.retired_keys)
+        keys = {key_id(k): k for k in theirs.keys if key_id(k) not in retired}
+        if theirs.generation <= ring.generation or theirs.primary not in keys:
+            return False
+        for key in keys.values():
+            ring.install(key)
+        ring.use(theirs.primary)
+        for info in ring.list():
+            if info.key_id not in keys:
+                ring.remove(info.key_id)
+        ring.generation = theirs.generation
+        self.state.save_keyring()
+        log_event(log, "mesh.keyring_synced", generation=ring.generation,
+                  primary=format_key_id(ring.primary_id))  # fmt: skip
+        return True
+
+    async def sync_from(self, node_id: str, address: str) -> bool:
+        """Fetch ``node_id``'s key ring over mutual TLS and ``adopt_ring`` it."""
+        body = ADMIN_CODEC.encode(RingRequest())
+        _, raw = await self.streams.request(node_id, address, Channel.ADMIN, body)
+        reply = ADMIN_CODEC.decode(raw)
+        return isinstance(reply, RingState) and self.adopt_ring(reply)
+
+    def _on_unknown_key(self, sender: str, kid: int) -> None:
+        """A datagram from ``sender`` under a key we lack: it may hold a newer ring; catch up."""
+        now = time.monotonic()
+        if (
+            (self._sync_task is not None and not self._sync_task.done())
+            or now - self._last_sync < SYNC_INTERVAL_S
+            or kid in self.state.revocations.retired_keys
+        ):  # fmt: skip
+            return
+        address = self.peers().get(sender)
+        if address is None:
+            return
+        self._last_sync = now
+        self._sync_task = asyncio.create_task(self._sync_logged(sender, address))
+
+    async def _sync_logged(self, node_id: str, address: str) -> None:
+        try:
+            await self.sync_from(node_id, address)
+        except (StreamError, DecodeError, MeshError, KeyRingError) as e:
+            log_event(log, "mesh.sync_failed", peer=node_id, error=str(e), level=logging.DEBUG)
 
     def _renew_for(self, peer: Peer, req: RenewRequest) -> Renewed | AdminReply:
         if self.state.ca_key is None:
@@ -248,7 +345,9 @@ class MeshService:
         return dict(zip(peers, results, strict=True))
 
     async def key_op(self, op: KeyOp) -> dict[str, str | None]:
-        """Apply ``op`` here, then on every peer."""
+        """Apply ``op`` here, then on every peer (it gets the next ring generation)."""
+        if op.generation == 0:
+            op = dataclasses.replace(op, generation=self.state.keyring.generation + 1)
         self.apply_key_op(op)
         return await self.broadcast(ADMIN_CODEC.encode(op))
 
@@ -263,7 +362,8 @@ class MeshService:
             raise CertificateError("only a CA holder can revoke a node")
         if not is_node_id(node_id) or node_id == self.node_id:
             raise CertificateError(f"{node_id!r} is not another node's id (16 base32 chars)")
-        rl = self.state.revocations.adding(node_id, time.time_ns() // 1000)
+        old_keys = tuple(k.key_id for k in self.state.keyring.list())  # all known to node_id
+        rl = self.state.revocations.adding(node_id, time.time_ns() // 1000, old_keys)
         signed = rl.sign(self.state.ca_key)
         self.apply_revocations(signed)
         results = await self.broadcast(ADMIN_CODEC.encode(RevocationUpdate(signed)))

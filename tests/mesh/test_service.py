@@ -42,12 +42,12 @@ class Inbox:
         await asyncio.wait_for(self.processed.get(), 10)
 
 
-async def three_nodes(tmp_path: Path) -> list[MeshService]:
+async def three_nodes(tmp_path: Path, names: str = "bc") -> list[MeshService]:
     holder_state = init_holder(tmp_path / "a")
     temp = await serve(holder_state)  # only to admit the others with real tokens
     states = [holder_state]
     try:
-        for name in ("b", "c"):
+        for name in names:
             states.append(await join_member(temp, tmp_path / name))
     finally:
         await temp.streams.close()
@@ -164,5 +164,80 @@ async def test_certificate_renewal_at_two_thirds(tmp_path: Path):
         a.streams.handlers[Channel.INFER] = echo
         _, reply = await b.streams.request(a.node_id, a.address, Channel.INFER, b"renewed")
         assert reply == b"echo:renewed"
+    finally:
+        await stop_all(services)
+
+
+def away(node: MeshService, services: list[MeshService]) -> None:
+    """``node`` is unreachable for the others' relays (as if switched off)."""
+    for svc in services:
+        svc.static_peers.pop(node.node_id, None)
+
+
+def back(node: MeshService, services: list[MeshService]) -> None:
+    for svc in services:
+        if svc is not node:
+            svc.add_peer(node.node_id, node.address)
+
+
+async def test_a_member_away_during_a_rotation_catches_up(tmp_path: Path):
+    services = await three_nodes(tmp_path)
+    a, b, c = services
+    inbox_b, inbox_c = Inbox(b), Inbox(c)
+    try:
+        away(c, services)
+        new = generate_key()
+        old = a.state.keyring.primary_id
+        install = KeyOp(KeyOpKind.INSTALL, new, key_id(new))
+        for op in (
+            install,
+            KeyOp(KeyOpKind.USE, b"", key_id(new)),
+            KeyOp(KeyOpKind.REMOVE, b"", old),
+        ):
+            assert await a.key_op(op) == {b.node_id: None}
+        assert b.state.keyring.generation == 3 and c.state.keyring.generation == 0
+        back(c, services)
+        assert c.gossip is not None and b.gossip is not None
+        # c's stale packets are refused by b, and b does not go back to c's older ring.
+        c.gossip.send(b.address, Channel.SWIM, b"stale")
+        await inbox_b.wait()
+        if b._sync_task is not None:
+            await b._sync_task
+        assert b.state.keyring.keys() == [new] and inbox_b.got == []
+        # b's packets name a key c lacks: c fetches b's ring over TLS and adopts it.
+        b.gossip.send(c.address, Channel.SWIM, b"fresh")
+        await inbox_c.wait()
+        assert c._sync_task is not None
+        await c._sync_task
+        assert c.state.keyring.keys() == [new] and c.state.keyring.generation == 3
+        c.gossip.send(b.address, Channel.SWIM, b"caught up")
+        await inbox_b.wait()
+        assert [e.body for e in inbox_b.got] == [b"caught up"]
+    finally:
+        await stop_all(services)
+
+
+async def test_a_member_away_during_a_revocation_learns_it_from_any_member(tmp_path: Path):
+    services = await three_nodes(tmp_path, "bcd")
+    a, b, c, d = services
+    inbox_c = Inbox(c)
+    try:
+        away(c, services)
+        old_keys = {k.key_id for k in a.state.keyring.list()}
+        assert await a.revoke(d.node_id) == {b.node_id: None}
+        back(c, services)
+        assert b.gossip is not None and d.gossip is not None
+        b.gossip.send(c.address, Channel.SWIM, b"hello")
+        await inbox_c.wait()
+        assert c._sync_task is not None
+        await c._sync_task
+        assert d.node_id in c.state.revocations
+        assert set(c.state.revocations.retired_keys) == old_keys
+        assert c.state.keyring.keys() == b.state.keyring.keys()
+        assert not old_keys & {k.key_id for k in c.state.keyring.list()}
+        d.gossip.send(c.address, Channel.SWIM, b"forged")
+        await inbox_c.wait()
+        assert c.drops.get(DropReason.REVOKED, Transport.UDP) == 1
+        assert inbox_c.got == []
     finally:
         await stop_all(services)

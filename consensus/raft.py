@@ -101,10 +101,17 @@ __all__ = [
 class RaftNode(RaftState):
     """One Raft node's state machine.
 
-    ``voters`` is the bootstrap voter set — the same on every node of the group, a node that
-    joins later included (it is not among them, so it waits for the leader) — used when
-    ``storage`` records no membership (an empty ``ConfState``); otherwise the stored membership
-    wins. Later membership comes from CONFIG entries and snapshots. Only voters campaign.
+    Membership. A group is founded in one of two ways:
+
+    - ``voters`` names the founding voter set, the same on every node of the group — a node that
+      joins later included (it is not among them, so it waits for the leader); it is used when
+      ``storage`` records no membership (an empty ``ConfState``);
+    - or the founding membership is written into the log (``raft_membership.bootstrap_entries``)
+      and every node, founding or joining, passes ``voters=()``.
+
+    Later membership comes from CONFIG entries and snapshots, applied as the driver applies
+    them (``conf_state``). Only voters campaign: a node whose membership is still empty (a
+    joiner) just waits for a leader to contact it.
 
     A restarted node is a new ``RaftNode`` over the same persisted ``storage``; ``now`` is the
     time of construction (its first election deadline counts from it) and ``applied`` the index

@@ -26,7 +26,16 @@ from collections.abc import Iterable, Mapping
 
 from consensus.core import NodeId
 from consensus.errors import ConfChangeError, DecodeError, LocalProtocolError, RaftInvariantError
-from consensus.messages import ConfChange, ConfChangeType, ConfState, Entry, decode, encode
+from consensus.messages import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    decode,
+    encode,
+)
 from consensus.raft_progress import Progress
 
 _T = ConfChangeType
@@ -49,6 +58,23 @@ def apply_change(cs: ConfState, change: ConfChange) -> ConfState:
     elif change.type is _T.ADD_LEARNER:
         learners.add(change.node)
     return make_conf_state(voters, learners)
+
+
+def bootstrap_entries(voters: Iterable[NodeId]) -> tuple[list[Entry], HardState]:
+    """Write a group's founding membership into its log (etcd's bootstrap): one ADD_VOTER
+    CONFIG entry per voter (sorted) at indices ``1..n`` of term 1, all committed. The founding
+    node's driver appends the entries to its empty storage and sets the hard state before
+    constructing its ``RaftNode`` with ``voters=()``; every node that joins later starts empty,
+    also with ``voters=()``, and learns the whole membership history from the log (or from a
+    snapshot), so no node needs to be told the founding voters."""
+    ids = sorted(set(voters))
+    if not ids:
+        raise LocalProtocolError("a group is founded with at least one voter")
+    entries = [
+        Entry(i, 1, EntryKind.CONFIG, encode_change(ConfChange(ConfChangeType.ADD_VOTER, v)))
+        for i, v in enumerate(ids, start=1)
+    ]
+    return entries, HardState(term=1, vote=None, commit=len(entries))
 
 
 def encode_change(change: ConfChange) -> bytes:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from consensus.core import Micros, NodeId
 from consensus.errors import (
-    ConfigError,
     LeadershipTransferring,
     LocalProtocolError,
     NotLeader,
@@ -74,9 +73,7 @@ class RaftState:
     ) -> None:
         self._cfg = config.validate()
         hs, cs = storage.initial_state()
-        conf = cs if cs.voters else make_conf_state(voters)
-        if not conf.voters:
-            raise ConfigError("a Raft group needs at least one voter")
+        conf = cs if cs.voters or cs.learners else make_conf_state(voters)
         if applied < storage.first_index() - 1:
             raise LocalProtocolError(
                 f"applied {applied} is below the compacted index {storage.first_index() - 1}: "

@@ -43,7 +43,9 @@ class Net:
     ) -> None:
         self.ids = sorted(ids)
         self.bootstrap = tuple(self.ids)
-        """The bootstrap voter set every node (a later one too) is constructed with."""
+        """The bootstrap voter set every node (a later one too) is constructed with..."""
+        self.node_voters: dict[NodeId, tuple[NodeId, ...]] = {}
+        """...unless ``add_node`` gave it another (``()`` for a node of a log-founded group)."""
         self.seed = seed
         self.config = config or RaftConfig.local()
         self.rng = random.Random(seed)
@@ -86,7 +88,7 @@ class Net:
         rng = random.Random(f"{self.seed}/{node_id}/{len(getattr(self, 'delivered', []))}")
         return RaftNode(
             node_id,
-            self.bootstrap,
+            self.node_voters.get(node_id, self.bootstrap),
             self.storages[node_id],
             self.config,
             rng,
@@ -139,8 +141,11 @@ class Net:
             applied = snap.meta.index
         self.nodes[node_id] = self._make(node_id, applied)
 
-    def add_node(self, node_id: NodeId) -> RaftNode:
-        """Start a new, empty node outside the group (a leader must add it)."""
+    def add_node(self, node_id: NodeId, voters: Sequence[NodeId] | None = None) -> RaftNode:
+        """Start a new, empty node outside the group (a leader must add it), constructed with
+        the net's bootstrap voters or with ``voters``."""
+        if voters is not None:
+            self.node_voters[node_id] = tuple(voters)
         self.ids = sorted([*self.ids, node_id])
         self.storages[node_id] = MemoryStorage()
         self.applied[node_id] = []

@@ -66,11 +66,16 @@ def _raw(**changes: object) -> RaftConfig:
     return RaftConfig(**fields)  # type: ignore[arg-type]
 
 
-def test_node_refuses_an_invalid_config_and_an_empty_voter_set() -> None:
+def test_node_refuses_an_invalid_config() -> None:
     with pytest.raises(ConfigError):
         RaftNode("a", IDS3, MemoryStorage(), _raw(heartbeat_interval=0), random.Random(0))
-    with pytest.raises(ConfigError):
-        RaftNode("a", [], MemoryStorage(), RaftConfig.local(), random.Random(0))
+
+
+def test_a_node_without_membership_waits_to_be_contacted() -> None:
+    node = RaftNode("a", [], MemoryStorage(), RaftConfig.local(), random.Random(0))
+    assert node.voters == () and node.next_deadline() is None
+    node.campaign(0)
+    assert node.role is Role.FOLLOWER and not node.has_ready()
 
 
 def test_raft_node_offers_the_core_protocol() -> None:

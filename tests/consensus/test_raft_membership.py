@@ -19,7 +19,7 @@ from consensus.messages import (
     VoteRequest,
 )
 from consensus.raft import ConfChanged, RaftNode, Role
-from consensus.raft_membership import apply_change, encode_change
+from consensus.raft_membership import apply_change, bootstrap_entries, encode_change
 from consensus.storage import MemoryStorage
 from tests.consensus.raft_net import Net, cfg
 
@@ -274,3 +274,30 @@ def test_applying_a_change_is_absolute_so_replays_are_harmless() -> None:
             replayed = apply_change(replayed, ch)
         assert replayed == states[-1], (changes, cut)
         assert not set(replayed.voters) & set(replayed.learners)
+
+
+def test_a_group_founded_in_its_log_needs_no_bootstrap_list_anywhere() -> None:
+    """The founding voter writes its membership into its log; joiners start with nothing
+    (``voters=()``) and learn the membership history from the log."""
+    founder = MemoryStorage()
+    entries, hs = bootstrap_entries(["a"])
+    founder.append(entries)
+    founder.set_hard_state(hs)
+    net = Net(["a"], seed=12, storages={"a": founder})
+    net.node_voters["a"] = ()
+    net.restart("a")  # constructed with voters=(): membership from the log only
+    lead = net.wait_leader()
+    assert lead == "a" and net["a"].voters == ("a",)
+    net.propose("a", b"x")
+    for n in ("b", "c"):
+        net.add_node(n, voters=())
+        assert net[n].next_deadline() is None  # a joiner never campaigns on its own
+        change(net, "a", T.ADD_LEARNER, n)
+        change(net, "a", T.PROMOTE_LEARNER, n)
+    assert net["c"].conf_state == net["a"].conf_state == ConfState(("a", "b", "c"))
+    # The founder can now leave: the others elect a leader among themselves.
+    change(net, "a", T.REMOVE_VOTER, "a")
+    new = net.wait_leader()
+    assert new in ("b", "c") and net[new].voters == ("b", "c")
+    with pytest.raises(LocalProtocolError):
+        bootstrap_entries([])

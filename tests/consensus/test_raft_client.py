@@ -244,3 +244,26 @@ def test_timeout_now_is_ignored_by_a_non_voter() -> None:
     net.queue.append(TimeoutNow("a", "d", net["a"].term))
     net.deliver()
     assert net["d"].role is Role.FOLLOWER and net["a"].role is Role.LEADER
+
+
+def test_a_pending_read_is_released_when_a_removal_shrinks_the_quorum() -> None:
+    net = Net(IDS5, seed=16, config=PLAIN)
+    net.elect("a")
+    net.propose("a", b"w")
+    for i in ("d", "e"):
+        net.crash(i)
+    net.drop = lambda m: isinstance(m, HeartbeatResponse) and m.src == "c"
+    net["a"].read_index(b"r", net.now)
+    net.deliver()
+    assert net.read_states["a"] == []  # a and b acknowledged: 2 of 5
+    net.drop = None
+    net.restart("d")  # lets the removal of e commit (a, b, d)
+    net["a"].propose_conf_change(ConfChange(ConfChangeType.REMOVE_VOTER, "e"), net.now)
+    net.crash("d")
+    net.deliver()
+    net["a"].propose_conf_change(ConfChange(ConfChangeType.REMOVE_VOTER, "d"), net.now)
+    net.drop = lambda m: isinstance(m, HeartbeatResponse) and m.src == "c"
+    net.deliver()
+    # a, b, c are the voters now: a's and b's acknowledgements of the round are a quorum.
+    assert net["a"].voters == ("a", "b", "c")
+    assert [rs.context for rs in net.read_states["a"]] == [b"r"]

@@ -301,3 +301,15 @@ def test_a_group_founded_in_its_log_needs_no_bootstrap_list_anywhere() -> None:
     assert new in ("b", "c") and net[new].voters == ("b", "c")
     with pytest.raises(LocalProtocolError):
         bootstrap_entries([])
+
+
+def test_check_quorum_counts_voters_not_learners() -> None:
+    net = Net(IDS3, seed=13)
+    lead = net.wait_leader()
+    for n in ("l1", "l2"):
+        net.add_node(n)
+        change(net, lead, T.ADD_LEARNER, n)
+    voters = [i for i in IDS3 if i != lead]
+    net.partition([lead, "l1", "l2"], voters)  # the learners still answer; no voter does
+    net.advance(net.config.election_timeout_min * 2 + net.config.heartbeat_interval)
+    assert net[lead].role is not Role.LEADER

@@ -1,0 +1,277 @@
+"""The replicated, versioned key-value state machine (DESIGN §3), applied from Raft entries.
+
+``KvStore`` is pure: no I/O, no clock. A driver feeds it every committed Raft entry in index
+order (``apply_entry``) and gets a typed result per command. The same entries give the same
+state, byte for byte (``snapshot()``), on every replica and after any restore.
+
+- **Revisions**: the store's ``revision`` is the Raft index of the entry that last changed it
+  (a failed CAS, deleting an absent key, a Raft NOOP or CONFIG entry change nothing and make no
+  revision). Each key keeps ``create_revision``, ``mod_revision`` and ``version``.
+- **Commands** (``consensus.kv_types``): ``Put``, ``Delete``, ``Cas`` on the key's mod revision
+  (expected 0 = only if absent) and ``Compact``. Data that does not decode gives ``Rejected``
+  on every replica alike; an entry with empty data or of another kind only advances
+  ``applied_index`` (no-op safe).
+- **History**: every change is kept as an ``Event`` from the compaction point ``compacted`` on;
+  ``get``/``range`` read at any revision from ``compacted`` to ``revision``, and ``watch``
+  returns events from ``since`` on. History older than that raises ``CompactedRevisionError``.
+  ``Compact(rev)`` commands move the point forward, and so does ``retain`` (keep at most that
+  many past changes) on its own — both are functions of the entries, so replicas agree.
+- **Snapshots**: ``snapshot()`` / ``KvStore.restore(data)`` (a restored store then reflects
+  ``applied_index`` and continues from the next entry).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from consensus.errors import DecodeError, LocalProtocolError
+from consensus.kv_types import (
+    KV_SNAPSHOT_CODEC,
+    Cas,
+    CasFailed,
+    Compact,
+    CompactedRevisionError,
+    Delete,
+    Event,
+    EventKind,
+    FutureRevisionError,
+    KeyValue,
+    KvCommand,
+    KvResult,
+    KvSnapshot,
+    Ok,
+    Put,
+    Rejected,
+    decode_command,
+)
+from consensus.messages import Entry, EntryKind
+
+__all__ = [
+    "Cas",
+    "CasFailed",
+    "Compact",
+    "CompactedRevisionError",
+    "Delete",
+    "Event",
+    "EventKind",
+    "FutureRevisionError",
+    "KeyValue",
+    "KvResult",
+    "KvStore",
+    "Ok",
+    "Put",
+    "Rejected",
+]
+
+SNAPSHOT_FORMAT = 1
+DEFAULT_RETAIN = 10_000
+"""Past changes kept for reads at a revision and watches, unless ``Compact`` drops them first."""
+COMPACT_SLACK = 0.25
+"""Automatic compaction waits until history exceeds ``retain`` by this fraction, then trims
+back to ``retain`` (amortised cost; deterministic)."""
+
+
+class KvStore:
+    """A versioned KV state machine; see the module docstring for its contract."""
+
+    def __init__(self, retain: int = DEFAULT_RETAIN) -> None:
+        if retain < 1:
+            raise LocalProtocolError("retain must keep at least one past change")
+        self._retain = retain
+        self._keys: dict[str, KeyValue] = {}
+        self._events: list[Event] = []
+        self._applied = 0
+        self._revision = 0
+        self._compacted = 0
+
+    # --- read-only state ---------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        """Index of the last Raft entry applied (changing the store or not)."""
+        return self._applied
+
+    @property
+    def revision(self) -> int:
+        """Raft index of the last entry that changed the store (0: never changed)."""
+        return self._revision
+
+    @property
+    def compacted(self) -> int:
+        """Oldest revision still readable (and watchable from); 0 when nothing was dropped."""
+        return self._compacted
+
+    @property
+    def retain(self) -> int:
+        return self._retain
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    # --- applying ----------------------------------------------------------------------------
+
+    def apply_entry(self, entry: Entry) -> KvResult | None:
+        """Apply one committed Raft entry (the next index). NOOP and CONFIG entries, and NORMAL
+        entries with empty data, only advance ``applied_index`` and return ``None``."""
+        if entry.kind is not EntryKind.NORMAL or not entry.data:
+            self._advance(entry.index)
+            return None
+        return self.apply(entry.index, entry.data)
+
+    def apply(self, index: int, data: bytes) -> KvResult:
+        """Apply the command encoded in ``data``, committed at Raft ``index``.
+
+        ``index`` must follow ``applied_index`` (``LocalProtocolError`` otherwise: the driver
+        skipped or repeated an entry). Returns ``Ok``, ``CasFailed`` or ``Rejected``.
+        """
+        self._advance(index)
+        try:
+            cmd = decode_command(data)
+        except DecodeError as exc:
+            return Rejected(f"not a KV command: {exc.reason}", self._revision)
+        return self._execute(index, cmd)
+
+    def _advance(self, index: int) -> None:
+        if index != self._applied + 1:
+            raise LocalProtocolError(
+                f"entry {index} applied after {self._applied}: entries apply in index order"
+            )
+        self._applied = index
+
+    def _execute(self, index: int, cmd: KvCommand) -> KvResult:
+        if isinstance(cmd, Put):
+            return self._put(index, cmd.key, cmd.value)
+        if isinstance(cmd, Cas):
+            cur = self._keys.get(cmd.key)
+            current = cur.mod_revision if cur is not None else 0
+            if current != cmd.expected:
+                return CasFailed(cmd.key, cmd.expected, current, self._revision)
+            return self._put(index, cmd.key, cmd.value)
+        if isinstance(cmd, Delete):
+            prev = self._keys.pop(cmd.key, None)
+            if prev is None:
+                return Ok(self._revision, None, changed=False)
+            self._record(Event(EventKind.DELETE, cmd.key, index, None, prev))
+            return Ok(index, prev)
+        if cmd.revision > self._revision:
+            return Rejected(
+                f"cannot compact to {cmd.revision}: the store is at {self._revision}",
+                self._revision,
+            )
+        self._compact_to(cmd.revision)
+        return Ok(self._revision, None, changed=False)
+
+    def _put(self, index: int, key: str, value: bytes) -> Ok:
+        prev = self._keys.get(key)
+        if prev is None:
+            kv = KeyValue(key, value, index, index, 1)
+        else:
+            kv = KeyValue(key, value, prev.create_revision, index, prev.version + 1)
+        self._keys[key] = kv
+        self._record(Event(EventKind.PUT, key, index, kv, prev))
+        return Ok(index, prev)
+
+    def _record(self, event: Event) -> None:
+        self._revision = event.revision
+        self._events.append(event)
+        if len(self._events) > self._retain * (1 + COMPACT_SLACK):
+            self._compact_to(self._events[-self._retain].revision)
+
+    def _compact_to(self, revision: int) -> None:
+        """Drop events older than ``revision``; reads at ``revision`` or later stay possible."""
+        if revision <= self._compacted:
+            return
+        cut = bisect.bisect_left(self._events, revision, key=lambda e: e.revision)
+        del self._events[:cut]
+        self._compacted = revision
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _check_revision(self, revision: int | None) -> int:
+        if revision is None:
+            return self._revision
+        if revision > self._revision:
+            raise FutureRevisionError(revision, self._revision)
+        if revision < self._compacted:
+            raise CompactedRevisionError(revision, self._compacted)
+        return revision
+
+    def _undone_after(self, revision: int) -> list[Event]:
+        """Events after ``revision``, newest first (undoing them gives the state at it)."""
+        cut = bisect.bisect_right(self._events, revision, key=lambda e: e.revision)
+        return self._events[cut:][::-1]
+
+    def get(self, key: str, revision: int | None = None) -> KeyValue | None:
+        """``key``'s value at ``revision`` (default: now); ``None`` if absent then.
+
+        Raises ``CompactedRevisionError`` below ``compacted``, ``FutureRevisionError`` above
+        ``revision``."""
+        rev = self._check_revision(revision)
+        kv = self._keys.get(key)
+        for e in self._undone_after(rev):
+            if e.key == key:
+                kv = e.prev
+        return kv
+
+    def range(
+        self, prefix: str = "", revision: int | None = None, limit: int | None = None
+    ) -> list[KeyValue]:
+        """Every key starting with ``prefix`` at ``revision`` (default: now), sorted by key,
+        at most ``limit`` of them. Same errors as ``get``."""
+        rev = self._check_revision(revision)
+        view = {k: kv for k, kv in self._keys.items() if k.startswith(prefix)}
+        for e in self._undone_after(rev):
+            if e.key.startswith(prefix):
+                if e.prev is None:
+                    view.pop(e.key, None)
+                else:
+                    view[e.key] = e.prev
+        out = [view[k] for k in sorted(view)]
+        return out if limit is None else out[:limit]
+
+    def watch(self, prefix: str = "", since: int = 0) -> list[Event]:
+        """Changes to keys starting with ``prefix`` made at revision ``since`` or later, in
+        revision order. A watcher resumes with ``since = last event's revision + 1``.
+
+        Raises ``CompactedRevisionError`` when ``since`` is older than ``compacted`` (some of
+        those changes are forgotten: the watcher must re-read with ``range`` and watch from
+        the revision it read at + 1)."""
+        if since < self._compacted:
+            raise CompactedRevisionError(since, self._compacted)
+        start = bisect.bisect_left(self._events, since, key=lambda e: e.revision)
+        return [e for e in self._events[start:] if e.key.startswith(prefix)]
+
+    def items(self) -> Iterable[KeyValue]:
+        """Current key-values, sorted by key."""
+        return [self._keys[k] for k in sorted(self._keys)]
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as deterministic bytes (same applied entries → same bytes)."""
+        snap = KvSnapshot(
+            SNAPSHOT_FORMAT,
+            self._applied,
+            self._revision,
+            self._compacted,
+            self._retain,
+            tuple(self.items()),
+            tuple(self._events),
+        )
+        return KV_SNAPSHOT_CODEC.encode(snap)
+
+    @classmethod
+    def restore(cls, data: bytes) -> KvStore:
+        """A store equal to the one ``data`` was taken from. Raises ``DecodeError`` on bytes
+        that are not a KV snapshot of a known format."""
+        snap = KV_SNAPSHOT_CODEC.decode(data)
+        if not isinstance(snap, KvSnapshot) or snap.format != SNAPSHOT_FORMAT:
+            raise DecodeError("not a KV snapshot of a known format")
+        store = cls(retain=max(1, snap.retain))
+        store._applied = snap.applied_index
+        store._revision = snap.revision
+        store._compacted = snap.compacted
+        store._keys = {kv.key: kv for kv in snap.keys}
+        store._events = list(snap.events)
+        return store

@@ -1,0 +1,198 @@
+"""The replicated KV's value types: commands, key-values, watch events, results and errors.
+
+Commands travel inside Raft entries, encoded with ``KV_CODEC`` (one type byte, then a msgpack
+body; see ``consensus.codec``). ``KvCommandType`` numbers are the format of the replicated log:
+APPEND-ONLY — never renumber, never reuse a retired number, add fields only at the end.
+
+Revisions (DESIGN §3): the store's revision is the Raft index of the entry that last changed
+it; a key's ``create_revision`` / ``mod_revision`` are the indices of the entries that created
+and last modified it, ``version`` counts its writes since it was (re)created. Revision 0 means
+"never": a CAS expecting mod revision 0 succeeds only if the key is absent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from consensus.codec import U32, U64, Codec
+from consensus.errors import ConsensusError
+
+MAX_COMMAND_BYTES = 1024 * 1024
+"""Hard limit on one encoded command (a Raft entry's data)."""
+MAX_SNAPSHOT_BYTES = 2**31 - 1
+"""Hard limit on one encoded KV snapshot."""
+
+KV_CODEC: Codec[object] = Codec("kv", max_size=MAX_COMMAND_BYTES)
+"""Codec of the commands carried by Raft entries."""
+KV_SNAPSHOT_CODEC: Codec[object] = Codec("kv-snapshot", max_size=MAX_SNAPSHOT_BYTES)
+"""Codec of the store's snapshot (``KvSnapshot``)."""
+
+
+class KvCommandType(enum.IntEnum):
+    """Type byte of a KV command. APPEND-ONLY (persisted in the replicated log)."""
+
+    PUT = 1
+    DELETE = 2
+    CAS = 3
+    COMPACT = 4
+
+
+class EventKind(enum.IntEnum):
+    """What a watch event reports. APPEND-ONLY (persisted in snapshots)."""
+
+    PUT = 1
+    DELETE = 2
+
+
+@KV_CODEC.register(KvCommandType.PUT)
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set ``key`` to ``value`` (creating it if absent)."""
+
+    key: str
+    value: bytes
+
+
+@KV_CODEC.register(KvCommandType.DELETE)
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key``; deleting an absent key changes nothing (no new revision)."""
+
+    key: str
+
+
+@KV_CODEC.register(KvCommandType.CAS)
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Set ``key`` to ``value`` only if its mod revision is ``expected`` (0: only if absent)."""
+
+    key: str
+    expected: U64
+    value: bytes
+
+
+@KV_CODEC.register(KvCommandType.COMPACT)
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """Forget history before ``revision``: reads at an older revision and watches from an
+    older revision fail with ``CompactedRevisionError`` afterwards."""
+
+    revision: U64
+
+
+KvCommand = Put | Delete | Cas | Compact
+KV_CODEC.check_schemas()
+
+
+def encode_command(cmd: KvCommand) -> bytes:
+    """The bytes to propose to Raft for ``cmd`` (raises ``EncodeError`` if it does not fit)."""
+    return KV_CODEC.encode(cmd)
+
+
+def decode_command(data: bytes) -> KvCommand:
+    """Inverse of ``encode_command``; raises only ``DecodeError``."""
+    return KV_CODEC.decode(data)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key's value and its revisions at some revision of the store."""
+
+    key: str
+    value: bytes
+    create_revision: U64
+    mod_revision: U64
+    version: U64
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change made at ``revision``: ``kv`` is the key's new value (``None`` when deleted)
+    and ``prev`` its value just before (``None`` when it was created)."""
+
+    kind: EventKind
+    key: str
+    revision: U64
+    kv: KeyValue | None
+    prev: KeyValue | None
+
+
+@KV_SNAPSHOT_CODEC.register(1)
+@dataclass(frozen=True, slots=True)
+class KvSnapshot:
+    """The serialised store: every field is a function of the applied entries alone."""
+
+    format: U32
+    applied_index: U64
+    revision: U64
+    compacted: U64
+    retain: U64
+    keys: tuple[KeyValue, ...]
+    """Current values, sorted by key."""
+    events: tuple[Event, ...]
+    """History kept since ``compacted``, in revision order."""
+
+
+KV_SNAPSHOT_CODEC.check_schemas()
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """The command was applied. ``revision`` is the store's revision after it (the entry's index
+    when it changed the store); ``prev`` the key's value before (``None``: absent or n/a)."""
+
+    revision: int
+    prev: KeyValue | None = None
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CasFailed:
+    """A compare-and-set did not match: the key's mod revision is ``current`` (0: absent); the
+    store is unchanged at ``revision``."""
+
+    key: str
+    expected: int
+    current: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The entry's data is not a valid command (or asks the impossible, such as compacting a
+    future revision). Every replica rejects it the same way; the store is unchanged."""
+
+    reason: str
+    revision: int
+
+
+KvResult = Ok | CasFailed | Rejected
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class KvError(ConsensusError):
+    """Base class of the KV store's errors."""
+
+
+class CompactedRevisionError(KvError):
+    """A read or watch asked for a revision older than the compaction point (HTTP 410)."""
+
+    def __init__(self, requested: int, compacted: int) -> None:
+        super().__init__(f"revision {requested} has been compacted (oldest available: {compacted})")
+        self.requested = requested
+        self.compacted = compacted
+
+
+class FutureRevisionError(KvError):
+    """A read asked for a revision the store has not reached yet."""
+
+    def __init__(self, requested: int, current: int) -> None:
+        super().__init__(f"revision {requested} is ahead of the store (at {current})")
+        self.requested = requested
+        self.current = current

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -245,6 +246,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             infer_bodies(image, "token", servers[0].ready["infer_url"]), args.codec_count
         )
         model_path = servers[0].ready["model_path"]
+        blob = Path(model_path).read_bytes()
+        info["model_file"] = (
+            f"{len(blob) / 1024:.0f} KiB, sha256 {hashlib.sha256(blob).hexdigest()[:12]}"
+        )
         for rnd in range(args.rounds):
             for intra in sorted({s.intra_op_threads or 0 for s in specs}):
                 got = floor_timings(model_path, image, args.floor_count, intra or None)

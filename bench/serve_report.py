@@ -123,6 +123,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
              "channels; `bench/serve_server.py:fallback_repository`), because the bundled "
              "`defects` model was not committed yet" if info["fallback"]
              else "the bundled `defects` model")  # fmt: skip
+    model += f" ({info['model_file']})"
     ratio_bytes = codec["body bytes json"] / codec["body bytes binary"]
     body = [
         f"Model: {model}; batch 1, one 32×32 FP32 image. Servers — {servers}. Client: aiohttp "

@@ -121,9 +121,12 @@ async def serve(config: NodeConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
-    async with node, cli_mesh.mesh_running(config, node):
+    async with node:
         token_path = config.data_dir / TOKEN_FILE
         print(f"moltmesh node {node.node_id} serving {node.api_url}", flush=True)
+        if node.mesh is not None:
+            mesh = node.mesh.service
+            print(f"mesh {mesh.state.mesh_id}: node {node.node_id} on {mesh.address}", flush=True)
         if node.token_created:
             print(
                 f"API token (saved in {token_path}; shown only now): {node.api_token}", flush=True
@@ -150,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         from moltmesh.identity import IdentityError
         from runtimes.errors import RuntimeErrorBase
 
-        if isinstance(e, ClientError | IdentityError | RuntimeErrorBase | OSError):
+        user_errors = (
+            ClientError,
+            IdentityError,
+            RuntimeErrorBase,
+            OSError,
+            *cli_mesh.mesh_errors(),
+        )
+        if isinstance(e, user_errors):
             print(f"moltmesh {args.command}: {e}", file=sys.stderr)
             return 2
         raise

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +112,7 @@ def _usage(e: Exception) -> Exception:
     return UsageError(str(e))
 
 
-def _mesh_errors() -> tuple[type[Exception], ...]:
+def mesh_errors() -> tuple[type[Exception], ...]:
     from moltmesh.mesh.errors import MeshError
     from moltmesh.mesh.keyring import KeyRingError
 
@@ -134,7 +132,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             config.data_dir, identity, dt.timedelta(seconds=config.mesh.cert_lifetime_s),
             dt.timedelta(seconds=config.mesh.cert_backdate_s), ca.utcnow(),
         )  # fmt: skip
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     print(f"mesh {state.mesh_id} created; this node {state.node_id} holds its CA")
     print(f"CA fingerprint {state.ca_fingerprint}")
@@ -148,7 +146,7 @@ def _load(config: NodeConfig) -> Any:
 
     try:
         return store.load(config.data_dir)
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
 
 
@@ -173,7 +171,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else config.mesh.token_ttl_s
     try:
         token = state.tokens().create(state.ca_fingerprint, address, ttl, time.time())
-    except (ValueError, *_mesh_errors()) as e:
+    except (ValueError, *mesh_errors()) as e:
         raise _usage(e) from None
     print(token)
     return 0
@@ -185,7 +183,7 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         state = store.import_ca(config.data_dir, args.cert.read_bytes(), args.key.read_bytes())
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     print(f"CA key of mesh {state.mesh_id} installed; this node can now admit and revoke")
     return 0
@@ -243,7 +241,7 @@ def _key_op(args: argparse.Namespace, op: Any) -> None:
         return
     try:
         MeshService(config.data_dir, config.mesh, state=state).apply_key_op(op)
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     print("no node is running here: changed this device's key ring only")
 
@@ -254,7 +252,7 @@ def cmd_keys_install(args: argparse.Namespace) -> int:
 
     try:
         key = decode_key(args.key) if args.key else generate_key()
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     _key_op(args, KeyOp(KeyOpKind.INSTALL, key, key_id(key)))
     print(
@@ -269,7 +267,7 @@ def _key_id_op(args: argparse.Namespace, kind_name: str) -> int:
 
     try:
         kid = parse_key_id(args.key_id)
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     _key_op(args, KeyOp(KeyOpKind[kind_name], b"", kid))
     return 0
@@ -297,7 +295,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     service = MeshService(config.data_dir, config.mesh, state=state)
     try:
         asyncio.run(service.revoke(args.node))  # no peers known offline: local files only
-    except _mesh_errors() as e:
+    except mesh_errors() as e:
         raise _usage(e) from None
     print(f"revoked {args.node} on this device only (no node running here); start the node "
           "and revoke again to reach the others")  # fmt: skip
@@ -331,66 +329,10 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
             rejoin = True
         identity = load_or_create_identity(config.data_dir)
         state = asyncio.run(join(token, identity, config.data_dir, config.mesh, rejoin))
-    except (*_mesh_errors(), OSError, TimeoutError) as e:
+    except (*mesh_errors(), OSError, TimeoutError) as e:
         raise _usage(ValueError(f"cannot join with this token: {e}")) from None
     again = "again (its certificate had expired) " if rejoin else ""
     print(f"joined mesh {state.mesh_id} {again}as node {state.node_id}", flush=True)
-
-
-def _node_models(node: Any) -> dict[str, tuple[str, ...]]:
-    """Models the node serves, with the variants present for each one's newest version."""
-    service = node.service
-    out: dict[str, tuple[str, ...]] = {}
-    for name in service.model_names():
-        variants = service.entry(name).variants
-        newest = max(variants, key=lambda v: (len(v), v)) if variants else None
-        out[name] = tuple(variants[newest]) if newest else ()
-    return out
-
-
-def _api_port(node: Any) -> int | None:
-    url = getattr(node, "api_url", None)
-    try:
-        return int(url.rsplit(":", 1)[1]) if url else None
-    except (ValueError, IndexError):
-        return None
-
-
-@contextlib.asynccontextmanager
-async def mesh_running(config: NodeConfig, node: Any) -> AsyncIterator[Any]:
-    """Run the mesh beside ``node`` when this data directory holds mesh credentials.
-
-    Yields the ``MeshRuntime`` (TLS streams, sealed gossip, SWIM with ``mesh.seeds``, metadata)
-    or ``None`` when the node runs alone. Its figures are exported on the node's ``/metrics``;
-    ``node.mesh_ref`` (a ``moltmesh.mesh.http.MeshRef``), when the node has one, is pointed at it.
-    """
-    from moltmesh.logs import log_event
-    from moltmesh.mesh import store
-    from moltmesh.mesh.runtime import MeshRuntime
-
-    if not store.has_mesh(config.data_dir):
-        log_event(log, "mesh.absent", hint="run `moltmesh mesh init` or start with --token")
-        yield None
-        return
-    try:
-        runtime = MeshRuntime(config, models=lambda: _node_models(node), api_port=_api_port(node))
-        await runtime.start()
-    except (*_mesh_errors(), OSError) as e:
-        raise _usage(ValueError(f"mesh: {e}")) from None
-    collector = runtime.collector()
-    node.metrics.registry.register(collector)
-    ref = getattr(node, "mesh_ref", None)
-    if ref is not None:
-        ref.runtime = runtime
-    print(f"mesh {runtime.service.state.mesh_id}: node {runtime.node_id} on "
-          f"{runtime.service.address}", flush=True)  # fmt: skip
-    try:
-        yield runtime
-    finally:
-        if ref is not None:
-            ref.runtime = None
-        node.metrics.registry.unregister(collector)
-        await runtime.stop()
 
 
 def add_status_parser(sub: Any) -> None:

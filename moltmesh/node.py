@@ -3,10 +3,12 @@
     async with Node(config) as node:
         result = await node.infer("defects", {"image": batch})
 
-``start`` (or entering the context) creates the data directory and identity, loads the models
-and, unless ``serve_api=False``, serves the HTTP API. ``stop`` stops taking requests, lets
-in-flight ones finish (up to ``api.shutdown_grace_s``) and releases everything. One Node runs on
-one event loop; its methods are not thread-safe.
+``start`` (or entering the context) creates the data directory and identity, loads the models,
+unless ``serve_api=False`` serves the HTTP API, and — when the data directory holds mesh
+credentials (``moltmesh mesh init`` or a join token) — runs the mesh: TLS streams, sealed gossip,
+SWIM membership (``members()``, ``events()``) and mDNS discovery. ``stop`` leaves the mesh
+gracefully, stops taking requests, lets in-flight ones finish (up to ``api.shutdown_grace_s``)
+and releases everything. One Node runs on one event loop; its methods are not thread-safe.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
@@ -34,8 +37,13 @@ from moltmesh.identity import (
 )
 from moltmesh.inference import InferenceService, InferResult
 from moltmesh.logs import log_event
+from moltmesh.mesh.http import MeshRef, add_mesh_routes
 from moltmesh.metrics import NodeMetrics
 from runtimes.repository import ModelRepository
+
+if TYPE_CHECKING:
+    from consensus.swim_types import SwimEvent
+    from moltmesh.mesh.runtime import MemberInfo, MeshRuntime
 
 log = logging.getLogger("moltmesh.node")
 
@@ -53,6 +61,8 @@ class Node:
         self._identity: Identity | None = None
         self._service: InferenceService | None = None
         self._runner: web.AppRunner | None = None
+        self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
+        self._mesh_collector: object | None = None
         self.api_url: str | None = None
         self.api_token: str | None = None
         self.token_created = False
@@ -99,8 +109,13 @@ class Node:
             on_battery=capability.on_battery(),
         )
         await self._service.start()
-        if self._serve_api:
-            await self._start_api()
+        try:
+            if self._serve_api:
+                await self._start_api()
+            await self._start_mesh()
+        except BaseException:
+            await self.stop()
+            raise
         log_event(
             log, "node.started", node=self.node_id, tier=tier, models=self._service.model_names(),
             api=self.api_url, startup_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -111,6 +126,7 @@ class Node:
         app = build_app(self.service, self.metrics, self.api_token or "", self.node_id,
                         api.max_body_bytes)  # fmt: skip
         self._runner = web.AppRunner(app, shutdown_timeout=api.shutdown_grace_s, access_log=None)
+        add_mesh_routes(app, self.mesh_ref)
         await self._runner.setup()
         ssl_context = None
         if api.tls_cert and api.tls_key:
@@ -124,8 +140,59 @@ class Node:
         self.api_url = f"{scheme}://{shown}:{port}"
         write_private(self.config.data_dir / API_URL_FILE, (self.api_url + "\n").encode())
 
+    async def _start_mesh(self) -> None:
+        from moltmesh.mesh import store
+
+        if not store.has_mesh(self.config.data_dir):
+            log_event(log, "mesh.absent", hint="run `moltmesh mesh init` or start with --token")
+            return
+        from moltmesh.mesh.runtime import MeshRuntime
+
+        port = int(self.api_url.rsplit(":", 1)[1]) if self.api_url else None
+        runtime = MeshRuntime(self.config, models=self._served_models, api_port=port)
+        await runtime.start()
+        self.mesh_ref.runtime = runtime
+        collector = runtime.collector()
+        self.metrics.registry.register(collector)
+        self._mesh_collector = collector
+
+    def _served_models(self) -> dict[str, tuple[str, ...]]:
+        """Models served here, with the variants present for each one's newest version."""
+        service = self.service
+        return {
+            name: tuple(service.entry(name).variants.get(service.entry(name).latest, ()))
+            for name in service.model_names()
+        }
+
+    @property
+    def mesh(self) -> MeshRuntime | None:
+        """The running mesh, or None when this node runs alone."""
+        return self.mesh_ref.runtime
+
+    def members(self) -> list[MemberInfo]:
+        """The mesh's members as this node sees them (itself included); [] when alone."""
+        return self.mesh.members() if self.mesh is not None else []
+
+    async def events(self) -> AsyncIterator[SwimEvent]:
+        """Membership events (joined, updated, suspected, alive, dead, left) as they happen.
+
+        Each call is an independent subscription from now on; it ends when the mesh stops.
+        Raises RuntimeError when the node is not part of a mesh.
+        """
+        if self.mesh is None or self.mesh.driver is None:
+            raise RuntimeError("this node is not part of a mesh")
+        async for event in self.mesh.driver.events():
+            yield event
+
     async def stop(self) -> None:
-        """Stop taking work, let in-flight requests finish, release sockets and sessions."""
+        """Leave the mesh, stop taking work, let in-flight requests finish, release everything."""
+        mesh = self.mesh_ref.runtime
+        if mesh is not None:
+            self.mesh_ref.runtime = None
+            if self._mesh_collector is not None:
+                self.metrics.registry.unregister(self._mesh_collector)  # type: ignore[arg-type]
+                self._mesh_collector = None
+            await mesh.stop()
         if self._service is not None:
             self._service.stop_accepting()  # health says 503 and new requests are refused
         if self._runner is not None:

@@ -53,7 +53,10 @@ class RuntimeConfig:
     model_repository: list[Path] = field(default_factory=list)  # user repos, before the bundled one
     bundled_models: bool = True  # serve the bundled default models (user models win on a clash)
     variant: str = "auto"  # full | int8 | fp16 | auto (chosen by tier, battery and load)
-    intra_op_threads: int = 0  # onnxruntime threads inside one operator; 0 = onnxruntime default
+    # onnxruntime threads inside one operator. 1: its default pool (a spinning thread per core,
+    # pinned outside our affinity) cost 5x the CPU per request of the bundled model
+    # (bench/serve.py); parallelism comes from concurrent requests instead. 0 = its default.
+    intra_op_threads: int = 1
     inter_op_threads: int = 1  # threads across operators; models here are mostly sequential
     workers: int = 2  # thread pool running slow models off the event loop
     inline_threshold_ms: float = 1.0  # models measured faster than this run on the loop itself

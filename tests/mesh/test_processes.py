@@ -82,6 +82,14 @@ def test_three_processes_rotate_keys_crash_and_restart(
 
         wait_until(capsys, dirs, all_alive, "three members alive everywhere")
 
+        # The same view over the HTTP API, with each member's capability metadata.
+        doc = procs[1].client().get_json("/v1/mesh/members")
+        assert doc["node"] == ids[1]
+        members = {m["node"]: m for m in doc["members"]}
+        assert set(members) == set(ids)
+        assert all(m["status"] == "alive" and m["tier"] for m in members.values())
+        assert all(isinstance(m["models"], dict) for m in members.values())
+
         # Key rotation while SWIM runs: install, use, remove, each relayed to every member.
         old = store.load(dirs[0]).keyring.primary_id
         code, out = cli(capsys, "mesh", "keys", "install", "--data-dir", str(dirs[0]))

@@ -23,9 +23,18 @@ def estimate_tier(cpu_count: int | None, memory_bytes: int, accelerated: bool) -
     return "standard"
 
 
+ACCELERATOR_PROVIDERS = frozenset({
+    "CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "OpenVINOExecutionProvider", "CoreMLExecutionProvider",
+    "DmlExecutionProvider", "QNNExecutionProvider", "NnapiExecutionProvider",
+    "CANNExecutionProvider", "VitisAIExecutionProvider",
+})  # fmt: skip
+"""onnxruntime providers that run on a GPU or NPU (CPU and Azure, a remote endpoint, do not)."""
+
+
 def local_tier(providers: list[str]) -> str:
     """The tier of the machine this runs on."""
-    accelerated = any(p not in ("CPUExecutionProvider",) for p in providers)
+    accelerated = any(p in ACCELERATOR_PROVIDERS for p in providers)
     return estimate_tier(usable_cores(), psutil.virtual_memory().total, accelerated)
 
 

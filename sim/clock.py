@@ -28,6 +28,8 @@ class NodeClock:
     def local(self, virtual: Micros) -> Micros:
         """The node's local time at virtual time ``virtual`` (>= the clock's base)."""
         e = virtual - self.base
+        if not self.ppm:
+            return self.offset + e
         return self.offset + e + (e * self.ppm) // PPM
 
     def to_virtual(self, local: Micros) -> Micros:
@@ -35,6 +37,8 @@ class NodeClock:
         want = local - self.offset
         if want <= 0:
             return self.base
+        if not self.ppm:
+            return self.base + want
         e = (want * PPM) // (PPM + self.ppm)
         while e + (e * self.ppm) // PPM < want:
             e += 1

@@ -19,23 +19,24 @@ class Trace:
 
     def __init__(self, tail: int = 64) -> None:
         self._hash = hashlib.blake2b(digest_size=16)
-        self._buf: list[str] = []
+        self._buf: list[tuple[int, str, tuple[Any, ...]]] = []
         self._tail: deque[tuple[int, str, tuple[Any, ...]]] = deque(maxlen=tail)
         self.records = 0
 
     def record(self, now: int, kind: str, *parts: Any) -> None:
         """Add one event at virtual time ``now`` (parts are formatted with ``repr``)."""
         self.records += 1
-        self._tail.append((now, kind, parts))
-        self._buf.append(f"{now} {kind} {parts!r}")
+        rec = (now, kind, parts)
+        self._tail.append(rec)
+        self._buf.append(rec)
         if len(self._buf) >= _FLUSH_EVERY:
             self._flush()
 
     def _flush(self) -> None:
         if self._buf:
-            self._hash.update("\n".join(self._buf).encode())
-            self._hash.update(b"\n")
-            self._buf.clear()
+            # One repr of the whole batch: the same records always give the same text.
+            self._hash.update(repr(self._buf).encode())
+            self._buf = []
 
     def digest(self) -> str:
         """Hex digest of everything recorded so far."""

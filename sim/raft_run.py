@@ -104,7 +104,7 @@ def run_raft(
     wall0 = time.perf_counter()
     cluster, checker, clients = build(scenario, seed, CONFIGS[config]())
     faults_rng = derive_rng(seed, "faults")
-    crashes = partitions = 0
+    injectors: list[FaultInjector] = []
     failure: str | None = None
     leader_ms = commit_ms = None
     try:
@@ -116,11 +116,10 @@ def run_raft(
             cluster.persist_ms = phase.faults.persist_ms
             if phase.kind == "safety":
                 inj = FaultInjector(cluster, phase.faults, faults_rng)
+                injectors.append(inj)
                 inj.start()
                 cluster.run_for(ms(phase.duration_ms))
                 inj.stop()
-                crashes += inj.crashes
-                partitions += inj.partitions
             else:
                 leader_ms, commit_ms = _liveness(cluster, clients, phase, faults_rng)
         checker.finish(cluster)
@@ -143,8 +142,8 @@ def run_raft(
         acked=clients.acked,
         abandoned=clients.abandoned,
         failed=clients.failed,
-        crashes=crashes,
-        partitions=partitions,
+        crashes=sum(i.crashes for i in injectors),
+        partitions=sum(i.partitions for i in injectors),
         leader_after_heal_ms=leader_ms,
         commit_after_heal_ms=commit_ms,
         stats=cluster.stats(),

@@ -1,0 +1,321 @@
+"""Durable Raft storage: segment files with a CRC per record, and snapshot files.
+
+Layout under ``<data_dir>/raft/``::
+
+    wal/seg-<first index, 20 digits>.log    records, appended and fsynced per Ready
+    snap/snap-<index, 20 digits>.snap       one snapshot (KV data + Raft meta), CRC-framed
+
+A record is ``[u32 length][u32 crc32(length)][u32 crc32(payload)][payload]``, the payload
+msgpack: ``[1, index, term, kind, data]`` (an entry) or ``[2, term, vote, commit]`` (a hard state).
+An entry whose index is at or below the last one replaces that suffix (a follower's log
+truncation), exactly as ``MemoryStorage.append`` does, so replay is a plain fold.
+
+Recovery (``DiskStorage.open``): every segment is read in order. A bad record (short header,
+short payload or payload CRC mismatch; a damaged length field is always corruption, since it
+has its own CRC) is a *torn tail* only when it is the last record of the last
+segment (the write in flight when the process died; it was never acknowledged, since the
+fsync did not return): the file is truncated before it and the node goes on. A bad record
+anywhere else is silent corruption: ``WalCorruptError`` names the file and offset, and the
+node refuses to start rather than serve a log it cannot trust.
+
+Compaction: ``save_snapshot`` writes the snapshot file (tmp, fsync, rename, fsync dir),
+compacts the in-memory log and deletes whole segments that only hold compacted entries, and
+older snapshot files. Reads go to an in-memory ``MemoryStorage`` mirror (the ``Storage``
+protocol the core reads); the disk is written, never read, after ``open``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgpack
+
+from consensus.errors import ConsensusError, SnapshotUnavailableError
+from consensus.messages import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
+from consensus.storage import MemoryStorage
+
+_HEADER = struct.Struct("<III")  # length, crc32(length bytes), crc32(payload)
+_REC_ENTRY = 1
+_REC_HARD = 2
+SEGMENT_BYTES = 8 * 2**20
+"""A segment is closed and a new one started once it grows past this size."""
+
+
+class WalCorruptError(ConsensusError):
+    """The log on disk is damaged somewhere other than its torn tail; ``path``/``offset`` say
+    where. The node refuses to start (restore the data directory or `moltmesh raft recover`)."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"raft log corrupt: {path} at byte {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+
+
+def _frame(payload: bytes) -> bytes:
+    n = len(payload)
+    return _HEADER.pack(n, zlib.crc32(n.to_bytes(4, "little")), zlib.crc32(payload)) + payload
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_records(path: Path, last: bool) -> tuple[list[object], int]:
+    """Decode every record of ``path``; returns (payloads, length of the good prefix).
+    Raises ``WalCorruptError`` unless the only bad record is the tail of the last segment."""
+    buf = path.read_bytes()
+    out: list[object] = []
+    pos = 0
+    while pos < len(buf):
+        reason = ""
+        end = pos
+        if len(buf) - pos < _HEADER.size:
+            reason = "short record header"
+            end = len(buf)
+        else:
+            n, ncrc, crc = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + n
+            payload = buf[pos + _HEADER.size : end]
+            if zlib.crc32(n.to_bytes(4, "little")) != ncrc:
+                raise WalCorruptError(path, pos, "record length damaged (CRC mismatch)")
+            if end > len(buf):
+                reason = "short record"
+            elif zlib.crc32(payload) != crc:
+                reason = "CRC mismatch"
+            else:
+                try:
+                    out.append(msgpack.unpackb(payload, use_list=True))
+                except Exception as e:
+                    raise WalCorruptError(path, pos, f"undecodable record: {e}") from None
+                pos = end
+                continue
+        if last and end >= len(buf):
+            return out, pos  # torn tail: the unacknowledged last write
+        raise WalCorruptError(path, pos, reason)
+    return out, pos
+
+
+class DiskStorage:
+    """A ``Storage`` for the core, persisted under ``root`` (see the module docstring).
+
+    The driver calls, per Ready and in this order: ``apply_snapshot`` (if any), then
+    ``save(hard_state, entries)`` which writes and fsyncs one batch. ``save_snapshot`` after
+    applying takes a snapshot and compacts. ``fsync_hook(seconds)`` observes each fsync.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.wal_dir = root / "wal"
+        self.snap_dir = root / "snap"
+        self.mem = MemoryStorage()
+        self.fsync_hook: Callable[[float], None] | None = None
+        self.torn_bytes = 0  # bytes dropped from a torn tail at the last open
+        self._fd: int | None = None
+        self._seg_size = 0
+        self._segments: list[tuple[int, Path]] = []  # (first index, path), sorted
+
+    # --- opening ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path, *, fsync: bool = True) -> DiskStorage:
+        """Load the snapshot and replay the segments under ``root`` (created if absent)."""
+        s = cls(root, fsync=fsync)
+        s.wal_dir.mkdir(parents=True, exist_ok=True)
+        s.snap_dir.mkdir(parents=True, exist_ok=True)
+        snap = s._load_snapshot()
+        if snap is not None:
+            s.mem.apply_snapshot(snap)
+        segs = sorted(s.wal_dir.glob("seg-*.log"))
+        s._segments = [(int(p.stem[4:]), p) for p in segs]
+        hs = HardState()
+        for i, (_, path) in enumerate(s._segments):
+            last = i == len(s._segments) - 1
+            records, good = _read_records(path, last)
+            if good < path.stat().st_size:
+                s.torn_bytes = path.stat().st_size - good
+                with open(path, "r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+            for rec in records:
+                if not isinstance(rec, list) or not rec:
+                    raise WalCorruptError(path, 0, "record is not a list")
+                if rec[0] == _REC_ENTRY:
+                    _, index, term, kind, data = rec
+                    e = Entry(index, term, EntryKind(kind), data)
+                    if index > s.mem.last_index() + 1:
+                        raise WalCorruptError(path, 0, f"gap before entry {index}")
+                    s.mem.append([e])
+                elif rec[0] == _REC_HARD:
+                    hs = HardState(rec[1], rec[2], rec[3])
+        s.mem.set_hard_state(hs)
+        s._open_tail()
+        return s
+
+    def _load_snapshot(self) -> Snapshot | None:
+        snaps = sorted(self.snap_dir.glob("snap-*.snap"))
+        for p in snaps:
+            if p != snaps[-1]:
+                p.unlink()  # older snapshots left by a crash during compaction
+        if not snaps:
+            return None
+        path = snaps[-1]
+        records, good = _read_records(path, last=False)
+        if len(records) != 1:
+            raise WalCorruptError(path, good, "a snapshot file holds one record")
+        index, term, voters, learners, data = records[0]  # type: ignore[misc]
+        meta = SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners)))
+        return Snapshot(meta, data)
+
+    def _open_tail(self) -> None:
+        if not self._segments:
+            self._new_segment(self.mem.last_index() + 1)
+            return
+        path = self._segments[-1][1]
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._seg_size = path.stat().st_size
+
+    def _new_segment(self, first: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        path = self.wal_dir / f"seg-{first:020d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._seg_size = 0
+        self._segments.append((first, path))
+        if self.fsync:
+            _fsync_dir(self.wal_dir)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # --- Storage protocol (reads) ----------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.mem.initial_state()
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        return self.mem.entries(lo, hi, max_bytes)
+
+    def term(self, index: int) -> int:
+        return self.mem.term(index)
+
+    def first_index(self) -> int:
+        return self.mem.first_index()
+
+    def last_index(self) -> int:
+        return self.mem.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return self.mem.snapshot()
+
+    @property
+    def hard_state(self) -> HardState:
+        return self.mem.hard_state
+
+    def snapshot_index(self) -> int:
+        return self.mem.snapshot_index()
+
+    # --- writes ----------------------------------------------------------------
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Append ``entries`` (truncating a conflicting suffix) and record ``hard_state``, as one
+        write followed by one fsync (when enabled). Returns once durable."""
+        if hard_state is None and not entries:
+            return
+        if entries and self._seg_size > SEGMENT_BYTES:
+            self._new_segment(entries[0].index)
+            hard_state = hard_state or self.mem.hard_state  # each segment restates it
+        parts = [
+            _frame(msgpack.packb([_REC_ENTRY, e.index, e.term, int(e.kind), e.data]))
+            for e in entries
+        ]
+        if hard_state is not None:
+            parts.append(
+                _frame(
+                    msgpack.packb([_REC_HARD, hard_state.term, hard_state.vote, hard_state.commit])
+                )
+            )
+        blob = b"".join(parts)
+        assert self._fd is not None
+        os.write(self._fd, blob)
+        self._seg_size += len(blob)
+        if self.fsync:
+            t0 = time.perf_counter()
+            os.fdatasync(self._fd)
+            if self.fsync_hook is not None:
+                self.fsync_hook(time.perf_counter() - t0)
+        if entries:
+            self.mem.append(entries)
+        if hard_state is not None:
+            self.mem.set_hard_state(hard_state)
+
+    def _write_snapshot_file(self, snap: Snapshot) -> None:
+        meta = snap.meta
+        rec = [meta.index, meta.term, list(meta.conf_state.voters),
+               list(meta.conf_state.learners), snap.data]  # fmt: skip
+        final = self.snap_dir / f"snap-{meta.index:020d}.snap"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(_frame(msgpack.packb(rec)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.snap_dir)
+        for p in self.snap_dir.glob("snap-*.snap"):
+            if p != final:
+                p.unlink()
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Install the leader's snapshot: the whole log is replaced (new segment after it)."""
+        self._write_snapshot_file(snap)
+        self.mem.apply_snapshot(snap)
+        for _, path in self._segments:
+            path.unlink(missing_ok=True)
+        self._segments = []
+        self._new_segment(snap.meta.index + 1)
+        self.save(self.mem.hard_state, [])  # the hard state must survive the segments' removal
+
+    def save_snapshot(self, index: int, conf: ConfState, data: bytes, keep: int = 0) -> Snapshot:
+        """Snapshot the state machine as of ``index`` and compact the log up to
+        ``index - keep`` (lagging followers may still read the ``keep`` entries before it)."""
+        snap = self.mem.create_snapshot(index, conf, data)
+        self._write_snapshot_file(snap)
+        upto = max(index - keep, self.mem.first_index() - 1)
+        self.mem.compact(upto)
+        # drop segments whose entries all lie at or below ``upto`` (the next one starts after)
+        keep_from = 0
+        for i in range(len(self._segments) - 1):
+            if self._segments[i + 1][0] <= upto + 1:
+                keep_from = i + 1
+        for _, path in self._segments[:keep_from]:
+            path.unlink(missing_ok=True)
+        self._segments = self._segments[keep_from:]
+        if self._seg_size > SEGMENT_BYTES:
+            self._new_segment(self.mem.last_index() + 1)
+            self.save(self.mem.hard_state, [])
+        return snap
+
+    def has_snapshot(self) -> bool:
+        try:
+            self.mem.snapshot()
+        except SnapshotUnavailableError:
+            return False
+        return True

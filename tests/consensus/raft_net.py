@@ -21,7 +21,7 @@ import msgpack
 from consensus.core import Micros, NodeId
 from consensus.errors import SnapshotUnavailableError
 from consensus.messages import Entry, EntryKind, HardState, Message, Snapshot
-from consensus.raft import RaftConfig, RaftNode, ReadState, Role
+from consensus.raft import RaftConfig, RaftNode, ReadState, Ready, Role
 from consensus.storage import MemoryStorage
 
 Drop = Callable[[Message], bool]
@@ -81,6 +81,8 @@ class Net:
         """Probability that a message is held back until the next timer fires (stale later)."""
         self.held: list[Message] = []
         self.read_states: dict[NodeId, list[ReadState]] = {i: [] for i in self.ids}
+        self.held_ready: dict[NodeId, Ready] = {}
+        """Readys taken but not yet handled (``hold``/``release``)."""
         self.snapshots_installed: dict[NodeId, int] = {i: 0 for i in self.ids}
         """How many snapshots each node received from a leader and restored."""
 
@@ -123,8 +125,9 @@ class Net:
         self.reorder = self.duplicate = self.delay = 0.0
 
     def crash(self, node_id: NodeId) -> None:
-        """Stop a node; unpersisted state (none, here: each Ready is persisted) is lost."""
+        """Stop a node; unpersisted state (a held Ready, see ``hold``) is lost."""
         self.down.add(node_id)
+        self.held_ready.pop(node_id, None)
 
     def restart(self, node_id: NodeId) -> None:
         """Start a crashed node anew over its persisted storage, its state machine restored
@@ -175,27 +178,47 @@ class Net:
         return [i for i in self.ids if i not in self.down]
 
     def flush(self, only: NodeId | None = None) -> None:
-        """Handle every node's (or ``only``'s) Ready: persist, send, apply, advance; check."""
+        """Handle every node's (or ``only``'s) Ready: persist, send, apply, advance; check.
+        A node whose Ready is held (``hold``) has none until it is released."""
         for i in [only] if only is not None else self.live():
             node = self.nodes[i]
             while node.has_ready():
-                rd = node.ready()
-                st = self.storages[i]
-                if rd.snapshot is not None:
-                    st.apply_snapshot(rd.snapshot)
-                if rd.hard_state is not None:
-                    st.set_hard_state(rd.hard_state)
-                st.append(rd.entries)
-                self.queue.extend(rd.messages)
-                self.events.extend((i, ev) for ev in rd.events)
-                if rd.snapshot is not None:
-                    self._restore(i, rd.snapshot)
-                    self.snapshots_installed[i] += 1
-                for e in rd.committed:
-                    self._check_apply(i, e)
-                self.read_states[i].extend(rd.read_states)
-                node.advance(rd)
+                self._handle(i, node.ready())
             self._check_leader(node)
+
+    def hold(self, node_id: NodeId) -> bool:
+        """Take ``node_id``'s Ready but do not handle it yet (a slow disk): messages keep
+        arriving while it is outstanding. False if it had nothing ready."""
+        node = self.nodes[node_id]
+        if node_id in self.held_ready or not node.has_ready():
+            return False
+        self.held_ready[node_id] = node.ready()
+        return True
+
+    def release(self, node_id: NodeId) -> None:
+        """Handle the Ready held for ``node_id`` (if any), then whatever followed it."""
+        rd = self.held_ready.pop(node_id, None)
+        if rd is not None:
+            self._handle(node_id, rd)
+        self.flush(node_id)
+
+    def _handle(self, i: NodeId, rd: Ready) -> None:
+        node = self.nodes[i]
+        st = self.storages[i]
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        st.append(rd.entries)
+        self.queue.extend(rd.messages)
+        self.events.extend((i, ev) for ev in rd.events)
+        if rd.snapshot is not None:
+            self._restore(i, rd.snapshot)
+            self.snapshots_installed[i] += 1
+        for e in rd.committed:
+            self._check_apply(i, e)
+        self.read_states[i].extend(rd.read_states)
+        node.advance(rd)
 
     def deliver(self, max_messages: int = 200_000) -> None:
         """Deliver queued messages (and the ones they cause) until the network is quiet."""

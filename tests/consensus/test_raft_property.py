@@ -125,6 +125,17 @@ class RaftInterleavings(RuleBasedStateMachine):
         self.read_floor[ctx] = max(self.net.committed, default=0)
         self.net.flush(node)
 
+    @rule(node=nodes)
+    def disk_is_slow(self, node: str) -> None:
+        """Take a node's Ready and keep it outstanding while messages arrive."""
+        if node not in self.net.down:
+            self.net.hold(node)
+
+    @precondition(lambda self: bool(self.net.held_ready))
+    @rule()
+    def disk_catches_up(self) -> None:
+        self.net.release(sorted(self.net.held_ready)[0])
+
     @invariant()
     def logs_match_and_leaders_are_complete(self) -> None:
         self.net.check_log_matching()

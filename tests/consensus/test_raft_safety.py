@@ -135,7 +135,8 @@ def test_figure8_entry_committed_with_one_of_the_current_term_survives() -> None
 def test_random_faults_never_break_safety(seed: int) -> None:
     """Random partitions, crashes, restarts, drops, proposals — and snapshots with log
     compaction, membership changes (learners joining, promotions, removals, the leader's own),
-    leadership transfers and ReadIndex reads. The net checks election safety and state machine
+    leadership transfers, ReadIndex reads, and slow disks (a Ready outstanding while messages
+    arrive). The net checks election safety and state machine
     safety on every flush (snapshots restored included), log matching as it goes; every read
     served is at or after every write applied before it started. Then the faults heal and the
     group must make progress, every member applying the same log."""
@@ -186,7 +187,12 @@ def test_random_faults_never_break_safety(seed: int) -> None:
             with contextlib.suppress(NotLeader):
                 net[reader].read_index(ctx, net.now)
                 read_floor[ctx] = max(net.committed, default=0)
+            slow = rng.choice(net.live()) if rng.random() < 0.3 else None
+            if slow is not None:
+                net.hold(slow)  # a slow disk: its Ready stays outstanding while time passes
             net.advance(rng.randint(1, 3 * conf.election_timeout_max))
+            if slow is not None:
+                net.release(slow)
             net.check_log_matching()
         net.heal()
         for i in sorted(net.down):

@@ -1,0 +1,160 @@
+"""The simulator adapter for a Raft group whose state machine is the replicated KV.
+
+Like ``sim.raft_adapter`` (disk = ``MemoryStorage`` written only when a Ready is persisted; a
+crash keeps the disk and loses the core, unpersisted entries and the applied state), plus:
+
+- **State machine**: ``KvApp`` holds a ``consensus.kv.KvStore``; every committed entry is
+  applied to it and the result of each command is handed to observers (``last_applied``).
+- **Snapshots** (the driver's side of DESIGN §3 / ``consensus.storage``): a Ready's snapshot is
+  persisted first (``apply_snapshot``) and replaces the store (``KvStore.restore``); after
+  ``advance`` a node whose applied index is ``snapshot_every`` past its last snapshot serialises
+  the store, records the snapshot and compacts its log, keeping ``snapshot_keep`` entries for
+  followers that lag a little. A restarted node restores its store from the disk's snapshot and
+  boots with ``applied`` at its index.
+- **Membership**: every node is given the same founding voters; nodes outside them start empty
+  and wait for a leader to add them (``consensus.raft.RaftNode``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from consensus.core import Micros, NodeId
+from consensus.kv import KvResult, KvStore
+from consensus.messages import AppendEntries, Entry, InstallSnapshot, Message, decode, encode
+from consensus.raft import RaftConfig, RaftNode, Ready
+from consensus.storage import MemoryStorage
+
+from .adapter import Booted, SimNode
+from .errors import CoreMisbehaved
+
+MESSAGE_OVERHEAD_BYTES = 40
+"""Approximate envelope size of a Raft message, for bandwidth accounting without ``wire``."""
+
+
+@dataclass(slots=True)
+class KvApp:
+    """A node's applied state: the KV store and what the last Ready applied."""
+
+    store: KvStore
+    last_applied: list[tuple[Entry, KvResult | None]] = field(default_factory=list)
+    """(entry, result) of each entry the last Ready applied, for observers."""
+    restored_from: int = 0
+    """Index of the last snapshot the store was restored from (0: never)."""
+
+    @property
+    def applied_index(self) -> int:
+        return self.store.applied_index
+
+
+@dataclass(slots=True)
+class SnapshotStats:
+    """Counters over a run."""
+
+    taken: int = 0
+    installed: int = 0
+
+
+class KvAdapter:
+    """Adapter (``sim.adapter.Adapter``) for ``RaftNode`` + ``KvStore``; module docstring."""
+
+    kind = "raft-kv"
+
+    def __init__(
+        self,
+        voters: Sequence[NodeId],
+        config: RaftConfig,
+        *,
+        snapshot_every: int = 0,
+        snapshot_keep: int = 0,
+        retain: int = 1_000,
+    ) -> None:
+        """``snapshot_every`` 0 disables snapshots; ``retain`` is the store's history."""
+        self.voters = tuple(sorted(voters))
+        self.config = config.validate()
+        self.snapshot_every = snapshot_every
+        self.snapshot_keep = snapshot_keep
+        self.retain = retain
+        self.stats = SnapshotStats()
+
+    def new_disk(self, node_id: NodeId) -> MemoryStorage:
+        return MemoryStorage()
+
+    def boot(
+        self, node_id: NodeId, disk: MemoryStorage, rng: random.Random, now: Micros
+    ) -> Booted[RaftNode]:
+        store = KvStore(self.retain)
+        applied = 0
+        if disk.snapshot_index() > 0:
+            snap = disk.snapshot()
+            store = KvStore.restore(snap.data)
+            applied = snap.meta.index
+        core = RaftNode(node_id, self.voters, disk, self.config, rng, now=now, applied=applied)
+        return Booted(core, KvApp(store, restored_from=applied))
+
+    def crash(self, node_id: NodeId, disk: MemoryStorage) -> MemoryStorage:
+        return disk  # written only at persist time: exactly what was made durable
+
+    def persist(self, node: SimNode, ready: Ready) -> None:
+        disk: MemoryStorage = node.disk
+        if ready.snapshot is not None:
+            disk.apply_snapshot(ready.snapshot)
+        if ready.hard_state is not None:
+            disk.set_hard_state(ready.hard_state)
+        if ready.entries:
+            disk.append(ready.entries)
+
+    def messages(self, ready: Ready) -> Sequence[Message]:
+        return ready.messages
+
+    def route(self, msg: Message) -> tuple[NodeId, NodeId]:
+        return msg.src, msg.dst
+
+    def apply(self, node: SimNode, ready: Ready, now: Micros) -> None:
+        app: KvApp = node.app
+        app.last_applied = []
+        if ready.snapshot is not None:
+            meta = ready.snapshot.meta
+            app.store = KvStore.restore(ready.snapshot.data)
+            app.restored_from = meta.index
+            self.stats.installed += 1
+            if app.store.applied_index != meta.index:
+                raise CoreMisbehaved(
+                    f"node {node.id}: snapshot at {meta.index} holds a store at "
+                    f"{app.store.applied_index}"
+                )
+        for e in ready.committed:
+            if e.index != app.store.applied_index + 1:
+                raise CoreMisbehaved(
+                    f"node {node.id} applied index {e.index} after {app.store.applied_index}"
+                )
+            app.last_applied.append((e, app.store.apply_entry(e)))
+
+    def advance(self, node: SimNode, ready: Ready) -> None:
+        core: RaftNode = node.core
+        core.advance(ready)
+        if self.snapshot_every <= 0:
+            return
+        disk: MemoryStorage = node.disk
+        applied = core.applied_index
+        if applied - disk.snapshot_index() < self.snapshot_every:
+            return
+        app: KvApp = node.app
+        disk.create_snapshot(applied, core.conf_state, app.store.snapshot())
+        disk.compact(max(applied - self.snapshot_keep, disk.first_index() - 1))
+        self.stats.taken += 1
+
+    def encode(self, msg: Message) -> bytes:
+        return encode(msg)
+
+    def decode(self, data: bytes) -> Message:
+        return decode(data)  # type: ignore[return-value]
+
+    def size(self, msg: Message) -> int:
+        if isinstance(msg, AppendEntries):
+            return MESSAGE_OVERHEAD_BYTES + sum(len(e.data) + 16 for e in msg.entries)
+        if isinstance(msg, InstallSnapshot):
+            return MESSAGE_OVERHEAD_BYTES + len(msg.snapshot.data)
+        return MESSAGE_OVERHEAD_BYTES

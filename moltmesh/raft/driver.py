@@ -1,0 +1,374 @@
+"""The Raft driver: runs one ``RaftNode`` over a ``DiskStorage`` and a ``KvStore``.
+
+Contract order for every ``Ready`` (``consensus.raft_types.Ready``): install a snapshot, then
+persist the hard state and entries with ONE write and ONE fsync, then hand the messages to the
+transport, then apply committed entries to the KV machine, then answer reads, then ``advance``.
+Everything that arrived since the last Ready (messages, proposals, ticks) goes out in the next
+one: batching falls out of the loop (one fsync covers every proposal made meanwhile).
+
+Outcomes of a proposal (what the HTTP layer maps to status codes):
+
+- the KV result (``Ok``/``CasFailed``/``Rejected``) once its entry is applied here;
+- ``Unavailable`` (503: not applied): no leader within the deadline, or another entry was
+  committed at its index (it can never commit);
+- ``OutcomeUnknown`` (504): the deadline passed after the proposal entered the log.
+
+Linearizable reads use ReadIndex (``read_barrier``): once it returns, the local ``kv`` reflects
+every write acknowledged before the read began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from consensus.errors import ConfChangeError, NotLeader
+from consensus.kv import KvResult, KvStore
+from consensus.messages import ConfChange, Entry, Message
+from consensus.raft import RaftConfig, RaftNode
+from consensus.raft_membership import bootstrap_entries
+from consensus.raft_types import ConfChanged, LeaderChanged, ReadIndexFailed, Ready, Role
+from moltmesh.logs import log_event
+from moltmesh.raft.wal import DiskStorage
+
+log = logging.getLogger("moltmesh.raft")
+
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Unavailable(Exception):
+    """Not applied, and never will be from this attempt (HTTP 503); ``reason`` says why."""
+
+    def __init__(self, reason: str, leader: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.leader = leader
+
+
+class OutcomeUnknown(Exception):
+    """The deadline passed after the proposal left: it may or may not be applied (HTTP 504)."""
+
+
+def now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass
+class Stats:
+    """Counters for ``/metrics`` and status."""
+
+    proposals: int = 0
+    proposals_failed: int = 0
+    reads: int = 0
+    readies: int = 0
+    snapshots: int = 0
+    fsync_count: int = 0
+    fsync_sum: float = 0.0
+    fsync_buckets: list[int] = field(default_factory=lambda: [0] * len(FSYNC_BUCKETS))
+
+    def observe_fsync(self, seconds: float) -> None:
+        self.fsync_count += 1
+        self.fsync_sum += seconds
+        for i, b in enumerate(FSYNC_BUCKETS):
+            if seconds <= b:
+                self.fsync_buckets[i] += 1
+
+
+@dataclass
+class _Proposal:
+    term: int
+    future: asyncio.Future[KvResult | None]
+
+
+class RaftDriver:
+    """One node's Raft group member (see the module docstring).
+
+    ``send(dst, messages)`` must not block (the transport queues). ``bootstrap``: found a new
+    group with this node as its sole voter when the storage is empty (the ``mesh init`` node).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        storage: DiskStorage,
+        config: RaftConfig,
+        send: Callable[[str, list[Message]], None],
+        *,
+        bootstrap: bool = False,
+        snapshot_entries: int = 10_000,
+        kv_retain: int = 10_000,
+        seed: int | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self.config = config
+        self._send = send
+        self.snapshot_entries = snapshot_entries
+        self.stats = Stats()
+        storage.fsync_hook = self.stats.observe_fsync
+        if bootstrap and storage.last_index() == 0 and not storage.has_snapshot():
+            entries, hs = bootstrap_entries([node_id])
+            storage.save(hs, entries)
+            log_event(log, "raft.bootstrapped", node=node_id)
+        if storage.has_snapshot():
+            self.kv = KvStore.restore(storage.snapshot().data)
+        else:
+            self.kv = KvStore(retain=kv_retain)
+        self._rng = random.Random(seed)
+        self.node = RaftNode(
+            node_id, (), storage, config, self._rng, now=now_us(), applied=self.kv.applied_index
+        )
+        self._proposals: dict[int, _Proposal] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._applied = asyncio.Event()  # set and replaced on every apply
+        self._leader_seen = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.on_conf_change: Callable[[], None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"raft-{self.node_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for p in self._proposals.values():
+            if not p.future.done():
+                p.future.set_exception(OutcomeUnknown("the node stopped"))
+        for f in self._reads.values():
+            if not f.done():
+                f.set_exception(Unavailable("the node stopped"))
+        self.storage.close()
+
+    # --- inputs ----------------------------------------------------------------
+
+    def step(self, msgs: list[Message]) -> None:
+        now = now_us()
+        for m in msgs:
+            self.node.step(m, now)
+        self._wake.set()
+
+    def is_member(self) -> bool:
+        conf = self.node.conf_state
+        return self.node_id in conf.voters or self.node_id in conf.learners
+
+    def leader(self) -> str | None:
+        return self.node.leader_id
+
+    async def wait_leader(self, timeout: float) -> str | None:
+        """The known leader, waiting up to ``timeout`` s for one; ``None`` if none appeared."""
+        if self.node.leader_id is None:
+            self._leader_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while self.node.leader_id is None:
+                        await self._leader_seen.wait()
+                        self._leader_seen.clear()
+        return self.node.leader_id
+
+    async def propose(self, data: bytes, timeout: float) -> KvResult | None:
+        """Propose on this node, which must lead (``NotLeader`` otherwise: the caller forwards).
+        Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``."""
+        index = self.node.propose(data, now_us())
+        self.stats.proposals += 1
+        fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = _Proposal(self.node.term, fut)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            self.stats.proposals_failed += 1
+            raise OutcomeUnknown(f"no commit within {timeout} s (entry {index})") from None
+        finally:
+            self._proposals.pop(index, None)
+
+    async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
+        """Propose a membership change (leader only) and wait until it is applied here."""
+        index = self.node.propose_conf_change(change, now_us())
+        fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = _Proposal(self.node.term, fut)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise OutcomeUnknown(f"membership change {change} not applied in {timeout} s") from None
+        finally:
+            self._proposals.pop(index, None)
+
+    async def read_barrier(self, timeout: float) -> int:
+        """ReadIndex: wait until the local KV may serve a linearizable read; returns the index
+        it reflects. Raises ``Unavailable`` when no leader confirms within ``timeout``."""
+        self.stats.reads += 1
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    ctx = f"{self.node_id}/{next(self._read_ids)}".encode()
+                    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                    try:
+                        self.node.read_index(ctx, now_us())
+                    except NotLeader:
+                        await self.wait_leader(timeout)
+                        continue
+                    self._reads[ctx] = fut
+                    self._wake.set()
+                    try:
+                        index = await fut
+                    except Unavailable:
+                        await asyncio.sleep(0.005)  # leadership changed: retry with the new one
+                        continue
+                    finally:
+                        self._reads.pop(ctx, None)
+                    await self.wait_applied(index)
+                    return index
+        except TimeoutError:
+            raise Unavailable(
+                f"no quorum: no leader confirmed a read within {timeout} s", self.leader()
+            ) from None
+
+    async def wait_applied(self, index: int) -> None:
+        while self.kv.applied_index < index:
+            await self._applied.wait()
+
+    def applied_event(self) -> asyncio.Event:
+        """An event set at the next apply (watchers wait on it)."""
+        return self._applied
+
+    def transfer_leadership(self, to: str) -> None:
+        self.node.transfer_leadership(to, now_us())
+        self._wake.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        node = self.node
+        while True:
+            now = now_us()
+            deadline = node.next_deadline()
+            if deadline is not None and now >= deadline:
+                node.tick(now)
+                deadline = node.next_deadline()
+            if node.has_ready():
+                try:
+                    self._handle_ready(node.ready())
+                except Exception:
+                    log.exception("raft ready handling failed; stopping the driver")
+                    raise
+                await asyncio.sleep(0)  # let the network and clients run between Readies
+                continue
+            self._wake.clear()
+            wait = None if deadline is None else max(0.0, (deadline - now_us()) / 1e6)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    def _handle_ready(self, rd: Ready) -> None:
+        self.stats.readies += 1
+        node = self.node
+        # 1. persist (snapshot, hard state, entries), one fsync
+        if rd.snapshot is not None:
+            self.storage.apply_snapshot(rd.snapshot)
+        self.storage.save(rd.hard_state, rd.entries)
+        # 2. send
+        if rd.messages:
+            by_dst: dict[str, list[Message]] = {}
+            for m in rd.messages:
+                by_dst.setdefault(m.dst, []).append(m)
+            for dst, msgs in by_dst.items():
+                self._send(dst, msgs)
+        # 3. apply
+        if rd.snapshot is not None:
+            self.kv = KvStore.restore(rd.snapshot.data)
+        for e in rd.committed:
+            self._apply(e)
+        # 4. reads
+        for rs in rd.read_states:
+            fut = self._reads.get(rs.context)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        conf_changed = False
+        for ev in rd.events:
+            if isinstance(ev, ReadIndexFailed):
+                fut = self._reads.get(ev.context)
+                if fut is not None and not fut.done():
+                    fut.set_exception(Unavailable("leadership changed", ev.leader_hint))
+            elif isinstance(ev, LeaderChanged):
+                if ev.leader is not None:
+                    self._leader_seen.set()
+                log_event(log, "raft.leader", node=self.node_id, leader=ev.leader, term=ev.term)
+            elif isinstance(ev, ConfChanged):
+                conf_changed = True
+                log_event(log, "raft.conf", node=self.node_id, voters=list(ev.conf.voters),
+                          learners=list(ev.conf.learners), index=ev.index)  # fmt: skip
+        # 5. advance
+        node.advance(rd)
+        if rd.committed or rd.snapshot is not None:
+            ev_applied, self._applied = self._applied, asyncio.Event()
+            ev_applied.set()
+            self._maybe_snapshot()
+        if conf_changed and self.on_conf_change is not None:
+            self.on_conf_change()
+
+    def _apply(self, e: Entry) -> None:
+        if e.index <= self.kv.applied_index:
+            return  # already reflected by a restored snapshot
+        result = self.kv.apply_entry(e)
+        p = self._proposals.get(e.index)
+        if p is None or p.future.done():
+            return
+        if e.term == p.term:
+            p.future.set_result(result)
+        else:
+            self.stats.proposals_failed += 1
+            p.future.set_exception(
+                Unavailable(f"not applied: leadership changed (entry {e.index} is another's)")
+            )
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.node.applied_index
+        if applied - max(self.storage.snapshot_index(), self.storage.first_index() - 1) < (
+            self.snapshot_entries
+        ):
+            return
+        if applied != self.kv.applied_index:
+            return
+        self.storage.save_snapshot(
+            applied, self.node.conf_state, self.kv.snapshot(), keep=min(1000, applied // 4)
+        )
+        self.stats.snapshots += 1
+
+    # --- status ----------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        n = self.node
+        return {
+            "node": self.node_id,
+            "role": n.role.value,
+            "term": n.term,
+            "leader": n.leader_id,
+            "commit_index": n.commit_index,
+            "applied_index": n.applied_index,
+            "last_index": n.last_index,
+            "first_index": n.first_index,
+            "revision": self.kv.revision,
+            "voters": list(n.voters),
+            "learners": list(n.learners),
+            "member": self.is_member(),
+            "is_leader": n.role is Role.LEADER,
+        }
+
+
+__all__ = ["ConfChangeError", "OutcomeUnknown", "RaftDriver", "Unavailable"]

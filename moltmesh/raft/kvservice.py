@@ -1,0 +1,432 @@
+"""``ClusterKv``: the cluster KV as every node sees it (``node.kv``), member of the Raft group
+or not.
+
+- **Writes** go to the leader: proposed here when this node leads, else sent to the leader (or,
+  from a non-member, to a group member, which answers with the leader to ask). A write that
+  was never proposed raises ``Unavailable`` (HTTP 503, with the reason); one whose deadline
+  passed after it left raises ``OutcomeUnknown`` (HTTP 504).
+- **Reads** are linearizable by default: a member runs ReadIndex and reads its own copy; a
+  non-member asks a member. ``consistency="stale"`` reads the local copy at once (what a
+  partitioned node still serves).
+- **Non-members** follow committed state through a watch stream (FOLLOW requests to a voter or
+  learner: committed entries, or a KV snapshot once they are compacted) into a local
+  ``KvStore``.
+- **Watches** long-poll the local copy from ``since`` (``CompactedRevisionError`` → HTTP 410).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus.errors import DecodeError, NotLeader
+from consensus.kv import KvStore
+from consensus.kv_types import (
+    Cas,
+    CasFailed,
+    Delete,
+    Event,
+    KeyValue,
+    KvCommand,
+    Ok,
+    Put,
+    Rejected,
+    encode_command,
+)
+from consensus.messages import decode as decode_raft
+from consensus.messages import encode as encode_raft
+from moltmesh.mesh.streams import Peer
+from moltmesh.mesh.wire import Channel, Envelope
+from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
+from moltmesh.raft.proto import KvOp, KvReply, KvRequest, KvStatus, RaftBatch, decode, encode
+
+log = logging.getLogger("moltmesh.raft.kv")
+
+Send = Callable[[str, Channel, bytes], bool]
+FOLLOW_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A write applied at ``revision`` (the store's revision after it); ``prev``: the key's
+    value before; ``changed``: False for deleting an absent key."""
+
+    revision: int
+    prev: KeyValue | None
+    changed: bool
+
+
+class CasMismatch(Exception):
+    """A compare-and-set found mod revision ``current`` (0: absent), not the expected one."""
+
+    def __init__(self, key: str, expected: int, current: int, revision: int) -> None:
+        super().__init__(f"{key}: mod revision is {current}, not {expected}")
+        self.key, self.expected, self.current, self.revision = key, expected, current, revision
+
+
+class ClusterKv:
+    """See the module docstring. ``send`` queues one-way envelopes; ``peers()`` lists live
+    members (candidates to follow from when no group member is known yet)."""
+
+    def __init__(
+        self,
+        driver: RaftDriver,
+        send: Send,
+        peers: Callable[[], list[str]],
+        default_timeout: float = 5.0,
+    ) -> None:
+        self.driver = driver
+        self.node_id = driver.node_id
+        self._send = send
+        self._peers = peers
+        self.default_timeout = default_timeout
+        self.follow_kv = KvStore()
+        self._follow_changed = asyncio.Event()
+        self._members_hint: tuple[str, ...] = ()
+        self._leader_hint: str | None = None
+        self._ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Future[KvReply]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._follow_task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._follow_task = asyncio.create_task(self._follow_loop(), name="kv-follow")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._follow_task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    # --- the local copy ----------------------------------------------------------------------
+
+    @property
+    def local(self) -> KvStore:
+        """The copy reads are served from: the Raft state machine on a member, the followed
+        copy elsewhere."""
+        return self.driver.kv if self.driver.is_member() else self.follow_kv
+
+    def _changed_event(self) -> asyncio.Event:
+        return self.driver.applied_event() if self.driver.is_member() else self._follow_changed
+
+    def members(self) -> tuple[str, ...]:
+        if self.driver.is_member():
+            c = self.driver.node.conf_state
+            return tuple(sorted({*c.voters, *c.learners}))
+        return self._members_hint
+
+    # --- public API ------------------------------------------------------------------------------
+
+    async def get(
+        self, key: str, *, consistency: str = "linearizable", timeout: float | None = None
+    ) -> tuple[KeyValue | None, int]:
+        """``key``'s value (``None``: absent) and the revision read at."""
+        kvs, rev = await self._read(key, False, consistency, timeout)
+        return (kvs[0] if kvs else None), rev
+
+    async def list(
+        self, prefix: str = "", *, consistency: str = "linearizable", timeout: float | None = None
+    ) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` (sorted) and the revision read at."""
+        return await self._read(prefix, True, consistency, timeout)
+
+    async def put(self, key: str, value: bytes, *, timeout: float | None = None) -> WriteResult:
+        return await self._write(Put(key, value), timeout)
+
+    async def delete(self, key: str, *, timeout: float | None = None) -> WriteResult:
+        return await self._write(Delete(key), timeout)
+
+    async def cas(
+        self, key: str, expected: int, value: bytes, *, timeout: float | None = None
+    ) -> WriteResult:
+        """Set ``key`` only if its mod revision is ``expected`` (0: only if absent); raises
+        ``CasMismatch`` otherwise."""
+        return await self._write(Cas(key, expected, value), timeout)
+
+    async def watch(
+        self, prefix: str, since: int, *, exact: bool = False, timeout: float = 30.0
+    ) -> tuple[list[Event], int]:
+        """Changes under ``prefix`` (only to key ``prefix`` when ``exact``) at revision
+        ``since`` or later, waiting up to ``timeout`` s for the first; returns them and the
+        local revision. Raises ``CompactedRevisionError`` when ``since`` is forgotten."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            changed = self._changed_event()
+            events = self.local.watch(prefix, since)
+            if exact:
+                events = [e for e in events if e.key == prefix]
+            left = end - loop.time()
+            if events or left <= 0:
+                return events, self.local.revision
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 1.0)):
+                    await changed.wait()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _read_local(self, key: str, prefix: bool) -> tuple[list[KeyValue], int]:
+        store = self.local
+        if prefix:
+            return store.range(key), store.revision
+        kv = store.get(key)
+        return ([kv] if kv is not None else []), store.revision
+
+    async def _read(
+        self, key: str, prefix: bool, consistency: str, timeout: float | None
+    ) -> tuple[list[KeyValue], int]:
+        if consistency not in ("linearizable", "stale"):
+            raise ValueError("consistency must be linearizable or stale")
+        if consistency == "stale":
+            return self._read_local(key, prefix)
+        timeout = self.default_timeout if timeout is None else timeout
+        if self.driver.is_member():
+            await self.driver.read_barrier(timeout)
+            return self._read_local(key, prefix)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while (left := end - loop.time()) > 0:
+            target = self._pick_member()
+            if target is None:
+                break
+            req = KvRequest(0, KvOp.READ, key=key, prefix=prefix, timeout_ms=int(left * 1000))
+            try:
+                reply = await self._call(target, req, left)
+            except TimeoutError:
+                break
+            if reply.status is KvStatus.OK:
+                return list(reply.kvs), reply.revision
+            self._note(reply)
+            await asyncio.sleep(0.01)
+        raise Unavailable("no quorum: no group member answered a linearizable read in time")
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    async def _write(self, cmd: KvCommand, timeout: float | None) -> WriteResult:
+        timeout = self.default_timeout if timeout is None else timeout
+        reply = await self.propose(encode_command(cmd), timeout)
+        if reply.status is KvStatus.CAS_FAILED:
+            assert isinstance(cmd, Cas)
+            raise CasMismatch(cmd.key, cmd.expected, reply.current, reply.revision)
+        if reply.status is KvStatus.REJECTED:
+            raise ValueError(f"rejected by the state machine: {reply.reason}")
+        return WriteResult(reply.revision, reply.kvs[0] if reply.kvs else None, reply.changed)
+
+    async def propose(self, command: bytes, timeout: float) -> KvReply:
+        """Get ``command`` applied by the leader. Returns an OK, CAS_FAILED or REJECTED reply;
+        raises ``Unavailable`` (not applied) or ``OutcomeUnknown``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        reason = "no leader known"
+        sent = False
+        while (left := end - loop.time()) > 0:
+            d = self.driver
+            if d.is_member():
+                leader = d.leader() or await d.wait_leader(min(left, 1.0))
+                if leader is None:
+                    reason = "no quorum: no leader elected"
+                    continue
+            else:
+                leader = self._leader_hint or self._pick_member()
+                if leader is None:
+                    reason = "no group member known to this node"
+                    await asyncio.sleep(min(0.05, max(left, 0)))
+                    continue
+            if leader == self.node_id:
+                try:
+                    return _reply_of(await d.propose(command, end - loop.time()))
+                except NotLeader as e:
+                    reason = f"not leader any more ({e})"
+                    continue
+            req = KvRequest(0, KvOp.PROPOSE, command=command, timeout_ms=int(left * 1000))
+            try:
+                sent = True
+                reply = await self._call(leader, req, left)
+            except TimeoutError:
+                break
+            if reply.status in (KvStatus.OK, KvStatus.CAS_FAILED, KvStatus.REJECTED):
+                return reply
+            if reply.status is KvStatus.UNKNOWN:
+                raise OutcomeUnknown(reply.reason)
+            sent = False  # a refusal: that attempt was not proposed
+            reason = reply.reason
+            self._note(reply)
+            if self._leader_hint == leader:
+                self._leader_hint = None
+            await asyncio.sleep(0.01)
+        if sent:
+            raise OutcomeUnknown(f"no answer within {timeout} s after the write was sent")
+        raise Unavailable(reason, self.driver.leader())
+
+    # --- requests between nodes ----------------------------------------------------------------
+
+    def _pick_member(self) -> str | None:
+        members = [m for m in self.members() if m != self.node_id]
+        if not members:
+            members = [p for p in self._peers() if p != self.node_id]
+        return self._rng.choice(sorted(members)) if members else None
+
+    def _note(self, reply: KvReply) -> None:
+        if reply.members:
+            self._members_hint = reply.members
+        if reply.leader:
+            self._leader_hint = reply.leader
+
+    async def _call(self, dst: str, req: KvRequest, timeout: float) -> KvReply:
+        """Send ``req`` to ``dst`` and wait for its reply; ``TimeoutError`` after ``timeout``."""
+        rid = next(self._ids)
+        req = KvRequest(rid, req.op, req.command, req.key, req.prefix, req.linearizable,
+                        req.from_index, max(1, min(req.timeout_ms, 2**32 - 1)))  # fmt: skip
+        fut: asyncio.Future[KvReply] = asyncio.get_running_loop().create_future()
+        self._calls[rid] = fut
+        try:
+            if not self._send(dst, Channel.KV, encode(req)):
+                raise TimeoutError
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._calls.pop(rid, None)
+
+    async def on_raft(self, peer: Peer, env: Envelope) -> None:
+        """RAFT channel handler: step every message of the batch (sent by ``peer`` only)."""
+        try:
+            batch = decode(env.body)
+            if not isinstance(batch, RaftBatch):
+                return None
+            msgs = [decode_raft(b) for b in batch.messages]
+        except DecodeError:
+            return None
+        self.driver.step([m for m in msgs if getattr(m, "src", None) == peer.node_id])
+        return None
+
+    def send_raft(self, dst: str, msgs: list[object]) -> None:
+        self._send(dst, Channel.RAFT, encode(RaftBatch(tuple(encode_raft(m) for m in msgs))))
+
+    async def on_kv(self, peer: Peer, env: Envelope) -> None:
+        """KV channel handler: replies resolve our calls; requests are served in a task."""
+        try:
+            msg = decode(env.body)
+        except DecodeError:
+            return None
+        if isinstance(msg, KvReply):
+            fut = self._calls.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif isinstance(msg, KvRequest):
+            task = asyncio.create_task(self._serve(peer.node_id, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _serve(self, src: str, req: KvRequest) -> None:
+        try:
+            reply = await self._answer(req)
+        except Exception as e:  # a request must never kill the node
+            log.exception("kv request failed")
+            reply = KvReply(req.id, KvStatus.UNAVAILABLE, f"internal error: {e}")
+        self._send(src, Channel.KV, encode(reply))
+
+    async def _answer(self, req: KvRequest) -> KvReply:
+        d = self.driver
+        members = self.members()
+        if not d.is_member():
+            return KvReply(req.id, KvStatus.NOT_MEMBER, "not a group member", members=members,
+                           leader=self._leader_hint)  # fmt: skip
+        timeout = req.timeout_ms / 1000
+        if req.op is KvOp.PROPOSE:
+            if d.leader() != self.node_id:
+                return KvReply(req.id, KvStatus.UNAVAILABLE, "not the leader", leader=d.leader(),
+                               members=members)  # fmt: skip
+            try:
+                r = _reply_of(await d.propose(req.command, timeout))
+            except NotLeader as e:
+                return KvReply(req.id, KvStatus.UNAVAILABLE, f"not the leader ({e})",
+                               leader=d.leader(), members=members)  # fmt: skip
+            except Unavailable as e:
+                return KvReply(req.id, KvStatus.UNAVAILABLE, e.reason, leader=d.leader())
+            except OutcomeUnknown as e:
+                return KvReply(req.id, KvStatus.UNKNOWN, str(e))
+            return KvReply(req.id, r.status, r.reason, r.revision, r.kvs, r.current, r.changed)
+        if req.op is KvOp.READ:
+            try:
+                if req.linearizable:
+                    await d.read_barrier(timeout)
+            except Unavailable as e:
+                return KvReply(req.id, KvStatus.UNAVAILABLE, e.reason, leader=d.leader())
+            kvs, rev = self._read_local(req.key, req.prefix)
+            return KvReply(req.id, KvStatus.OK, revision=rev, kvs=tuple(kvs), members=members)
+        return await self._answer_follow(req, members)
+
+    async def _answer_follow(self, req: KvRequest, members: tuple[str, ...]) -> KvReply:
+        d = self.driver
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(req.timeout_ms / 1000, FOLLOW_POLL_S)):
+                while d.kv.applied_index < req.from_index:
+                    await d.applied_event().wait()
+        applied = d.kv.applied_index
+        common = dict(leader=d.leader(), members=members, applied=applied)
+        if req.from_index > applied:
+            return KvReply(req.id, KvStatus.OK, **common)  # type: ignore[arg-type]
+        if req.from_index < d.storage.first_index():
+            return KvReply(req.id, KvStatus.OK, snapshot=d.kv.snapshot(), **common)  # type: ignore[arg-type]
+        entries = d.storage.entries(req.from_index, applied + 1, max_bytes=1 << 20)
+        return KvReply(req.id, KvStatus.OK, entries=tuple(entries), **common)  # type: ignore[arg-type]
+
+    # --- following (non-members) ---------------------------------------------------------------
+
+    async def _follow_loop(self) -> None:
+        while True:
+            if self.driver.is_member():
+                await asyncio.sleep(0.5)
+                continue
+            target = self._pick_member()
+            if target is None:
+                await asyncio.sleep(0.5)
+                continue
+            req = KvRequest(0, KvOp.FOLLOW, from_index=self.follow_kv.applied_index + 1,
+                            timeout_ms=int(FOLLOW_POLL_S * 1000))  # fmt: skip
+            try:
+                reply = await self._call(target, req, FOLLOW_POLL_S + 2.0)
+            except TimeoutError:
+                self._members_hint = tuple(m for m in self._members_hint if m != target)
+                await asyncio.sleep(0.2)
+                continue
+            self._note(reply)
+            if reply.status is not KvStatus.OK:
+                await asyncio.sleep(0.2)
+                continue
+            self._apply_follow(reply)
+
+    def _apply_follow(self, reply: KvReply) -> None:
+        changed = False
+        if reply.snapshot:
+            self.follow_kv = KvStore.restore(reply.snapshot)
+            changed = True
+        for e in reply.entries:
+            if e.index == self.follow_kv.applied_index + 1:
+                self.follow_kv.apply_entry(e)
+                changed = True
+        if changed:
+            ev, self._follow_changed = self._follow_changed, asyncio.Event()
+            ev.set()
+
+
+def _reply_of(result: Ok | CasFailed | Rejected | None) -> KvReply:
+    if isinstance(result, Ok):
+        prev = (result.prev,) if result.prev is not None else ()
+        return KvReply(0, KvStatus.OK, revision=result.revision, kvs=prev, changed=result.changed)
+    if isinstance(result, CasFailed):
+        return KvReply(0, KvStatus.CAS_FAILED, revision=result.revision, current=result.current)
+    if isinstance(result, Rejected):
+        return KvReply(0, KvStatus.REJECTED, result.reason, revision=result.revision)
+    return KvReply(0, KvStatus.REJECTED, "not a KV command")

@@ -1,0 +1,85 @@
+"""Messages of the mesh's RAFT and KV channels (one-way envelopes; replies travel back the same
+way, matched by ``id``). The RAFT channel body is a ``RaftBatch``: several encoded Raft
+messages for one peer, sent together.
+
+``KvRequest`` kinds: PROPOSE (a KV command, to the leader), READ (a get or prefix range served
+by a group member, linearizable or stale) and FOLLOW (a non-member's watch stream: committed
+entries from ``from_index`` on, or a snapshot when they are compacted).
+
+APPEND-ONLY: type ids and enum values are the protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from consensus.codec import U32, U64, Codec
+from consensus.kv_types import KeyValue
+from consensus.messages import Entry
+
+RAFT_MESH_CODEC: Codec[object] = Codec("raft-mesh", max_size=8 * 2**20)
+
+
+class KvOp(enum.IntEnum):
+    PROPOSE = 1
+    READ = 2
+    FOLLOW = 3
+
+
+class KvStatus(enum.IntEnum):
+    OK = 1
+    CAS_FAILED = 2
+    REJECTED = 3
+    UNAVAILABLE = 4  # 503: not applied
+    UNKNOWN = 5  # 504: outcome unknown
+    COMPACTED = 6  # 410
+    NOT_MEMBER = 7  # ask a group member instead (``members`` lists them)
+
+
+@RAFT_MESH_CODEC.register(1)
+@dataclass(frozen=True, slots=True)
+class RaftBatch:
+    messages: tuple[bytes, ...]
+
+
+@RAFT_MESH_CODEC.register(2)
+@dataclass(frozen=True, slots=True)
+class KvRequest:
+    id: U64
+    op: KvOp
+    command: bytes = b""  # PROPOSE: an encoded KV command
+    key: str = ""  # READ: the key, or the prefix when ``prefix``
+    prefix: bool = False
+    linearizable: bool = True
+    from_index: U64 = 0  # FOLLOW
+    timeout_ms: U32 = 5000
+
+
+@RAFT_MESH_CODEC.register(3)
+@dataclass(frozen=True, slots=True)
+class KvReply:
+    id: U64
+    status: KvStatus
+    reason: str = ""
+    revision: U64 = 0  # the store's revision (PROPOSE: after the command)
+    kvs: tuple[KeyValue, ...] = ()  # READ results; PROPOSE: the previous value, if any
+    current: U64 = 0  # CAS_FAILED: the key's mod revision
+    changed: bool = False
+    leader: str | None = None
+    members: tuple[str, ...] = ()  # NOT_MEMBER / FOLLOW: voters and learners known here
+    snapshot: bytes = b""  # FOLLOW: a KV snapshot when ``from_index`` is compacted
+    entries: tuple[Entry, ...] = ()  # FOLLOW: committed entries from ``from_index``
+    applied: U64 = 0  # FOLLOW: the member's applied index
+
+
+RAFT_MESH_CODEC.check_schemas()
+
+
+def encode(msg: RaftBatch | KvRequest | KvReply) -> bytes:
+    return RAFT_MESH_CODEC.encode(msg)
+
+
+def decode(data: bytes) -> object:
+    """Raises only ``consensus.errors.DecodeError``."""
+    return RAFT_MESH_CODEC.decode(data)

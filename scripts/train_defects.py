@@ -64,7 +64,7 @@ DESCRIPTIONS = {
 
 
 class FullNet(nn.Module):
-    """Four 3×3 conv stages (16-32-64-64 channels) at 32/16/8/4 px, global max pool, linear."""
+    """Four 3×3 conv stages (12-24-48-64 channels) at 32/16/8/4 px, global max pool, linear."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,7 +78,7 @@ class FullNet(nn.Module):
             return [*layers, nn.MaxPool2d(2)] if pool else layers
 
         self.features = nn.Sequential(
-            *stage(1, 16, True), *stage(16, 32, True), *stage(32, 64, True), *stage(64, 64, False)
+            *stage(1, 12, True), *stage(12, 24, True), *stage(24, 48, True), *stage(48, 64, False)
         )
         self.head = nn.Linear(64, len(defects.LABELS))
 
@@ -88,22 +88,22 @@ class FullNet(nn.Module):
 
 
 class LightNet(nn.Module):
-    """Half-resolution input (2×2 average), two small 3×3 conv stages (8-16 channels), global max
+    """Half-resolution input (2×2 average), two small 3×3 conv stages (16-32 channels), global max
     pool, linear: a few percent of the full model's MACs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.AvgPool2d(2),
-            nn.Conv2d(1, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1, bias=False),
+            nn.Conv2d(1, 16, 3, padding=1, bias=False),
             nn.BatchNorm2d(16),
             nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
         )
-        self.head = nn.Linear(16, len(defects.LABELS))
+        self.head = nn.Linear(32, len(defects.LABELS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
@@ -150,8 +150,9 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
-def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,
-          name: str) -> nn.Module:
+def train(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, name: str
+) -> nn.Module:
     """Adam with a one-cycle schedule, cross-entropy, minibatches in a seeded order."""
     gen = torch.Generator().manual_seed(TORCH_SEED)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -172,7 +173,7 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: in
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             total += len(idx)
         print(
@@ -217,8 +218,10 @@ def predict(path: Path, images: np.ndarray) -> np.ndarray:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    parts = [sess.run(["probabilities"], {"image": images[i : i + 256]})[0]
-             for i in range(0, len(images), 256)]
+    parts = [
+        sess.run(["probabilities"], {"image": images[i : i + 256]})[0]
+        for i in range(0, len(images), 256)
+    ]
     return np.concatenate(parts)
 
 
@@ -269,7 +272,11 @@ def evaluate(threshold_val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = N
 
     def acc(pred: np.ndarray) -> dict[str, float]:
         ok = pred == y
-        return {"accuracy": pct(ok), "accuracy_hard": pct(ok[hard]), "accuracy_easy": pct(ok[~hard])}
+        return {
+            "accuracy": pct(ok),
+            "accuracy_hard": pct(ok[hard]),
+            "accuracy_easy": pct(ok[~hard]),
+        }
 
     def model_entry(path: Path, probs: np.ndarray) -> dict:
         macs = count_macs(path)
@@ -283,8 +290,7 @@ def evaluate(threshold_val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = N
 
     return {
         "labels": list(defects.LABELS),
-        "test_set": {"seed": defects.TEST_SEED, "size": defects.TEST_SIZE,
-                     "hard": int(hard.sum())},
+        "test_set": {"seed": defects.TEST_SEED, "size": defects.TEST_SIZE, "hard": int(hard.sum())},
         "models": {FULL: model_entry(full_path, full_p), LIGHT: model_entry(light_path, light_p)},
         "cascade": {
             **acc(casc),
@@ -300,35 +306,81 @@ def evaluate(threshold_val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = N
     }
 
 
-def markdown_rows(metrics: dict) -> str:
-    """The accuracy table of docs/models.md, for pasting."""
-    rows = []
+DOCS = ROOT / "docs" / "models.md"
+BEGIN, END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
+
+
+def metrics_tables(metrics: dict) -> str:
+    """The two Markdown tables of docs/models.md (tests/moltmesh/test_default_model.py parses
+    them and checks they equal metrics.json)."""
+    rows = [
+        "| variant | accuracy % | hard % | easy % | MACs | FLOPs | params | ONNX bytes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in (FULL, LIGHT):
         m = metrics["models"][name]
-        rows.append(f"| {name} | {m['accuracy']:.2f} | {m['accuracy_hard']:.2f} | "
-                    f"{m['accuracy_easy']:.2f} | {m['macs']} | {m['params']} | {m['file_bytes']} |")
+        rows.append(
+            f"| {name} | {m['accuracy']:.2f} | {m['accuracy_hard']:.2f} | "
+            f"{m['accuracy_easy']:.2f} | {m['macs']:,} | {m['flops']:,} | {m['params']:,} | "
+            f"{m['file_bytes']:,} |"
+        )
     c = metrics["cascade"]
-    rows.append(f"| cascade | {c['accuracy']:.2f} | {c['accuracy_hard']:.2f} | "
-                f"{c['accuracy_easy']:.2f} | | | |")
-    return "\n".join(rows)
+    rows.append(
+        f"| cascade | {c['accuracy']:.2f} | {c['accuracy_hard']:.2f} | "
+        f"{c['accuracy_easy']:.2f} | — | — | — | — |"
+    )
+    rows += [
+        "",
+        "| confidence threshold | escalated % | escalated, hard % | escalated, easy % |",
+        "|---:|---:|---:|---:|",
+        f"| {c['confidence_threshold']} | {c['escalation_rate']:.2f} | "
+        f"{c['escalation_rate_hard']:.2f} | {c['escalation_rate_easy']:.2f} |",
+    ]
+    t = metrics["test_set"]
+    return (
+        f"Held-out test set: seed {t['seed']}, {t['size']:,} patches, {t['hard']:,} of them "
+        "hard.\n\n" + "\n".join(rows)
+    )
+
+
+def update_docs(metrics: dict) -> None:
+    """Replace the generated part of docs/models.md (between the metrics markers)."""
+    if not DOCS.exists():
+        print(f"{DOCS} missing; tables not written")
+        return
+    text = DOCS.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOCS.write_text(f"{head}{BEGIN}\n{metrics_tables(metrics)}\n{END}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--full-epochs", type=int, default=8)
-    parser.add_argument("--light-epochs", type=int, default=8)
-    parser.add_argument("--eval-only", action="store_true",
-                        help="skip training; re-evaluate the committed .onnx files")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--full-epochs", type=int, default=6)
+    parser.add_argument("--light-epochs", type=int, default=5)
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="skip training; re-evaluate the committed .onnx files",
+    )
+    parser.add_argument(
+        "--only",
+        choices=(FULL, LIGHT),
+        help="train only this model and keep the other's committed .onnx (each model has its "
+        "own torch seed, so the result equals a full run's)",
+    )
     args = parser.parse_args(argv)
     set_determinism(args.threads)
     if not args.eval_only:
         start = time.perf_counter()
         images, labels = training_data()
         print(f"generated {len(images)} training images in {time.perf_counter() - start:.1f} s")
+    if not args.eval_only and args.only in (None, FULL):
         torch.manual_seed(TORCH_SEED)
         full = train(FullNet(), images, labels, args.full_epochs, 3e-3, FULL)
         export(full, MODELS_DIR / FULL / "1" / "model.onnx")
+    if not args.eval_only and args.only in (None, LIGHT):
         torch.manual_seed(TORCH_SEED + 1)
         light = train(LightNet(), images, labels, args.light_epochs, 1e-2, LIGHT)
         export(light, MODELS_DIR / LIGHT / "1" / "model.onnx")
@@ -338,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     write_model_dir(LIGHT, threshold)
     (MODELS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(metrics, indent=2))
-    print(markdown_rows(metrics))
+    update_docs(metrics)
+    print(metrics_tables(metrics))
     return 0
 
 

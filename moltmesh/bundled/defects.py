@@ -128,7 +128,7 @@ def _polylines(
     scratch_len = np.where(small, rng.uniform(6.0, 10.0, n), rng.uniform(12.0, 28.0, n))
     bend = rng.uniform(-0.15, 0.15, n) * scratch_len
     crack_len = np.where(small, rng.uniform(8.0, 12.0, n), rng.uniform(14.0, 30.0, n))
-    jag = rng.uniform(1.0, 1.8, n)
+    jag = rng.uniform(1.2, 2.0, n)
     jitter = rng.normal(0.0, 1.0, (n, k + 1))
     has_branch = (rng.random(n) < 0.6) & ~small
     branch_at = rng.integers(3, 6, n)

@@ -337,9 +337,18 @@ def metrics_tables(metrics: dict) -> str:
         f"{c['escalation_rate_hard']:.2f} | {c['escalation_rate_easy']:.2f} |",
     ]
     t = metrics["test_set"]
+    full, light = metrics["models"][FULL], metrics["models"][LIGHT]
+    summary = (
+        f"The light model needs {100 * light['macs'] / full['macs']:.1f} % of the full model's "
+        f"MACs and is {full['accuracy_hard'] - light['accuracy_hard']:.2f} points worse on the "
+        f"hard subset; the cascade at threshold {c['confidence_threshold']} escalates "
+        f"{c['escalation_rate']:.2f} % of the patches ({c['escalation_rate_hard']:.2f} % of the "
+        f"hard ones, {c['escalation_rate_easy']:.2f} % of the others) and ends "
+        f"{full['accuracy'] - c['accuracy']:.2f} points below the full model."
+    )
     return (
         f"Held-out test set: seed {t['seed']}, {t['size']:,} patches, {t['hard']:,} of them "
-        "hard.\n\n" + "\n".join(rows)
+        "hard.\n\n" + "\n".join(rows) + "\n\n" + summary
     )
 
 

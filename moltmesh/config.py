@@ -132,6 +132,32 @@ class MeshConfig:
 
 
 @dataclass
+class RaftNodeConfig:
+    """The node's Raft group and cluster KV (``moltmesh.raft``). Times are seconds."""
+
+    enabled: bool = True  # run Raft and the cluster KV whenever the node is in a mesh
+    timing: str = "lan"  # election/heartbeat preset: lan (150-300 ms) | local (tests) | wan
+    fsync: bool = True  # fsync the log before sending what depends on it (off: unsafe, bench)
+    max_voters: int = 5  # 3 or 5 voters, chosen automatically
+    max_learners: int = 4  # non-voting members kept up to date by Raft; the rest follow by watch
+    stabilization_s: float = 10.0  # a voter suspect/dead this long is replaced
+    snapshot_entries: int = 10000  # applied entries between KV snapshots (log compaction)
+    request_timeout_s: float = 5.0  # default deadline of a KV request
+
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable)."""
+        checks = [
+            (self.timing in ("lan", "local", "wan"), "raft.timing must be lan, local or wan"),
+            (self.max_voters in (1, 3, 5), "raft.max_voters must be 1, 3 or 5"),
+            (self.max_learners >= 0, "raft.max_learners must be 0 or more"),
+            (self.stabilization_s >= 0, "raft.stabilization_s must be 0 or more"),
+            (self.snapshot_entries >= 1, "raft.snapshot_entries must be at least 1"),
+            (self.request_timeout_s > 0, "raft.request_timeout_s must be positive"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+
+@dataclass
 class LogConfig:
     level: str = "info"  # debug | info | warning | error
     format: str = "json"  # json (one event per line) | text
@@ -148,6 +174,7 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    raft: RaftNodeConfig = field(default_factory=RaftNodeConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no node could run with."""
@@ -177,6 +204,7 @@ class NodeConfig:
             ),
         ]
         checks += [(False, message) for message in self.mesh.problems()]
+        checks += [(False, message) for message in self.raft.problems()]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

@@ -39,11 +39,13 @@ from moltmesh.inference import InferenceService, InferResult
 from moltmesh.logs import log_event
 from moltmesh.mesh.http import MeshRef, add_mesh_routes
 from moltmesh.metrics import NodeMetrics
+from moltmesh.raft.http import RaftRef, add_raft_routes
 from runtimes.repository import ModelRepository
 
 if TYPE_CHECKING:
     from consensus.swim_types import SwimEvent
     from moltmesh.mesh.runtime import MemberInfo, MeshRuntime
+    from moltmesh.raft.kvservice import ClusterKv
 
 log = logging.getLogger("moltmesh.node")
 
@@ -63,6 +65,8 @@ class Node:
         self._runner: web.AppRunner | None = None
         self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
         self._mesh_collector: object | None = None
+        self.raft_ref = RaftRef()  # the API's view of Raft/KV; ``runtime`` set while it runs
+        self._raft_collector: object | None = None
         self.api_url: str | None = None
         self.api_token: str | None = None
         self.token_created = False
@@ -127,6 +131,7 @@ class Node:
                         api.max_body_bytes)  # fmt: skip
         self._runner = web.AppRunner(app, shutdown_timeout=api.shutdown_grace_s, access_log=None)
         add_mesh_routes(app, self.mesh_ref)
+        add_raft_routes(app, self.raft_ref)
         await self._runner.setup()
         ssl_context = None
         if api.tls_cert and api.tls_key:
@@ -155,6 +160,26 @@ class Node:
         collector = runtime.collector()
         self.metrics.registry.register(collector)
         self._mesh_collector = collector
+        if self.config.raft.enabled:
+            await self._start_raft(runtime)
+
+    async def _start_raft(self, mesh: MeshRuntime) -> None:
+        """Raft and the cluster KV over the running mesh (``node.kv``)."""
+        from moltmesh.raft.runtime import RaftRuntime
+
+        raft = RaftRuntime(self.config, mesh)
+        await raft.start()
+        self.raft_ref.runtime = raft
+        collector = raft.collector()
+        self.metrics.registry.register(collector)
+        self._raft_collector = collector
+
+    @property
+    def kv(self) -> ClusterKv:
+        """The cluster KV (get/put/delete/cas/list/watch); RuntimeError outside a mesh."""
+        if self.raft_ref.runtime is None:
+            raise RuntimeError("the cluster KV runs only when this node is part of a mesh")
+        return self.raft_ref.runtime.kv
 
     def _served_models(self) -> dict[str, tuple[str, ...]]:
         """Models served here, with the variants present for each one's newest version."""
@@ -186,6 +211,13 @@ class Node:
 
     async def stop(self) -> None:
         """Leave the mesh, stop taking work, let in-flight requests finish, release everything."""
+        raft = self.raft_ref.runtime
+        if raft is not None:
+            self.raft_ref.runtime = None
+            if self._raft_collector is not None:
+                self.metrics.registry.unregister(self._raft_collector)  # type: ignore[arg-type]
+                self._raft_collector = None
+            await raft.stop()
         mesh = self.mesh_ref.runtime
         if mesh is not None:
             self.mesh_ref.runtime = None

@@ -1,0 +1,157 @@
+"""The cluster KV and Raft status over the node's HTTP API (aiohttp).
+
+    GET    /v1/kv/{key}?consistency=stale|linearizable      one key (404 when absent)
+    GET    /v1/kv?prefix=P                                  prefix list
+    GET    /v1/kv/{key}?watch=1&since=REV[&prefix=1][&timeout=S]   long-poll watch (410: compacted)
+    PUT    /v1/kv/{key}[?cas=MOD_REV]   body = value        put, or CAS on the mod revision
+                                                            (0 = only if absent; 409 on mismatch)
+    DELETE /v1/kv/{key}
+    GET    /v1/raft/status
+
+Status codes: 503 = not applied (no quorum, no leader; ``reason`` says which), 504 = outcome
+unknown (the deadline passed after the write left). Values are returned as UTF-8 text in
+``value`` (replacement characters where not text) and exactly in ``value_b64``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from consensus.kv_types import CompactedRevisionError, Event, KeyValue
+from moltmesh.raft.driver import OutcomeUnknown, Unavailable
+from moltmesh.raft.kvservice import CasMismatch, WriteResult
+from moltmesh.raft.runtime import RaftRuntime
+
+
+@dataclass
+class RaftRef:
+    runtime: RaftRuntime | None = None
+
+
+RAFT_REF = web.AppKey("raft_ref", RaftRef)
+
+
+def kv_json(kv: KeyValue | None) -> dict[str, object] | None:
+    if kv is None:
+        return None
+    return {
+        "key": kv.key,
+        "value": kv.value.decode("utf-8", "replace"),
+        "value_b64": base64.b64encode(kv.value).decode(),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    }
+
+
+def event_json(e: Event) -> dict[str, object]:
+    return {"type": e.kind.name.lower(), "key": e.key, "revision": e.revision,
+            "kv": kv_json(e.kv), "prev": kv_json(e.prev)}  # fmt: skip
+
+
+def _runtime(request: web.Request) -> RaftRuntime:
+    rt = request.app[RAFT_REF].runtime
+    if rt is None:
+        raise web.HTTPServiceUnavailable(
+            text='{"error": "no Raft here: this node is not part of a mesh", "reason": "no mesh"}',
+            content_type="application/json",
+        )
+    return rt
+
+
+def _timeout(request: web.Request, default: float) -> float:
+    try:
+        return float(request.query.get("timeout", default))
+    except ValueError:
+        raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
+
+
+def _unavailable(e: Unavailable) -> web.Response:
+    return web.json_response(
+        {"error": "not applied", "reason": e.reason, "leader": e.leader}, status=503
+    )
+
+
+def _write_json(r: WriteResult) -> dict[str, object]:
+    return {"revision": r.revision, "prev": kv_json(r.prev), "changed": r.changed}
+
+
+async def get_key(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    key = request.match_info.get("key", "")
+    q = request.query
+    consistency = q.get("consistency", "linearizable")
+    if consistency not in ("linearizable", "stale"):
+        return web.json_response({"error": "consistency is stale or linearizable"}, status=400)
+    prefix = q.get("prefix")
+    try:
+        if "watch" in q:
+            since = int(q.get("since", "0"))
+            events, rev = await rt.kv.watch(
+                prefix if prefix is not None and not key else key, since,
+                exact=not (prefix is not None), timeout=_timeout(request, 30.0),
+            )  # fmt: skip
+            return web.json_response({"events": [event_json(e) for e in events], "revision": rev})
+        if not key or prefix is not None:
+            items, rev = await rt.kv.list(key or prefix or "", consistency=consistency)
+            return web.json_response({"kvs": [kv_json(i) for i in items], "revision": rev})
+        kv, rev = await rt.kv.get(key, consistency=consistency)
+    except CompactedRevisionError as e:
+        return web.json_response({"error": str(e), "compacted": e.compacted}, status=410)
+    except Unavailable as e:
+        return _unavailable(e)
+    except ValueError:
+        return web.json_response({"error": "since must be an integer revision"}, status=400)
+    if kv is None:
+        return web.json_response({"error": "not found", "key": key, "revision": rev}, status=404)
+    return web.json_response({**(kv_json(kv) or {}), "revision": rev})
+
+
+async def put_key(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    key = request.match_info["key"]
+    value = await request.read()
+    timeout = _timeout(request, rt.kv.default_timeout)
+    try:
+        if "cas" in request.query:
+            r = await rt.kv.cas(key, int(request.query["cas"]), value, timeout=timeout)
+        else:
+            r = await rt.kv.put(key, value, timeout=timeout)
+    except CasMismatch as e:
+        return web.json_response(
+            {"error": "cas failed", "current": e.current, "revision": e.revision}, status=409
+        )
+    except Unavailable as e:
+        return _unavailable(e)
+    except OutcomeUnknown as e:
+        return web.json_response({"error": "outcome unknown", "reason": str(e)}, status=504)
+    except ValueError as e:
+        return web.json_response({"error": str(e)}, status=400)
+    return web.json_response(_write_json(r))
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    try:
+        r = await rt.kv.delete(request.match_info["key"], timeout=_timeout(request, 5.0))
+    except Unavailable as e:
+        return _unavailable(e)
+    except OutcomeUnknown as e:
+        return web.json_response({"error": "outcome unknown", "reason": str(e)}, status=504)
+    return web.json_response(_write_json(r))
+
+
+async def raft_status(request: web.Request) -> web.Response:
+    return web.json_response(_runtime(request).status())
+
+
+def add_raft_routes(app: web.Application, ref: RaftRef) -> None:
+    app[RAFT_REF] = ref
+    app.router.add_get("/v1/kv", get_key)
+    app.router.add_get("/v1/kv/{key:.+}", get_key)
+    app.router.add_put("/v1/kv/{key:.+}", put_key)
+    app.router.add_delete("/v1/kv/{key:.+}", delete_key)
+    app.router.add_get("/v1/raft/status", raft_status)

@@ -1,0 +1,141 @@
+"""``RaftRuntime``: the node's Raft group member and cluster KV, on top of a running mesh.
+
+    raft = RaftRuntime(node_config, mesh_runtime)
+    await raft.start()     # open the log (bootstrap on the `mesh init` node), handlers on the
+                           # RAFT and KV channels, driver, follow stream, autopilot
+    await raft.kv.put("config/x", b"1")
+    await raft.stop()      # a leader hands leadership over first
+
+Only the node holding the mesh CA key (the one that ran ``moltmesh mesh init``) founds the group,
+and only when its Raft directory is empty; every other node starts empty and is added by the
+leader's autopilot (or follows by watch stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from consensus.raft import RaftConfig
+from consensus.raft_types import Role
+from moltmesh.config import NodeConfig
+from moltmesh.logs import log_event
+from moltmesh.mesh.runtime import MeshRuntime
+from moltmesh.mesh.wire import Channel
+from moltmesh.raft.autopilot import Autopilot, MemberHealth
+from moltmesh.raft.driver import FSYNC_BUCKETS, RaftDriver
+from moltmesh.raft.kvservice import ClusterKv
+from moltmesh.raft.transport import MeshTransport
+from moltmesh.raft.wal import DiskStorage
+
+log = logging.getLogger("moltmesh.raft.runtime")
+
+TIMINGS = {"lan": RaftConfig.lan, "local": RaftConfig.local, "wan": RaftConfig.wan}
+
+
+class RaftRuntime:
+    """See the module docstring."""
+
+    def __init__(self, config: NodeConfig, mesh: MeshRuntime) -> None:
+        self.config = config
+        self.mesh = mesh
+        rc = config.raft
+        self.storage = DiskStorage.open(config.data_dir / "raft", fsync=rc.fsync)
+        service = mesh.service
+        self.transport = MeshTransport(service.streams, service.peers)
+        self.driver = RaftDriver(
+            service.node_id, self.storage, TIMINGS[rc.timing](),
+            lambda dst, msgs: self.kv.send_raft(dst, msgs),
+            bootstrap=service.state.ca_key is not None, snapshot_entries=rc.snapshot_entries,
+        )  # fmt: skip
+        self.kv = ClusterKv(
+            self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s
+        )
+        self.autopilot = Autopilot(
+            self.driver, self._health, max_voters=rc.max_voters, max_learners=rc.max_learners,
+            stabilization_s=rc.stabilization_s,
+        )  # fmt: skip
+
+    def _health(self) -> list[MemberHealth]:
+        return [MemberHealth(m.node, m.status, m.tier, m.age_s) for m in self.mesh.members()]
+
+    async def start(self) -> None:
+        handlers = self.mesh.service.streams.handlers
+        handlers[Channel.RAFT] = self.kv.on_raft
+        handlers[Channel.KV] = self.kv.on_kv
+        await self.driver.start()
+        self.kv.start()
+        self.autopilot.start()
+        log_event(log, "raft.started", node=self.driver.node_id, **_brief(self.driver.status()))
+
+    async def stop(self, handover_s: float = 2.0) -> None:
+        """Hand leadership to another voter first (graceful leave), then stop."""
+        d = self.driver
+        await self.autopilot.stop()
+        others = [v for v in d.node.voters if v != d.node_id]
+        if d.node.role is Role.LEADER and others:
+            with contextlib.suppress(Exception):
+                d.transfer_leadership(others[0])
+                async with asyncio.timeout(handover_s):
+                    while d.node.role is Role.LEADER:
+                        await d.applied_event().wait()
+        await self.kv.stop()
+        await d.stop()
+        await self.transport.close()
+        handlers = self.mesh.service.streams.handlers
+        handlers.pop(Channel.RAFT, None)
+        handlers.pop(Channel.KV, None)
+
+    def status(self) -> dict[str, object]:
+        return {**self.driver.status(), "autopilot_changes": self.autopilot.changes}
+
+    def collector(self) -> Collector:
+        return _RaftCollector(self)
+
+
+def _brief(status: dict[str, object]) -> dict[str, object]:
+    return {k: status[k] for k in ("role", "term", "commit_index", "voters")}
+
+
+class _RaftCollector(Collector):
+    def __init__(self, rt: RaftRuntime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        d = self.rt.driver
+        n = d.node
+        for name, doc, value in (
+            ("moltmesh_raft_term", "Current Raft term.", n.term),
+            ("moltmesh_raft_commit_index", "Highest log index known committed.", n.commit_index),
+            ("moltmesh_raft_apply_index", "Highest log index applied to the KV.", n.applied_index),
+            ("moltmesh_raft_is_leader", "1 when this node leads the group.",
+             int(n.role is Role.LEADER)),
+            ("moltmesh_raft_voters", "Voters in the group (this node's view).", len(n.voters)),
+            ("moltmesh_raft_learners", "Learners in the group.", len(n.learners)),
+        ):  # fmt: skip
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        s = d.stats
+        for name, doc, value in (
+            ("moltmesh_raft_proposals", "Proposals made on this node (as leader).", s.proposals),
+            ("moltmesh_raft_proposals_failed", "Proposals lost or timed out.",
+             s.proposals_failed),
+            ("moltmesh_raft_reads", "Linearizable (ReadIndex) reads started here.", s.reads),
+            ("moltmesh_raft_snapshots", "KV snapshots taken (log compactions).", s.snapshots),
+        ):  # fmt: skip
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        h = HistogramMetricFamily(
+            "moltmesh_raft_fsync_seconds", "Latency of one fsync of the Raft log (per Ready)."
+        )
+        buckets = [(str(b), float(v)) for b, v in zip(FSYNC_BUCKETS, s.fsync_buckets, strict=True)]
+        buckets.append(("+Inf", float(s.fsync_count)))
+        h.add_metric([], buckets, s.fsync_sum)
+        yield h

@@ -1,0 +1,30 @@
+"""Real node processes on loopback: the group forms by itself, the KV works from every node."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.raft.procs import http, mesh_of, status, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_processes_form_a_group_and_serve_the_kv(tmp_path):
+    with mesh_of(tmp_path, 3) as (dirs, procs, _seed):
+        nodes = list(procs.values())
+        wait_for(lambda: len(status(nodes[0]).get("voters", [])) == 3, "3 voters")
+        code, put = http(nodes[1], "PUT", "/v1/kv/cfg/a", b"hello")
+        assert code == 200, put
+        for n in nodes:
+            code, got = http(n, "GET", "/v1/kv/cfg/a")
+            assert code == 200 and got["value"] == "hello", got
+            assert got["mod_revision"] == put["revision"]
+        code, cas = http(nodes[2], "PUT", f"/v1/kv/cfg/a?cas={put['revision'] + 7}", b"x")
+        assert code == 409 and cas["current"] == put["revision"]
+        code, lst = http(nodes[2], "GET", "/v1/kv?prefix=cfg/&consistency=stale")
+        assert code == 200 and [k["key"] for k in lst["kvs"]] == ["cfg/a"]
+        code, w = http(nodes[0], "GET", f"/v1/kv/cfg/a?watch=1&since={put['revision']}")
+        assert code == 200 and w["events"][0]["revision"] == put["revision"]
+        code, gone = http(nodes[0], "DELETE", "/v1/kv/cfg/a")
+        assert code == 200 and gone["changed"]
+        assert http(nodes[1], "GET", "/v1/kv/cfg/a")[0] == 404

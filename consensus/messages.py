@@ -38,7 +38,8 @@ class RaftMsgType(enum.IntEnum):
     TIMEOUT_NOW = 10
     READ_INDEX = 11
     READ_INDEX_RESPONSE = 12
-    # 13-31 reserved for further messages between peers.
+    SNAPSHOT_PROGRESS = 13
+    # 14-31 reserved for further messages between peers.
     # Persisted records (not sent between peers, but encoded the same way by drivers):
     ENTRY = 64
     HARD_STATE = 65
@@ -257,16 +258,35 @@ class HeartbeatResponse:
 @RAFT_CODEC.register(RaftMsgType.INSTALL_SNAPSHOT)
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot:
-    """InstallSnapshot (§7): the leader sends its latest snapshot, whole, to a follower whose
-    next entries it has compacted. The follower answers with an ``AppendResponse`` whose
-    ``index`` is the snapshot's index (installed, or already covered by its log) or its commit
-    index (the snapshot is older than what it has committed). A snapshot is bounded by
-    ``RAFT_MAX_FRAME`` when sent over the wire codec."""
+    """InstallSnapshot (§7, Figure 13): the leader sends its latest snapshot to a follower whose
+    next entries it has compacted, in chunks of at most ``RaftConfig.max_bytes_per_msg`` bytes,
+    one at a time: ``snapshot.data`` holds bytes ``[offset, offset + len)`` of the snapshot's
+    data (``snapshot.meta`` is the whole snapshot's) and ``done`` marks the last chunk.
+
+    The follower answers a chunk before the last with ``SnapshotProgress`` (how much it holds),
+    and the last one (or any chunk of a snapshot it does not need) with an ``AppendResponse``
+    whose ``index`` is the snapshot's index (installed, or already covered by its log) or its
+    commit index (the snapshot is older than what it has committed)."""
 
     src: NodeId
     dst: NodeId
     term: U64
     snapshot: Snapshot
+    offset: U64 = 0
+    done: bool = True
+
+
+@RAFT_CODEC.register(RaftMsgType.SNAPSHOT_PROGRESS)
+@dataclass(frozen=True, slots=True)
+class SnapshotProgress:
+    """A follower holds bytes ``[0, offset)`` of the snapshot at ``index`` the leader is
+    sending it: the leader sends the chunk at ``offset`` next."""
+
+    src: NodeId
+    dst: NodeId
+    term: U64
+    index: U64
+    offset: U64
 
 
 @RAFT_CODEC.register(RaftMsgType.TIMEOUT_NOW)
@@ -320,6 +340,7 @@ Message = (
     | TimeoutNow
     | ReadIndexRequest
     | ReadIndexResponse
+    | SnapshotProgress
 )
 """Any message one Raft node sends another."""
 
@@ -336,6 +357,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TimeoutNow,
     ReadIndexRequest,
     ReadIndexResponse,
+    SnapshotProgress,
 )
 
 ENTRY_OVERHEAD_BYTES = 16

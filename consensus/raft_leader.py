@@ -22,12 +22,14 @@ from consensus.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
-    InstallSnapshot,
     Message,
+    Snapshot,
+    SnapshotProgress,
 )
 from consensus.raft_config import RaftConfig
 from consensus.raft_log import RaftLog
 from consensus.raft_progress import Progress, ProgressState
+from consensus.raft_snapshot import snapshot_chunk
 
 
 class Replication:
@@ -128,18 +130,40 @@ class Replication:
         return True
 
     def send_snapshot(self, to: NodeId) -> bool:
-        """Send ``to`` the latest snapshot (its next entries are compacted); False when no
-        snapshot is available yet (retried on its next heartbeat answer)."""
+        """Start sending ``to`` the latest snapshot (its next entries are compacted), first
+        chunk first; False when no snapshot is available yet (retried on its next heartbeat
+        answer)."""
+        snap = self._snapshot()
+        if snap is None:
+            return False
+        self.progress[to].become_snapshot(snap.meta.index)
+        self._send(snapshot_chunk(self.id, to, self.term, snap, 0, self.cfg.max_bytes_per_msg))
+        return True
+
+    def _snapshot(self) -> Snapshot | None:
         snap = self.log.pending_snapshot
         if snap is None:
             try:
                 snap = self.log.storage.snapshot()
             except SnapshotUnavailableError:
-                return False
-        pr = self.progress[to]
-        self._send(InstallSnapshot(self.id, to, self.term, snap))
-        pr.become_snapshot(snap.meta.index)
-        return True
+                return None
+        return snap
+
+    def _snapshot_progress(self, msg: SnapshotProgress, pr: Progress) -> None:
+        """The follower holds part of the snapshot being sent: send the next chunk (or start
+        over if a newer snapshot replaced it meanwhile)."""
+        if pr.state is not ProgressState.SNAPSHOT or msg.index != pr.pending_snapshot:
+            return  # stale: about a snapshot we are no longer sending
+        pr.snapshot_heartbeats = 0  # it is making progress
+        snap = self._snapshot()
+        if snap is None or snap.meta.index != pr.pending_snapshot:
+            self.send_snapshot(msg.src)
+            return
+        self._send(
+            snapshot_chunk(
+                self.id, msg.src, self.term, snap, msg.offset, self.cfg.max_bytes_per_msg
+            )
+        )
 
     def broadcast_append(self) -> None:
         """Send every follower what it lacks (or an empty append carrying the commit index)."""
@@ -186,6 +210,9 @@ class Replication:
                 self.broadcast_append()
             while self.send_append(msg.src, send_if_empty=False):
                 pass
+        elif isinstance(msg, SnapshotProgress):
+            pr.recent_active = True
+            self._snapshot_progress(msg, pr)
         elif isinstance(msg, HeartbeatResponse):
             pr.recent_active = True
             if pr.state is ProgressState.SNAPSHOT:

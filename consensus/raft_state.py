@@ -30,6 +30,7 @@ from consensus.messages import (
     PreVoteRequest,
     PreVoteResponse,
     ReadIndexResponse,
+    SnapshotProgress,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -43,6 +44,7 @@ from consensus.raft_membership import (
     make_conf_state,
 )
 from consensus.raft_read import ReadOnly, ReadRequest, parse_round, round_context
+from consensus.raft_snapshot import SnapshotReceiver
 from consensus.raft_types import (
     ConfChanged,
     LeaderChanged,
@@ -100,6 +102,7 @@ class RaftState:
         self._reads: ReadOnly | None = None
         self._deferred_reads: list[ReadRequest] = []
         self._forwarded: dict[bytes, NodeId] = {}
+        self._snap_rx = SnapshotReceiver()
         self._pending_conf_index = 0
         self._transferee: NodeId | None = None
         self._transfer_deadline: Micros | None = None
@@ -225,16 +228,23 @@ class RaftState:
         )
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
-        """§7: install the leader's snapshot unless the log already covers it."""
+        """§7: install the leader's snapshot (once all its chunks are in) unless the log
+        already covers it."""
         meta = msg.snapshot.meta
         log = self._log
         if meta.index <= log.committed:
             index = log.committed  # older than what we committed: tell the leader where we are
+            self._snap_rx.clear()
         elif log.match_term(meta.index, meta.term):
             log.commit_to(meta.index)  # our log holds it: just fast-forward the commit
             index = meta.index
+            self._snap_rx.clear()
         else:
-            log.restore(msg.snapshot)  # the driver persists and restores it from the next Ready
+            got = self._snap_rx.receive(msg)
+            if isinstance(got, int):
+                self._send(SnapshotProgress(self._id, msg.src, self._term, meta.index, got))
+                return
+            log.restore(got)  # the driver persists and restores it from the next Ready
             index = meta.index
         self._send(AppendResponse(self._id, msg.src, self._term, index=index))
 
@@ -443,6 +453,7 @@ class RaftState:
             self._vote = None
             self._timeout = self._draw_timeout()
             self._campaign_after_apply = False
+            self._snap_rx.clear()
             if self._forwarded:
                 self._fail_reads([], None)
         self._votes = {}

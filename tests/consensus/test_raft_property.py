@@ -25,7 +25,7 @@ changes = st.builds(ConfChange, st.sampled_from(ConfChangeType), st.sampled_from
 class RaftInterleavings(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        conf = cfg(max_entries_per_msg=2, max_inflight_msgs=2)
+        conf = cfg(max_entries_per_msg=2, max_inflight_msgs=2, max_bytes_per_msg=64)
         self.net = Net(IDS, seed=0, config=conf)
         self.net.add_node("d")  # outside the group until a change adds it
         self.proposed = 0

@@ -142,7 +142,12 @@ def test_random_faults_never_break_safety(seed: int) -> None:
     group must make progress, every member applying the same log."""
     rng = random.Random(seed)
     ids = S[: rng.choice([3, 5])]
-    conf = cfg(pre_vote=rng.random() < 0.7, check_quorum=rng.random() < 0.7, max_entries_per_msg=4)
+    conf = cfg(
+        pre_vote=rng.random() < 0.7,
+        check_quorum=rng.random() < 0.7,
+        max_entries_per_msg=4,
+        max_bytes_per_msg=rng.choice([256, 64 * 1024]),  # small: snapshots go in many chunks
+    )
     net = Net(ids, seed=seed, config=conf)
     newcomers = ["n1", "n2", "n3"]
     read_floor: dict[bytes, int] = {}

@@ -25,7 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from consensus.core import NodeId
-from consensus.errors import ConfChangeError, DecodeError, LocalProtocolError, RaftInvariantError
+from consensus.errors import (
+    ConfChangeError,
+    DecodeError,
+    LocalProtocolError,
+    RaftInvariantError,
+    SnapshotUnavailableError,
+)
 from consensus.messages import (
     ConfChange,
     ConfChangeType,
@@ -37,6 +43,7 @@ from consensus.messages import (
     encode,
 )
 from consensus.raft_progress import Progress
+from consensus.storage import Storage
 
 _T = ConfChangeType
 
@@ -141,3 +148,23 @@ def check_change(
             raise ConfChangeError(f"{node} is not a learner")
     else:  # pragma: no cover - the enum is closed
         raise LocalProtocolError(f"unknown change type {kind!r}")
+
+
+def snapshot_index(storage: Storage) -> int:
+    """Index of the storage's latest snapshot (0 if none)."""
+    try:
+        return storage.snapshot().meta.index
+    except SnapshotUnavailableError:
+        return 0
+
+
+def replay_conf(conf: ConfState, storage: Storage, applied: int) -> ConfState:
+    """The membership as of ``applied`` on a node starting over ``storage``: ``conf`` (the
+    stored one, as of the latest snapshot) plus the CONFIG entries after the snapshot that the
+    state machine has already applied (those after ``applied`` are applied as it goes)."""
+    lo = max(snapshot_index(storage) + 1, storage.first_index())
+    if applied >= lo:
+        for e in storage.entries(lo, applied + 1):
+            if e.kind is EntryKind.CONFIG:
+                conf = apply_change(conf, decode_change(e))
+    return conf

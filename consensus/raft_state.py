@@ -14,7 +14,6 @@ from consensus.errors import (
     LeadershipTransferring,
     LocalProtocolError,
     NotLeader,
-    SnapshotUnavailableError,
 )
 from consensus.messages import (
     AppendEntries,
@@ -39,9 +38,9 @@ from consensus.raft_config import RaftConfig
 from consensus.raft_leader import Replication
 from consensus.raft_log import RaftLog
 from consensus.raft_membership import (
-    apply_change,
-    decode_change,
     make_conf_state,
+    replay_conf,
+    snapshot_index,
 )
 from consensus.raft_read import ReadOnly, ReadRequest, parse_round, round_context
 from consensus.raft_snapshot import SnapshotReceiver
@@ -85,9 +84,9 @@ class RaftState:
         self._storage = storage
         self._rng = rng
         # A snapshot only ever holds committed state, whatever the stored commit says.
-        committed = max(hs.commit, _snapshot_index(storage), storage.first_index() - 1)
+        committed = max(hs.commit, snapshot_index(storage), storage.first_index() - 1)
         self._log = RaftLog(storage, committed=committed, applied=applied)
-        self._conf = self._replay_conf(conf, storage, applied)
+        self._conf = replay_conf(conf, storage, applied)
         self._term = hs.term
         self._vote = hs.vote
         self._persisted_hs = hs
@@ -116,17 +115,6 @@ class RaftState:
         self.dropped_messages = 0
         """Messages ignored because they were addressed to another node."""
         self._reset_election_timer(now)
-
-    @staticmethod
-    def _replay_conf(conf: ConfState, storage: Storage, applied: int) -> ConfState:
-        """The membership as of ``applied``: the stored one (as of the snapshot) plus the
-        CONFIG entries after the snapshot that the state machine has already applied."""
-        lo = max(_snapshot_index(storage) + 1, storage.first_index())
-        if applied >= lo:
-            for e in storage.entries(lo, applied + 1):
-                if e.kind is EntryKind.CONFIG:
-                    conf = apply_change(conf, decode_change(e))
-        return conf
 
     # --- per-role handlers -----------------------------------------------------------------------
 
@@ -515,11 +503,3 @@ class RaftState:
     def _push_election_deadline(self, now: Micros) -> None:
         if self._role is not Role.LEADER:
             self._reset_election_timer(now)
-
-
-def _snapshot_index(storage: Storage) -> int:
-    """Index of the storage's latest snapshot (0 if none)."""
-    try:
-        return storage.snapshot().meta.index
-    except SnapshotUnavailableError:
-        return 0

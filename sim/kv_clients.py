@@ -95,6 +95,8 @@ class ClientStats:
     read_failed: int = 0
     write_latency_us: list[int] = field(default_factory=list)
     read_latency_us: list[int] = field(default_factory=list)
+    read_samples: list[tuple[NodeId, int]] = field(default_factory=list)
+    """(serving node, latency µs) of each linearizable read."""
 
 
 class KvClients(Observer):
@@ -297,6 +299,7 @@ class KvClients(Observer):
                 self.known_mod[p.key] = max(self.known_mod.get(p.key, 0), kv.mod_revision)
             self.stats.completed += 1
             self.stats.read_latency_us.append(now - p.call)
+            self.stats.read_samples.append((p.node, now - p.call))
             self._done(p)
 
     # ---- observer hooks ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ Exit status 1 when any seed fails; each failure prints its seed and the command 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -37,9 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", help="a range of seeds, e.g. 0-299")
     p.add_argument("--scenario", default="mixed", choices=KV_PRESETS)
     p.add_argument("--voters", type=int, default=3)
+    p.add_argument("--wire", action="store_true", help="encode/decode every Raft message")
     args = p.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else _seeds(args.seeds or "0")
     scenario = kv_preset(args.scenario, args.voters)
+    if args.wire:
+        scenario = dataclasses.replace(scenario, wire=True)
     failed = 0
     for seed in seeds:
         r = run_kv(scenario, seed)

@@ -63,6 +63,8 @@ class KvScenario:
     config: str = "lan"
     budget: int = DEFAULT_BUDGET
     """Linearizability checker budget (states explored)."""
+    wire: bool = False
+    """Encode and decode every Raft message (snapshots with KV data included) on delivery."""
 
 
 _LINK = LinkSpec(delay_ms=3.0, jitter_ms=2.0, loss=0.01, duplicate=0.01, reorder=0.02)
@@ -161,6 +163,7 @@ def build(scenario: KvScenario, seed: int, config: RaftConfig | None = None) -> 
         voters + spares,
         seed,
         scenario.link,
+        wire=scenario.wire,
         drift_ppm=scenario.faults.drift_ppm,
         persist_ms=scenario.faults.persist_ms,
     )

@@ -23,23 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from runtimes.base import V2_DATATYPES, numpy_dtype
+from runtimes.base import v2_datatype as base_v2_datatype
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(np.object_),
+    name: dt if dt.kind in "bO" else dt.newbyteorder("<")
+    for name, dt in ((name, numpy_dtype(name)) for name in V2_DATATYPES)
 }
+"""v2 datatype name -> numpy dtype as it travels: binary tensors are little-endian on any host."""
 _V2_NAMES = {dt.newbyteorder("="): name for name, dt in DTYPES.items() if name != "BYTES"}
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per response
@@ -71,12 +64,10 @@ def v2_datatype(dtype: np.dtype) -> str:
     name = _V2_NAMES.get(dtype)  # native-order dtypes: one lookup, no new dtype object
     if name is not None:
         return name
-    if dtype == np.object_ or dtype.kind in "SU":
-        return "BYTES"
     try:
-        return _V2_NAMES[dtype.newbyteorder("=")]
-    except KeyError:
-        raise V2Error(f"numpy dtype {dtype} has no v2 datatype") from None
+        return base_v2_datatype(dtype)
+    except ValueError as e:
+        raise V2Error(str(e)) from None
 
 
 def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:

@@ -283,8 +283,11 @@ def main() -> None:
                 f"| {percentile(xs, 50) / w:.2f}× |"
             )
     md.append(
-        "\nA read needs one heartbeat round and nothing durable; a follower's read adds the "
-        "forward to the leader and back."
+        "\nA ReadIndex read costs one heartbeat round trip, like a write's append round, but "
+        "writes nothing and adds no log entry; a follower's read adds the forward to the leader "
+        "and back. With fsync the read is not cheaper here because the simulator charges its "
+        "fsync delay to every Ready, heartbeats included (a real driver skips the fsync when a "
+        "Ready holds nothing durable)."
     )
     con.print(t)
 

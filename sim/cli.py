@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("sim.raft_cli", "sim.swim_cli")
+COMMAND_MODULES = ("sim.raft_cli", "sim.swim_cli", "sim.kv_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,58 +1,104 @@
-"""``python -m sim.kv_cli``: run replicated-KV simulator seeds (one, or a range) and report.
+"""The ``kv`` subcommand of ``python -m sim``: replicated-KV seeds, one or a sweep.
 
-    python -m sim.kv_cli --seed 7 --scenario mixed --voters 3      # one seed, full report
-    python -m sim.kv_cli --seeds 0-999 --scenario mixed             # a sweep; failures listed
+    python -m sim kv --seed 7 --scenario mixed --voters 3        # one seed, one-line outcome
+    python -m sim kv --seeds 0:1000 --workers 2                  # sweep every KV preset
 
-Exit status 1 when any seed fails; each failure prints its seed and the command reproducing it.
+Each seed runs ``sim.kv_run.run_kv``: faults, membership changes, snapshots and client traffic,
+then the Raft checkers, the identical-state check and the linearizability check. Exit status 1
+when any seed fails; each failure prints its seed and the command reproducing it.
+``python -m sim.kv_cli`` takes the same arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 
-from .kv_run import KV_PRESETS, KvRunResult, kv_preset, run_kv
+from rich.console import Console
+from rich.table import Table
+
+from .kv_run import KV_PRESETS, KvRunResult, KvScenario, kv_preset, run_kv
+from .sweep import parse_seeds, sweep
 
 
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-", 1)
-        return list(range(int(lo), int(hi) + 1))
-    return [int(text)]
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("kv", help="run the replicated KV under faults; check linearizability")
+    _arguments(p)
+    p.set_defaults(func=run)
 
 
-def _line(r: KvRunResult) -> str:
+def _arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=int, help="run one seed")
+    g.add_argument("--seeds", help="sweep seeds: 0:1000, or 1,5,9")
+    p.add_argument("--scenario", choices=KV_PRESETS, action="append", help="preset (repeatable)")
+    p.add_argument("--voters", type=int, default=3, help="founding voters (default 3)")
+    p.add_argument("--wire", action="store_true", help="encode/decode every Raft message")
+    p.add_argument("--workers", type=int, default=1)
+
+
+def _one(scenario: KvScenario, seed: int) -> KvRunResult:
+    return run_kv(scenario, seed)
+
+
+def line(r: KvRunResult) -> str:
+    """A one-line outcome of a seed."""
     return (
-        f"seed {r.seed:>6} {r.scenario:<10} {'ok' if r.ok else 'FAIL':<4} "
-        f"ops {r.operations:>4} unknown {r.unknown:>3} crashes {r.crashes:>2} "
-        f"cuts {r.partitions:>2} conf {r.conf_changes:>2} snaps {r.snapshots_taken:>3}/"
-        f"{r.snapshots_installed:<2} check {r.check_s * 1000:7.1f} ms  wall {r.wall_s:5.2f} s"
+        f"seed {r.seed} {'ok' if r.ok else 'FAILED'} scenario={r.scenario} ops={r.operations} "
+        f"unknown={r.unknown} crashes={r.crashes} partitions={r.partitions} "
+        f"conf_changes={r.conf_changes} snapshots={r.snapshots_taken}/{r.snapshots_installed} "
+        f"check={r.check_s * 1000:.1f}ms sim={r.sim_s:.1f}s wall={r.wall_s:.2f}s "
+        f"trace={r.trace_hash}"
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.scenario or (["mixed"] if args.seed is not None else list(KV_PRESETS))
+    scenarios = [dataclasses.replace(kv_preset(n, args.voters), wire=args.wire) for n in names]
+    if args.seed is not None or not args.seeds:
+        r = run_kv(scenarios[0], args.seed if args.seed is not None else 0)
+        print(line(r))
+        if not r.ok:
+            print(r.failure)
+        return 0 if r.ok else 1
+    seeds = parse_seeds(args.seeds)
+    table = Table(title="replicated KV sweep")
+    for col in ("scenario", "voters", "seeds", "failed", "failing seeds", "operations",
+                "unknown", "crashes", "partitions", "conf changes", "snapshots installed",
+                "check ms / 1000 ops"):  # fmt: skip
+        table.add_column(col, justify="right")
+    failed_any = False
+    for sc in scenarios:
+        fn = functools.partial(_one, sc)
+        results = sweep(fn, seeds, args.workers, label=f"kv {sc.name} v={sc.voters}")
+        bad = [r.seed for r in results if not r.ok]
+        failed_any |= bool(bad)
+        ops = sum(r.operations for r in results) or 1
+        table.add_row(
+            sc.name,
+            str(sc.voters),
+            str(len(results)),
+            str(len(bad)),
+            ",".join(map(str, bad[:8])) + ("…" if len(bad) > 8 else ""),
+            str(ops),
+            str(sum(r.unknown for r in results)),
+            str(sum(r.crashes for r in results)),
+            str(sum(r.partitions for r in results)),
+            str(sum(r.conf_changes for r in results)),
+            str(sum(r.snapshots_installed for r in results)),
+            f"{sum(r.check_s for r in results) / ops * 1e6:.1f}",
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return 1 if failed_any else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.kv_cli", description=__doc__)
-    p.add_argument("--seed", type=int, help="one seed")
-    p.add_argument("--seeds", help="a range of seeds, e.g. 0-299")
-    p.add_argument("--scenario", default="mixed", choices=KV_PRESETS)
-    p.add_argument("--voters", type=int, default=3)
-    p.add_argument("--wire", action="store_true", help="encode/decode every Raft message")
-    args = p.parse_args(argv)
-    seeds = [args.seed] if args.seed is not None else _seeds(args.seeds or "0")
-    scenario = kv_preset(args.scenario, args.voters)
-    if args.wire:
-        scenario = dataclasses.replace(scenario, wire=True)
-    failed = 0
-    for seed in seeds:
-        r = run_kv(scenario, seed)
-        print(_line(r), flush=True)
-        if not r.ok:
-            failed += 1
-            print(r.failure, flush=True)
-    print(f"{len(seeds) - failed}/{len(seeds)} seeds passed")
-    return 1 if failed else 0
+    _arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

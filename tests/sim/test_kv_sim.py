@@ -107,3 +107,11 @@ def test_the_harness_catches_reads_that_skip_read_index() -> None:
             caught.append(seed)
             assert "not linearizable" in res.report()
     assert caught, "stale local reads were never caught in 8 partitioned seeds"
+
+
+def test_cli_runs_a_seed_and_reports_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.cli import main
+
+    assert main(["kv", "--seed", "4", "--scenario", "calm"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed 4 ok scenario=calm") and "trace=" in out

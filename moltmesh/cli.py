@@ -83,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     node.set_defaults(func=cmd_node)
     cli_mesh.add_node_flags(node)
 
-    from moltmesh import cli_infer, cli_models
+    from moltmesh import cli_infer, cli_kv, cli_models, cli_raft
 
     cli_infer.add_parser(sub)
     cli_models.add_parser(sub)
     cli_mesh.add_parser(sub)
+    cli_kv.add_parser(sub)
+    cli_raft.add_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"moltmesh {__version__}") or 0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 
@@ -68,6 +69,16 @@ class RaftRuntime:
         handlers = self.mesh.service.streams.handlers
         handlers[Channel.RAFT] = self.kv.on_raft
         handlers[Channel.KV] = self.kv.on_kv
+        service = self.mesh.service
+        members_doc = service.members_document
+
+        def with_raft() -> bytes:  # `moltmesh status --json` shows the Raft view too
+            doc = json.loads(members_doc())
+            doc["raft"] = self.status()
+            return json.dumps(doc).encode()
+
+        if members_doc is not None:
+            service.members_document = with_raft
         await self.driver.start()
         self.kv.start()
         self.autopilot.start()

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_three_processes_form_a_group_and_serve_the_kv(tmp_path):
-    with mesh_of(tmp_path, 3) as (dirs, procs, _seed):
+    with mesh_of(tmp_path, 3) as (_dirs, procs, _seed):
         nodes = list(procs.values())
         wait_for(lambda: len(status(nodes[0]).get("voters", [])) == 3, "3 voters")
         code, put = http(nodes[1], "PUT", "/v1/kv/cfg/a", b"hello")

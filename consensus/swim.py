@@ -249,6 +249,21 @@ class SwimCore:
         self._table.set_meta(meta)
         self._arm_gossip(now)
 
+    def join(self, addresses: Iterable[str], now: Micros) -> None:
+        """Local command: push-pull (join) with each address now, e.g. peers found by mDNS.
+
+        The addresses also become seeds, retried while no other member is alive. Our own
+        address is ignored, and so is the whole call while leaving. Idempotent for addresses
+        already pushed to: the cost is one extra push-pull each.
+        """
+        if self._table.leaving:
+            return
+        fresh = sorted(set(addresses) - {self.address})
+        self._seeds = tuple(sorted(set(self._seeds) | set(fresh)))
+        state = self._table.full_state()
+        for addr in fresh:
+            self._stream("", addr, PushPull(self._id, self.address, True, False, state))
+
     def leave(self, now: Micros) -> None:
         """Leave gracefully: broadcast our departure, stop probing, never refute again.
 

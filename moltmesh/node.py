@@ -43,12 +43,16 @@ from moltmesh.raft.http import RaftRef, add_raft_routes
 from runtimes.repository import ModelRepository
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from consensus.swim_types import SwimEvent
+    from moltmesh.mesh.discovered import DiscoveredPeers
     from moltmesh.mesh.runtime import MemberInfo, MeshRuntime
     from moltmesh.raft.kvservice import ClusterKv
 
 log = logging.getLogger("moltmesh.node")
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 BUNDLED_MODELS = Path(__file__).resolve().parent / "bundled" / "models"
 
 
@@ -64,7 +68,8 @@ class Node:
         self._service: InferenceService | None = None
         self._runner: web.AppRunner | None = None
         self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
-        self._mesh_collector: object | None = None
+        self._collectors: list[Collector] = []  # mesh and discovery figures on /metrics
+        self._discovered: DiscoveredPeers | None = None
         self.raft_ref = RaftRef()  # the API's view of Raft/KV; ``runtime`` set while it runs
         self._raft_collector: object | None = None
         self.api_url: str | None = None
@@ -157,9 +162,19 @@ class Node:
         runtime = MeshRuntime(self.config, models=self._served_models, api_port=port)
         await runtime.start()
         self.mesh_ref.runtime = runtime
-        collector = runtime.collector()
-        self.metrics.registry.register(collector)
-        self._mesh_collector = collector
+        self._collectors.append(runtime.collector())
+        if self.config.discovery.enabled and runtime.driver is not None:
+            from moltmesh.mesh.discovered import DiscoveredPeers, advert_for
+
+            state = runtime.service.state
+            public_api = port if port and self.config.api.host not in LOOPBACK else None
+            advert = advert_for(state.node_id, state.mesh_id, state.ca_fingerprint,
+                                runtime.service.address, public_api)  # fmt: skip
+            self._discovered = DiscoveredPeers(advert, self.config.discovery, runtime.driver)
+            await self._discovered.start()
+            self._collectors.append(self._discovered.collector())
+        for collector in self._collectors:
+            self.metrics.registry.register(collector)
         if self.config.raft.enabled:
             await self._start_raft(runtime)
 
@@ -218,12 +233,15 @@ class Node:
                 self.metrics.registry.unregister(self._raft_collector)  # type: ignore[arg-type]
                 self._raft_collector = None
             await raft.stop()
+        for collector in self._collectors:
+            self.metrics.registry.unregister(collector)
+        self._collectors.clear()
+        if self._discovered is not None:
+            await self._discovered.stop()  # the goodbye goes out before we leave SWIM
+            self._discovered = None
         mesh = self.mesh_ref.runtime
         if mesh is not None:
             self.mesh_ref.runtime = None
-            if self._mesh_collector is not None:
-                self.metrics.registry.unregister(self._mesh_collector)  # type: ignore[arg-type]
-                self._mesh_collector = None
             await mesh.stop()
         if self._service is not None:
             self._service.stop_accepting()  # health says 503 and new requests are refused

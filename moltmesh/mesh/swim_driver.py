@@ -159,6 +159,15 @@ class SwimDriver:
         self._flush()
         self._wake.set()
 
+    def join(self, addresses: list[str]) -> None:
+        """Push-pull with these addresses now (peers found after start, e.g. by mDNS)."""
+        if self.core is None:
+            self.seeds = sorted(set(self.seeds) | set(addresses))
+            return
+        self.core.join(addresses, self.clock())
+        self._flush()
+        self._wake.set()
+
     def subscribe(self) -> asyncio.Queue[SwimEvent]:
         """A queue receiving every membership event from now on."""
         queue: asyncio.Queue[SwimEvent] = asyncio.Queue(EVENT_QUEUE)

@@ -251,3 +251,16 @@ def test_core_starts_at_any_clock_value() -> None:
     a = SwimCore("a", Meta("a"), local(), random.Random(3), start, members=members)
     d = a.next_deadline()
     assert d is not None and start <= d <= start + local().push_pull_interval
+
+
+def test_join_pushes_to_found_addresses_now_and_keeps_them_as_seeds() -> None:
+    core = make("a")
+    core.ready()
+    core.join(["10.0.0.2:8471", core.address, "10.0.0.3:8471"], 5)
+    streams = core.ready().streams
+    assert sorted(out.addr for out in streams) == ["10.0.0.2:8471", "10.0.0.3:8471"]
+    assert all(out.msg.join and out.to == "" for out in streams)
+    core.leave(6)
+    core.ready()
+    core.join(["10.0.0.4:8471"], 7)
+    assert core.ready().streams == []  # a leaving node joins nobody

@@ -121,3 +121,23 @@ def test_three_processes_rotate_keys_crash_and_restart(
         stack.enter_context(running_node(victim_dir, *FLAGS, "--seed", seed, env=LOCAL))
         views = wait_until(capsys, dirs, all_alive, "the restarted node alive everywhere")
         assert all(views[d][victim_id][1] > before for d in survivors), views
+
+
+def test_a_joined_node_without_seeds_meets_the_mesh_by_mdns_on_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    assert cli(capsys, "mesh", "init", "--data-dir", str(dirs[0]))[0] == 0
+    env = {**LOCAL, "MOLTMESH_DISCOVERY_PROBE": "false"}
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(running_node(dirs[0], *FLAGS, env=env))
+        code, token = cli(capsys, "mesh", "token", "--data-dir", str(dirs[0]))
+        assert code == 0
+        # The token names where to fetch a certificate; no --seed: SWIM peers come from mDNS.
+        b = stack.enter_context(running_node(dirs[1], *FLAGS, "--token", token.strip(), env=env))
+        ids = [store.load(d).node_id for d in dirs]
+        wait_until(capsys, dirs, lambda v: all(v.get(i, ("",))[0] == "alive" for i in ids),
+                   "both alive in both views, met by mDNS")  # fmt: skip
+        for node in (a, b):
+            text = metrics(node)
+            assert counter(text, "moltmesh_discovery_candidates") >= 1, text

@@ -130,8 +130,11 @@ class KvRunResult:
 
 
 def repro_command(scenario: KvScenario, seed: int) -> str:
+    """The exact command that replays this run."""
+    wire = " --wire" if scenario.wire else ""
     return (
-        f"python -m sim.kv_cli --seed {seed} --scenario {scenario.name} --voters {scenario.voters}"
+        f"python -m sim kv --seed {seed} --scenario {scenario.name} "
+        f"--voters {scenario.voters}{wire}"
     )
 
 

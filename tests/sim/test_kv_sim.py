@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sim import kv_run
 from sim.faults import FaultInjector
 from sim.kernel import derive_rng
+from sim.kv_adapter import KvAdapter
 from sim.kv_clients import KvClients
 from sim.kv_run import KV_PRESETS, KvScenario, build, kv_preset, run_kv
 from sim.linearizability import Operation, check
@@ -115,3 +117,29 @@ def test_cli_runs_a_seed_and_reports_it(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["kv", "--seed", "4", "--scenario", "calm"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("seed 4 ok scenario=calm") and "trace=" in out
+
+
+class ForgetfulAdapter(KvAdapter):
+    """A broken driver: node n1 applies every 7th command as a no-op."""
+
+    def apply(self, node, ready, now):  # type: ignore[no-untyped-def]
+        if node.id == "n1":
+            committed = [
+                dataclasses.replace(e, data=b"") if e.data and e.index % 7 == 0 else e
+                for e in ready.committed
+            ]
+            ready = dataclasses.replace(ready, committed=committed)
+        super().apply(node, ready, now)
+
+
+def test_the_harness_catches_a_replica_that_skips_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """End to end: a replica that silently skips commands fails the seed (its store differs
+    from its peers' at the same index, or reads served from it are not linearizable)."""
+    monkeypatch.setattr(kv_run, "KvAdapter", ForgetfulAdapter)
+    for seed in range(3):
+        r = run_kv(kv_preset("calm", 3), seed)
+        assert not r.ok, f"seed {seed}: a replica skipping commands went unnoticed"
+        assert f"seed: {seed}" in (r.failure or "")
+        assert f"python -m sim kv --seed {seed} --scenario calm --voters 3" in (r.failure or "")

@@ -8,8 +8,9 @@ works (a join that never connected does not use it up). Then h2 is isolated: SWI
 preset) declares it dead in the other views and the others dead in its own; after the heal all
 are alive again. Views are read with ``moltmesh status`` inside each namespace.
 
-``moltmesh node`` does not run mDNS discovery yet, so peers meet by token and seed here; meeting by
-mDNS alone is shown with the mesh layers themselves in ``test_mesh_by_mdns.py``.
+The second test gives no seeds at all: joined devices meet by mDNS alone (discovery on ``all``
+interfaces inside the namespaces), and a node of another mesh on the same bridge never becomes a
+member.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from moltmesh.mesh import store
 from tests.netns.bed import NetBed
-from tests.netns.nodes import RealNode, moltmesh, wait_view
+from tests.netns.nodes import RealNode, mesh_view, moltmesh, wait_view
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -86,6 +87,46 @@ def test_real_nodes_join_over_the_bridge_and_a_cut_node_is_dead_by_swim(
         bed.heal_all()
         for i in range(3):
             wait_view(bed, hosts[i], dirs[i], all_alive(i), "everyone alive after the heal")
+    finally:
+        codes = [n.stop() for n in reversed(nodes)]
+    assert codes == [0] * len(nodes)
+
+
+@pytest.mark.timeout(300)
+def test_real_nodes_meet_by_mdns_alone_and_another_mesh_is_never_a_member(
+    make_bed: Callable[[int], NetBed], tmp_path: Path
+) -> None:
+    bed = make_bed(4)
+    hosts = bed.hosts
+    dirs = [tmp_path / h.label for h in hosts]
+    for i in (0, 3):  # h3 founds a mesh of its own on the same bridge
+        made = moltmesh(bed, hosts[i], "mesh", "init", "--data-dir", str(dirs[i]))
+        assert made.returncode == 0, made.stderr
+    env = {**ENV, "MOLTMESH_DISCOVERY_INTERFACES": "all", "MOLTMESH_DISCOVERY_PROBE": "false"}
+
+    def node(i: int, *args: str) -> RealNode:
+        return RealNode.start(bed, hosts[i], dirs[i], "--mesh-host", hosts[i].address,
+                              "--mesh-port", MESH_PORT, *args, env=env)  # fmt: skip
+
+    nodes = [node(0), node(3)]
+    try:
+        for n in nodes:
+            n.wait_serving()
+        for i in (1, 2):
+            made = moltmesh(bed, hosts[0], "mesh", "token", "--data-dir", str(dirs[0]),
+                            "--address", f"{hosts[0].address}:{MESH_PORT}")  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            nodes.append(node(i, "--token", made.stdout.strip()))  # no --seed
+            nodes[-1].wait_serving()
+        ids = [store.load(d).node_id for d in dirs]
+        members = set(ids[:3])
+        for i in range(3):
+            wait_view(bed, hosts[i], dirs[i],
+                      lambda v, me=ids[i]: {n for n, s in v.items() if s == "alive"}
+                      == members - {me}, "the three alive, met by mDNS alone")  # fmt: skip
+        for i in range(3):
+            assert ids[3] not in mesh_view(bed, hosts[i], dirs[i])
+        assert mesh_view(bed, hosts[3], dirs[3]) == {}  # the other mesh sees none of ours
     finally:
         codes = [n.stop() for n in reversed(nodes)]
     assert codes == [0] * len(nodes)

@@ -13,7 +13,8 @@ KV's sequential specification (``consensus.kv``):
   linearized, memoise (bitset of linearized operations, model state) pairs already explored.
 - **Outcome unknown** (``ret is None``: timed out, node crashed): the operation may take effect
   at any point after its call, or never. An unknown read constrains nothing and is dropped; an
-  unknown CAS can only take effect as a success.
+  unknown CAS can only take effect as a success; an unknown write that nothing observed (its
+  value and mod revision never seen) is left out of the search, which changes no verdict.
 - **Reads at a revision** (stale ``get`` from a follower's local copy, prefix ``range``) are
   checked against the state at their revision as the writes' Raft indices determine it: the
   value read must be the one written at its mod revision, and no write known to have taken
@@ -379,13 +380,57 @@ def _revision_problems(history: Sequence[Operation]) -> list[str]:
     return problems
 
 
+# --- pruning -------------------------------------------------------------------------------------
+
+
+def _prune_unobserved(history: Sequence[Operation]) -> set[int]:
+    """Positions in ``history`` of the unknown-outcome ``put``/``cas`` operations that no
+    outcome could have observed: their value was never read, and their index (the mod revision
+    they would create) was never read, expected by a CAS or reported by a failed one. "It never
+    took effect" is always a possible reading of such a write, and no outcome needs it to have
+    taken effect, so leaving it out keeps the verdict and spares the search the 2^k subsets of
+    such writes. Only writes with a known index, and only on keys whose failed CAS all report
+    their current mod revision."""
+    values: dict[str, set[bytes | None]] = defaultdict(set)
+    revs: dict[str, set[int]] = defaultdict(set)
+    blind: set[str] = set()
+    for op in history:
+        if op.kind in ("get", "stale_get") and op.ret is not None and op.result is not None:
+            values[op.key].add(op.result[0])
+            revs[op.key].add(op.result[1])
+        elif op.kind == "range" and op.ret is not None:
+            for k, v, m in op.items:
+                values[k].add(v)
+                revs[k].add(m)
+        elif op.kind == "cas":
+            revs[op.key].add(op.expected)
+            if op.ret is not None and not op.ok:
+                if op.current is None:
+                    blind.add(op.key)
+                else:
+                    revs[op.key].add(op.current)
+    return {
+        pos
+        for pos, op in enumerate(history)
+        if op.ret is None
+        and op.kind in ("put", "cas")
+        and op.index is not None
+        and op.key not in blind
+        and op.value not in values[op.key]
+        and op.index not in revs[op.key]
+    }
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
 def check(history: Sequence[Operation], budget: int = DEFAULT_BUDGET) -> CheckResult:
     """Check ``history``; see the module docstring. Never raises on a bad history."""
     per_key: dict[str, list[Operation]] = defaultdict(list)
-    for op in history:
+    pruned = _prune_unobserved(history)
+    for pos, op in enumerate(history):
+        if pos in pruned:
+            continue
         if op.kind in WRITES or (op.kind == "get" and op.ret is not None):
             per_key[op.key].append(op)
     problems = _revision_problems(history)

@@ -8,10 +8,11 @@ import random
 import threading
 import time
 import urllib.error
+from collections.abc import Callable
 
 from sim.linearizability import Operation
 from tests.integration.nodeproc import NodeProcess
-from tests.raft.procs import http
+from tests.raft.procs import http as http_proc
 
 
 def now_us() -> int:
@@ -36,10 +37,30 @@ class Recorder:
         return next(self._ids)
 
 
-def client(rec: Recorder, cid: int, node: NodeProcess, seed: int, stop: threading.Event,
+Call = Callable[..., tuple[int, dict]]
+
+
+def client(rec: Recorder, cid: int, node: NodeProcess | Call, seed: int, stop: threading.Event,
            keys: tuple[str, ...] = ("k1", "k2", "k3", "k4", "k5", "k6")) -> None:  # fmt: skip
-    """Random put/cas/get on ``keys`` through ``node`` until ``stop``."""
+    """Random put/cas/get on ``keys`` through ``node`` (a process, or a function with the
+    signature of ``procs.http`` minus the node) until ``stop``."""
     rng = random.Random(seed)
+    if isinstance(node, NodeProcess):
+        proc = node
+
+        def http(_: object, method: str, path: str, body: bytes | None = None,
+                 timeout: float = 30.0) -> tuple[int, dict]:  # fmt: skip
+            return http_proc(proc, method, path, body, timeout)
+
+        dead = lambda: proc.proc.poll() is not None  # noqa: E731
+    else:
+        fn = node
+
+        def http(_: object, method: str, path: str, body: bytes | None = None,
+                 timeout: float = 30.0) -> tuple[int, dict]:  # fmt: skip
+            return fn(method, path, body, timeout)
+
+        dead = lambda: False  # noqa: E731
     n = 0
     while not stop.is_set():
         n += 1
@@ -58,7 +79,7 @@ def client(rec: Recorder, cid: int, node: NodeProcess, seed: int, stop: threadin
                                   timeout=10)  # fmt: skip
         except urllib.error.URLError as e:
             if isinstance(e.reason, ConnectionRefusedError):
-                if node.proc.poll() is not None:
+                if dead():
                     return  # our node is dead: this client is done
                 continue  # never reached the node: no effect
             code, body = 0, {}

@@ -69,8 +69,8 @@ def wait(check_fn: Callable[[], object], what: str, timeout: float = 120.0) -> o
 
 @pytest.mark.timeout(300)
 def test_partitioned_minority_serves_stale_reads_and_refuses_writes(
-    make_bed: Callable[[int], NetBed],
-    tmp_path: Path,  # noqa: F811
+    make_bed: Callable[[int], NetBed],  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     seed = random.randrange(2**32)
     print(f"seed {seed}")

@@ -8,16 +8,18 @@ the only one that raises its incarnation):
   becomes ALIVE again; at the same incarnation a higher ``meta_version`` replaces the metadata of
   a live (alive or suspect) member. About ourselves, anything newer or different is refuted.
 - SUSPECT(node, inc, source): an ALIVE member with ``inc >=`` its incarnation becomes SUSPECT and
-  a suspicion timer starts; for an already SUSPECT member a distinct ``source`` confirms it
-  (Lifeguard: the timer shrinks). About ourselves, we refute.
+  a suspicion timer starts; for a member SUSPECT at the same ``inc`` a distinct ``source``
+  confirms it (Lifeguard: the timer shrinks); at a higher ``inc`` the member has refuted the
+  suspicion we hold (we missed its ALIVE), so a new suspicion and timer start from now.
+  About ourselves, we refute.
 - DEAD(node, inc, source) with ``inc >=`` the member's incarnation: a member that leaves
   (``source == node``) becomes LEFT at once. Otherwise the member becomes DEAD only if we have
-  suspected it for at least the minimum suspicion timeout; before that the DEAD counts as a
-  SUSPECT from ``source`` (it starts or confirms our own suspicion). memberlist believes a DEAD
-  at once (and demotes it to a suspicion only in push-pull merges); we do not, so that deaths
-  declared across a partition, arriving after it heals, cannot kill a member on our side that
-  never stopped answering us: it always gets a minimum timeout to refute. About ourselves, we
-  refute (unless we are leaving).
+  suspected it, at that incarnation, for at least the minimum suspicion timeout; before that
+  the DEAD counts as a SUSPECT from ``source`` (it starts or confirms our own suspicion).
+  memberlist believes a DEAD at once (and demotes it to a suspicion only in push-pull
+  merges); we do not, so that deaths declared across a partition, arriving after it heals,
+  cannot kill a member on our side that never stopped answering us: it always gets a minimum
+  timeout to refute. About ourselves, we refute (unless we are leaving).
 - An accusation of ourselves at an incarnation we already outbid re-queues our current ALIVE
   (no new incarnation): its sender missed our refutation.
 - Refutation: our incarnation becomes ``max(ours, accused) + 1``, the health score rises by one,
@@ -267,13 +269,16 @@ class MemberTable:
             if node == self.self_id:
                 self._remind()
             return
-        if m.status == MemberStatus.SUSPECT:
+        if m.status == MemberStatus.SUSPECT and incarnation == m.incarnation:
             suspicion = self.suspicions.get(node)
             if suspicion is not None and suspicion.confirm(source):
                 self._on_suspicion(suspicion.deadline, node)
                 self.broadcasts.queue(Update(UpdateKind.SUSPECT, node, incarnation, source))
             return
-        if m.status != MemberStatus.ALIVE:
+        # A suspicion at a higher incarnation than ours is a new accusation: the member
+        # refuted our suspicion (we missed its ALIVE) and is suspected afresh, so it starts a
+        # new timer rather than confirming the old one, which may be nearly due.
+        if m.status not in LIVE:
             return
         if node == self.self_id:
             if not self.leaving:
@@ -323,7 +328,11 @@ class MemberTable:
             return
         if source != node:
             suspicion = self.suspicions.get(node)
-            if suspicion is None or now - suspicion.start < suspicion.minimum:
+            if (
+                suspicion is None
+                or incarnation > m.incarnation  # our suspicion is of a refuted incarnation
+                or now - suspicion.start < suspicion.minimum
+            ):
                 # Too early to believe it: the member has not had a full minimum suspicion
                 # timeout, as seen from here, to refute. Count it as a suspicion from source.
                 self.suspect(node, incarnation, source, now)

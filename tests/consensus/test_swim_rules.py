@@ -142,6 +142,35 @@ def test_suspect_at_a_higher_incarnation_is_accepted() -> None:
     assert (tb.status("b"), tb.t.members["b"].incarnation) == (MemberStatus.SUSPECT, 7)
 
 
+def test_suspect_at_a_higher_incarnation_restarts_a_stale_suspicion() -> None:
+    # Regression: we suspected b at 0 and missed its refutation (ALIVE 1). A suspicion of b
+    # at 1, long after ours began, is a new accusation: it must not confirm our stale timer
+    # (which would be due at once and kill b before it could refute the new suspicion).
+    tb = Table()
+    tb.t.suspect("b", 0, "c", 0)
+    tb.t.suspect("b", 0, "d", 1 * S)  # one confirmation of the suspicion at 0
+    tb.events()
+    tb.t.suspect("b", 1, "e", 20 * S)
+    assert (tb.status("b"), tb.t.members["b"].incarnation) == (MemberStatus.SUSPECT, 1)
+    assert tb.timers[-1] == (20 * S + MAX, "b")  # a fresh timer, at the Lifeguard maximum
+    assert not tb.t.suspicion_due("b", remaining_suspicion_time(1, 2, 0, MIN, MAX))
+    assert tb.events() == [(EventKind.SUSPECTED, "b", 1)]
+    assert tb.queued("b") == Update(UpdateKind.SUSPECT, "b", 1, "e")
+    tb.t.suspect("b", 1, "c", 21 * S)  # confirmations now count towards the new one
+    assert tb.timers[-1] == (20 * S + remaining_suspicion_time(1, 2, 0, MIN, MAX), "b")
+
+
+def test_dead_at_a_higher_incarnation_than_our_suspicion_is_only_a_suspicion() -> None:
+    tb = Table()
+    tb.t.suspect("b", 0, "c", 0)
+    tb.events()
+    tb.t.dead("b", 1, "d", 30 * S)  # our suspicion is old, but of a refuted incarnation
+    assert (tb.status("b"), tb.t.members["b"].incarnation) == (MemberStatus.SUSPECT, 1)
+    assert tb.events() == [(EventKind.SUSPECTED, "b", 1)]
+    tb.t.dead("b", 1, "e", 30 * S + MIN)  # suspected at 1 for the minimum: believed
+    assert tb.events() == [(EventKind.DEAD, "b", 1)]
+
+
 def test_alive_at_the_same_incarnation_does_not_clear_a_suspicion() -> None:
     tb = Table()
     tb.t.suspect("b", 2, "c", 0)

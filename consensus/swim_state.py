@@ -203,7 +203,8 @@ class MemberTable:
             self.dead(u.node, u.incarnation, u.source, now)
 
     def merge(self, states: tuple[MemberState, ...], source: NodeId, now: Micros) -> None:
-        """Merge a push-pull state: a remote DEAD or SUSPECT becomes a local suspicion."""
+        """Merge a push-pull state: a remote DEAD or SUSPECT becomes a local suspicion (from
+        ``source``), but is not a confirmation of a suspicion we already hold."""
         members = self.members
         for s in states:
             m = members.get(s.node)
@@ -219,7 +220,14 @@ class MemberTable:
                 self.alive(u, now)
             elif s.status == MemberStatus.LEFT:
                 self.dead(s.node, s.incarnation, s.node, now)
-            else:
+            elif not (
+                m is not None
+                and m.status == MemberStatus.SUSPECT
+                and m.incarnation == s.incarnation
+            ):
+                # A remote suspicion (or death) starts ours, from ``source``; it never confirms
+                # one we hold at that incarnation: the peer's knowledge may be second-hand, and
+                # only independent accusers may shrink the timer.
                 self.suspect(s.node, s.incarnation, source, now)
 
     def alive(self, u: Update, now: Micros) -> None:

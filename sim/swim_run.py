@@ -217,22 +217,47 @@ def detection_time(
 
 @dataclass(slots=True)
 class FalsePositives:
-    """What a run with no crashes got wrong: every DEAD is false."""
+    """What a run with no crashes got wrong, counted per view (one event at one observer).
 
-    deaths: int = 0
-    """DEAD events (a view declaring a running member dead)."""
-    declarations: int = 0
-    """DEAD events originated by the observer's own suspicion timer."""
-    suspicions: int = 0
-    """SUSPECTED events."""
-    deaths_of_healthy: int = 0
-    """DEAD events about members that never stalled."""
+    No member crashes, so every DEAD is false, and so is every suspicion of a member that never
+    stalls. A *stalled* member is one of the members made to stall again and again; a
+    suspicion of it while it is stalled is a correct detection of unresponsiveness, but it must
+    refute once it resumes, so its deaths are false too. Counts are split healthy/stalled:
+
+    - ``suspicions_*``: SUSPECTED events (the member entered SUSPECT in that view);
+    - ``accusations_*``: of those, raised by the observer's own failed probe (first-hand);
+    - ``deaths_*``: DEAD events (a view declaring a running member dead);
+    - ``declarations_*``: of those, declared by the observer's own suspicion timer (what
+      memberlist logs as "Marking X as failed, suspect timeout reached");
+    - ``incidents``: distinct (member, incarnation) pairs declared dead in at least one view.
+    """
+
     suspicions_of_healthy: int = 0
-    """SUSPECTED events about members that never stalled."""
+    suspicions_of_stalled: int = 0
     accusations_of_healthy: int = 0
-    """Suspicions of never-stalled members raised by the observer's own failed probe."""
+    accusations_of_stalled: int = 0
+    deaths_of_healthy: int = 0
+    deaths_of_stalled: int = 0
+    declarations_of_healthy: int = 0
+    declarations_of_stalled: int = 0
+    incidents: int = 0
     stalls: int = 0
     victims: list[NodeId] = field(default_factory=list)
+
+    @property
+    def deaths(self) -> int:
+        """Every DEAD event (healthy and stalled members)."""
+        return self.deaths_of_healthy + self.deaths_of_stalled
+
+    @property
+    def declarations(self) -> int:
+        """Every DEAD declared by the observer's own timer."""
+        return self.declarations_of_healthy + self.declarations_of_stalled
+
+    @property
+    def suspicions(self) -> int:
+        """Every SUSPECTED event."""
+        return self.suspicions_of_healthy + self.suspicions_of_stalled
 
 
 def false_positives(
@@ -247,9 +272,10 @@ def false_positives(
     duration_s: float = 60.0,
     link: LinkSpec | None = None,
 ) -> FalsePositives:
-    """Run with packet loss while ``stall_fraction`` of members stall again and again (each
-    stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count false deaths.
-    ``link`` (delay, jitter, loss...) replaces ``loss`` when given."""
+    """Run with packet loss while ``stall_fraction`` of members (at least one) stall again and
+    again (each stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count
+    false suspicions and deaths (see ``FalsePositives``). ``link`` (delay, jitter, loss...)
+    replaces ``loss`` when given."""
     cluster, recorder = build(n, seed, config, link or LinkSpec(loss=loss))
     rng = derive_rng(seed, "stalls")
     stallers = sorted(rng.sample(cluster.ids, max(1, round(n * stall_fraction))))
@@ -257,18 +283,28 @@ def false_positives(
     _schedule_stalls(cluster, stallers, rng, stall_s, gap_s, out)
     cluster.run_for(int(duration_s * S))
     stalled = frozenset(stallers)
+    incidents: set[tuple[NodeId, int]] = set()  # only counted, never iterated
     for seen in recorder.events:
-        kind = seen.event.kind
-        if kind == EventKind.SUSPECTED:
-            out.suspicions += 1
-            if seen.event.node not in stalled:
+        ev = seen.event
+        first_hand = ev.source == seen.observer
+        of_stalled = ev.node in stalled
+        if ev.kind == EventKind.SUSPECTED:
+            if of_stalled:
+                out.suspicions_of_stalled += 1
+                out.accusations_of_stalled += first_hand
+            else:
                 out.suspicions_of_healthy += 1
-                out.accusations_of_healthy += seen.event.source == seen.observer
-        elif kind == EventKind.DEAD:
-            out.deaths += 1
-            out.declarations += seen.event.source == seen.observer
-            out.deaths_of_healthy += seen.event.node not in stalled
-            out.victims.append(seen.event.node)
+                out.accusations_of_healthy += first_hand
+        elif ev.kind == EventKind.DEAD:
+            if of_stalled:
+                out.deaths_of_stalled += 1
+                out.declarations_of_stalled += first_hand
+            else:
+                out.deaths_of_healthy += 1
+                out.declarations_of_healthy += first_hand
+            incidents.add((ev.node, ev.incarnation))
+            out.victims.append(ev.node)
+    out.incidents = len(incidents)
     return out
 
 

@@ -344,6 +344,18 @@ def test_merge_of_a_remote_state() -> None:
     }
 
 
+def test_merged_suspicion_does_not_confirm_ours() -> None:
+    # Regression: a push-pull peer holding b SUSPECT may only have heard it from the same
+    # accuser; counting the peer as an independent confirmation shrank the Lifeguard timer.
+    tb = Table()
+    tb.t.suspect("b", 0, "c", 0)
+    for peer in "de":
+        tb.t.merge((MemberState("b", MemberStatus.SUSPECT, 0, 0, Meta("b")),), peer, 1 * S)
+        tb.t.merge((MemberState("b", MemberStatus.DEAD, 0, 0, Meta("b")),), peer, 1 * S)
+    assert tb.timers == [(MAX, "b")]
+    assert tb.t.suspicions["b"].confirmations == 0
+
+
 def test_full_state_lists_every_record_in_insertion_order() -> None:
     tb = Table()
     tb.t.suspect("c", 0, "b", 0)

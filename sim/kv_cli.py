@@ -50,6 +50,7 @@ def line(r: KvRunResult) -> str:
         f"seed {r.seed} {'ok' if r.ok else 'FAILED'} scenario={r.scenario} ops={r.operations} "
         f"unknown={r.unknown} crashes={r.crashes} partitions={r.partitions} "
         f"conf_changes={r.conf_changes} snapshots={r.snapshots_taken}/{r.snapshots_installed} "
+        f"watch_events={r.watch_events} resyncs={r.watch_resyncs} "
         f"check={r.check_s * 1000:.1f}ms sim={r.sim_s:.1f}s wall={r.wall_s:.2f}s "
         f"trace={r.trace_hash}"
     )

@@ -14,7 +14,8 @@ transfers (``sim.kv_membership``).
 3. **Judgement**: clients stop, pending operations complete or become unknown; the Raft
    checkers' end-of-run check; every member at the same applied index holds the same store,
    byte for byte; the history passes ``sim.linearizability.check`` (an undecided check is a
-   failure too).
+   failure too). All along, a watcher per node checks that its prefix watch stream is
+   coherent (``sim.kv_watchers``).
 
 ``run_kv(scenario, seed)`` never raises on a found bug: the ``KvRunResult`` carries the report
 with the seed and the command that reproduces it.
@@ -35,6 +36,7 @@ from .kernel import derive_rng
 from .kv_adapter import KvAdapter, KvApp
 from .kv_clients import KvClients, KvClientSpec, leader_of
 from .kv_membership import MembershipDriver, MembershipSpec
+from .kv_watchers import KvWatchers
 from .linearizability import DEFAULT_BUDGET, check
 from .raft_checkers import RaftChecker
 from .raft_run import CONFIGS, _core_raised
@@ -126,6 +128,8 @@ class KvRunResult:
     conf_changes: int
     snapshots_taken: int
     snapshots_installed: int
+    watch_events: int = 0
+    watch_resyncs: int = 0
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -148,6 +152,7 @@ class KvHarness:
     clients: KvClients
     membership: MembershipDriver | None
     members0: tuple[NodeId, ...]
+    watchers: KvWatchers
 
 
 def build(scenario: KvScenario, seed: int, config: RaftConfig | None = None) -> KvHarness:
@@ -172,14 +177,16 @@ def build(scenario: KvScenario, seed: int, config: RaftConfig | None = None) -> 
     )
     checker = RaftChecker()
     clients = KvClients(cluster, scenario.clients, derive_rng(seed, "kv-clients"), checker)
+    watchers = KvWatchers(cluster)
     cluster.add_observer(checker)
     cluster.add_observer(clients)
+    cluster.add_observer(watchers)
     driver = None
     if scenario.membership is not None:
         driver = MembershipDriver(
             cluster, scenario.membership, derive_rng(seed, "membership"), spares
         )
-    return KvHarness(cluster, adapter, checker, clients, driver, tuple(voters))
+    return KvHarness(cluster, adapter, checker, clients, driver, tuple(voters), watchers)
 
 
 def run_kv(scenario: KvScenario, seed: int) -> KvRunResult:
@@ -238,6 +245,8 @@ def run_kv(scenario: KvScenario, seed: int) -> KvRunResult:
         conf_changes=sum(conf.values()),
         snapshots_taken=h.adapter.stats.taken,
         snapshots_installed=h.adapter.stats.installed,
+        watch_events=h.watchers.events,
+        watch_resyncs=h.watchers.resyncs,
         stats=cluster.stats(),
     )
 

@@ -6,8 +6,9 @@ takes one change at a time). Its rules, in priority order:
 
 1. a voter or learner that LEFT gracefully, or has been suspect/dead/absent for at least
    ``stabilization_s``, is removed (never the last voter; never the leader itself);
-2. while fewer healthy voters than the target (5 when 5+ healthy members and ``max_voters`` is
-   5, else 3 when 3+, else 1), the best caught-up learner is promoted;
+2. while fewer voters than the target (5 when 5+ healthy members and ``max_voters`` is 5,
+   else 3 when 3+, else 1; a voter still inside its stabilization period counts), the best
+   caught-up learner is promoted;
 3. while fewer learners than ``max_learners``, the best alive non-member is added as a learner.
 
 "Best" = highest tier (heavy > standard > light), then longest alive, then node id (a total,
@@ -87,8 +88,9 @@ def decide(
             return ConfChange(T.REMOVE_LEARNER, lr)
     alive = [m for m in members.values() if m.status == "alive"]
     target = target_voters(len(alive), max_voters)
-    healthy_voters = [v for v in conf.voters if healthy(v)]
-    if len(healthy_voters) < target:
+    # a voter inside its stabilization period still counts: it is not replaced yet
+    present_voters = [v for v in conf.voters if healthy(v) or not gone(v)]
+    if len(present_voters) < target:
         candidates = sorted(
             (members[lr] for lr in conf.learners if healthy(lr) and caught_up(lr)), key=_rank
         )

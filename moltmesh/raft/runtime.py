@@ -31,6 +31,7 @@ from moltmesh.mesh.wire import Channel
 from moltmesh.raft.autopilot import Autopilot, MemberHealth
 from moltmesh.raft.driver import FSYNC_BUCKETS, RaftDriver
 from moltmesh.raft.kvservice import ClusterKv
+from moltmesh.raft.meshsync import MeshSync
 from moltmesh.raft.transport import MeshTransport
 from moltmesh.raft.wal import DiskStorage
 
@@ -57,6 +58,7 @@ class RaftRuntime:
         self.kv = ClusterKv(
             self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s
         )
+        self.meshsync = MeshSync(self.kv, service, config.mesh.swim)
         self.autopilot = Autopilot(
             self.driver, self._health, max_voters=rc.max_voters, max_learners=rc.max_learners,
             stabilization_s=rc.stabilization_s,
@@ -82,12 +84,14 @@ class RaftRuntime:
         await self.driver.start()
         self.kv.start()
         self.autopilot.start()
+        self.meshsync.start()
         log_event(log, "raft.started", node=self.driver.node_id, **_brief(self.driver.status()))
 
     async def stop(self, handover_s: float = 2.0) -> None:
         """Hand leadership to another voter first (graceful leave), then stop."""
         d = self.driver
         await self.autopilot.stop()
+        await self.meshsync.stop()
         others = [v for v in d.node.voters if v != d.node_id]
         if d.node.role is Role.LEADER and others:
             with contextlib.suppress(Exception):

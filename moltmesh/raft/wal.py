@@ -35,7 +35,7 @@ from pathlib import Path
 
 import msgpack
 
-from consensus.errors import ConsensusError, SnapshotUnavailableError
+from consensus.errors import ConsensusError, SnapshotOutOfDateError, SnapshotUnavailableError
 from consensus.messages import (
     ConfState,
     Entry,
@@ -284,7 +284,13 @@ class DiskStorage:
                 p.unlink()
 
     def apply_snapshot(self, snap: Snapshot) -> None:
-        """Install the leader's snapshot: the whole log is replaced (new segment after it)."""
+        """Install the leader's snapshot: the whole log is replaced (new segment after it).
+        Raises ``SnapshotOutOfDateError`` (nothing written) unless it is newer than ours."""
+        if snap.meta.index <= self.mem.snapshot_index():
+            raise SnapshotOutOfDateError(
+                f"snapshot at {snap.meta.index} is not newer than ours "
+                f"({self.mem.snapshot_index()})"
+            )
         self._write_snapshot_file(snap)
         self.mem.apply_snapshot(snap)
         for _, path in self._segments:

@@ -116,6 +116,7 @@ _FP_COLUMNS = (
     ("DEAD events (all)", lambda r: r.deaths),
     ("DEAD of never-stalled", lambda r: r.deaths_of_healthy),
     ("DEAD of stalled", lambda r: r.deaths_of_stalled),
+    ("of those while still stalled", lambda r: r.deaths_while_stalled),
     ("declared by own timer", lambda r: r.declarations),
     ("members declared dead (incidents)", lambda r: r.incidents),
     ("SUSPECTED of never-stalled", lambda r: r.suspicions_of_healthy),

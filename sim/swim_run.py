@@ -229,6 +229,9 @@ class FalsePositives:
     - ``deaths_*``: DEAD events (a view declaring a running member dead);
     - ``declarations_*``: of those, declared by the observer's own suspicion timer (what
       memberlist logs as "Marking X as failed, suspect timeout reached");
+    - ``deaths_while_stalled``: DEAD events about a member stalled at that very moment (it had
+      been silent for the whole suspicion timeout: no protocol can save it without waiting
+      longer); the rest of ``deaths_of_stalled`` came after it resumed (a refutation too late);
     - ``incidents``: distinct (member, incarnation) pairs declared dead in at least one view.
     """
 
@@ -240,6 +243,7 @@ class FalsePositives:
     deaths_of_stalled: int = 0
     declarations_of_healthy: int = 0
     declarations_of_stalled: int = 0
+    deaths_while_stalled: int = 0
     incidents: int = 0
     stalls: int = 0
     victims: list[NodeId] = field(default_factory=list)
@@ -281,6 +285,12 @@ def false_positives(
     stallers = sorted(rng.sample(cluster.ids, max(1, round(n * stall_fraction))))
     out = FalsePositives()
     _schedule_stalls(cluster, stallers, rng, stall_s, gap_s, out)
+
+    def while_stalled(seen: Seen) -> None:
+        if seen.event.kind == EventKind.DEAD and cluster.stalled(seen.event.node):
+            out.deaths_while_stalled += 1
+
+    recorder.hooks.append(while_stalled)
     cluster.run_for(int(duration_s * S))
     stalled = frozenset(stallers)
     incidents: set[tuple[NodeId, int]] = set()  # only counted, never iterated

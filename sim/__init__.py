@@ -16,8 +16,12 @@ Layers (each module has one job):
   ``ClientSpec``, dict/TOML round trip, presets).
 - ``sim.trace``    — the trace hash and the tail printed with failures.
 - ``sim.sweep``    — many seeds over worker processes with a progress bar.
-- ``sim.cli``      — ``python -m sim``; subcommands come from ``sim.raft_cli``, ``sim.swim_cli``.
+- ``sim.cli``      — ``python -m sim``; subcommands come from ``sim.raft_cli``, ``sim.swim_cli``,
+  ``sim.kv_cli``.
 - Raft: ``sim.raft_adapter``, ``sim.raft_checkers``, ``sim.raft_clients``, ``sim.raft_run``.
+- Replicated KV: ``sim.kv_adapter`` (KV state machine, snapshots), ``sim.kv_clients`` (history),
+  ``sim.kv_membership`` (changes, transfers), ``sim.kv_watchers``, ``sim.kv_run``;
+  ``sim.linearizability`` (the WGL checker run at the end of every KV seed).
 
 ``sim`` imports ``consensus`` (and later ``moltmesh.policy``), never sockets, asyncio or clocks.
 """

@@ -28,3 +28,7 @@ def test_three_processes_form_a_group_and_serve_the_kv(tmp_path):
         code, gone = http(nodes[0], "DELETE", "/v1/kv/cfg/a")
         assert code == 200 and gone["changed"]
         assert http(nodes[1], "GET", "/v1/kv/cfg/a")[0] == 404
+        # the mesh's settings live in the KV too, written by the leader
+        code, cfg = wait_for(lambda: (r := http(nodes[2], "GET", "/v1/kv/mesh/config"))[0] == 200
+                             and r, "mesh/config in the KV")  # fmt: skip
+        assert '"mesh_id"' in cfg["value"]

@@ -9,7 +9,8 @@ takes one change at a time). Its rules, in priority order:
 2. while fewer voters than the target (5 when 5+ healthy members and ``max_voters`` is 5,
    else 3 when 3+, else 1; a voter still inside its stabilization period counts), the best
    caught-up learner is promoted;
-3. while fewer learners than ``max_learners``, the best alive non-member is added as a learner.
+3. while fewer learners than ``max_learners`` (plus the voter slots still to fill), the best
+   alive non-member is added as a learner.
 
 "Best" = highest tier (heavy > standard > light), then longest alive, then node id (a total,
 deterministic order). Every other member follows the KV through a watch stream.
@@ -96,7 +97,8 @@ def decide(
         )
         if candidates:
             return ConfChange(T.PROMOTE_LEARNER, candidates[0].node)
-    if len(conf.learners) < max_learners:
+    # learners on their way to a voter slot do not count against the cap
+    if len(conf.learners) < max_learners + max(0, target - len(present_voters)):
         in_group = {*conf.voters, *conf.learners}
         outside = sorted((m for m in alive if m.node not in in_group), key=_rank)
         if outside:

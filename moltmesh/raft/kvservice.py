@@ -85,7 +85,7 @@ class ClusterKv:
         self._send = send
         self._peers = peers
         self.default_timeout = default_timeout
-        self.follow_kv = KvStore()
+        self.follow_kv = KvStore(retain=driver.kv.retain)  # same history as the members keep
         self._follow_changed = asyncio.Event()
         self._members_hint: tuple[str, ...] = ()
         self._leader_hint: str | None = None

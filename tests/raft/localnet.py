@@ -30,11 +30,12 @@ class LocalNode:
         self.driver = RaftDriver(
             self.id, storage, RaftConfig.local(), lambda dst, msgs: self.kv.send_raft(dst, msgs),
             bootstrap=self.bootstrap, snapshot_entries=self.net.snapshot_entries,
+            kv_retain=self.net.kv_retain,
             seed=hash(self.id) & 0xFFFF,
         )  # fmt: skip
         self.kv = ClusterKv(self.driver, self.net.sender(self.id), self.net.peers, 2.0)
         self.pilot = Autopilot(self.driver, self.net.health, stabilization_s=0.5,
-                               interval_s=0.05, max_learners=2)  # fmt: skip
+                               interval_s=0.05, max_learners=self.net.max_learners)  # fmt: skip
         await self.driver.start()
         self.kv.start()
         self.pilot.start()
@@ -49,8 +50,11 @@ class LocalNode:
 
 
 class LocalNet:
-    def __init__(self, root: Path, ids: list[str], snapshot_entries: int = 10_000) -> None:
+    def __init__(self, root: Path, ids: list[str], snapshot_entries: int = 10_000,
+                 max_learners: int = 2, kv_retain: int = 10_000) -> None:  # fmt: skip
         self.snapshot_entries = snapshot_entries
+        self.max_learners = max_learners
+        self.kv_retain = kv_retain
         self.up: set[str] = set()
         self.nodes = {n: LocalNode(self, n, root, i == 0) for i, n in enumerate(ids)}
         self.cut: set[frozenset[str]] = set()

@@ -30,8 +30,9 @@ def test_promotes_only_caught_up_learners_and_caps_learners():
     ms = members(*[(n, "alive", "standard", 10.0) for n in "abcdefgh"])
     conf = ConfState(("a", "b", "c", "d", "e"), ("f", "g"))
     assert decide("a", conf, ms, {}, lambda n: False, max_learners=2) is None
+    conf = ConfState(("a", "b", "c", "d", "e"), ("f",))
+    assert decide("a", conf, ms, {}, lambda n: True, max_learners=1) is None
     conf = ConfState(("a", "b"), ("c",))
-    assert decide("a", conf, ms, {}, lambda n: False, max_learners=1) is None
     assert decide("a", conf, ms, {}, lambda n: True) == ConfChange(T.PROMOTE_LEARNER, "c")
 
 
@@ -55,3 +56,13 @@ def test_a_member_that_left_gracefully_is_removed_at_once_but_never_the_leader()
     )
     ms = members(("a", "dead", "standard", 9))
     assert decide("a", ConfState(("a",), ()), ms, {"a": 99.0}, lambda n: True) is None
+
+
+def test_voter_slots_are_filled_even_with_no_learner_slots():
+    ms = members(*[(n, "alive", "standard", 10.0) for n in "abcd"])
+    conf = ConfState(("a",), ())
+    assert decide("a", conf, ms, {}, lambda n: True, max_learners=0) == ConfChange(
+        T.ADD_LEARNER, "b"
+    )
+    conf = ConfState(("a", "b", "c"), ())
+    assert decide("a", conf, ms, {}, lambda n: True, max_learners=0) is None

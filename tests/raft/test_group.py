@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from consensus.kv_types import CompactedRevisionError
 from moltmesh.raft.driver import Unavailable
 from moltmesh.raft.kvservice import CasMismatch
 from tests.raft.localnet import LocalNet, eventually
@@ -88,5 +89,29 @@ async def test_minority_refuses_writes_but_serves_stale_reads(tmp_path):
             await c.get("x", timeout=0.5)
         got, _ = await c.get("x", consistency="stale")
         assert got is not None and got.value == b"1"
+    finally:
+        await net.stop()
+
+
+async def test_a_non_member_follows_by_watch_stream_and_forwards(tmp_path):
+    net = LocalNet(tmp_path, ["a", "b", "c", "d"], max_learners=0, kv_retain=5)
+    await net.start()
+    try:
+        a, d = net.nodes["a"], net.nodes["d"]
+        await eventually(lambda: len(a.driver.node.voters) == 3, what="3 voters")
+        assert not d.driver.is_member()  # no learner slots: d follows by watch stream
+        first = await d.kv.put("w", b"0")  # forwarded to the leader
+        for i in range(1, 10):
+            await d.kv.put("w", str(i).encode())
+        got, _ = await d.kv.get("w")  # linearizable: asked of a member
+        assert got is not None and got.value == b"9"
+        await eventually(
+            lambda: (kv := d.kv.follow_kv.get("w")) is not None and kv.value == b"9",
+            what="the follow stream delivers",
+        )
+        stale, _ = await d.kv.get("w", consistency="stale")
+        assert stale is not None and stale.value == b"9"
+        with pytest.raises(CompactedRevisionError):  # retain=5: the first change is forgotten
+            await d.kv.watch("w", first.revision, exact=True, timeout=0.1)
     finally:
         await net.stop()

@@ -130,6 +130,16 @@ def test_stalls_kill_no_healthy_member_with_lifeguard() -> None:
     assert fp.deaths_of_healthy == 0, f"seed {seed}: {fp}"
 
 
+def test_a_member_that_refuted_is_not_killed_by_a_confirmation_of_a_stale_suspicion() -> None:
+    # Regression (seed 47): one member missed n038's refutation and still held it SUSPECT at
+    # an old incarnation; a new suspicion 16 s later, at the new incarnation, counted as a
+    # confirmation of the old one, whose shrunk timer was already due: n038 died at once.
+    seed = 47
+    fp = false_positives(50, seed, lan(), loss=0.01, stall_fraction=0.02, duration_s=46)
+    assert fp.stalls > 0
+    assert fp.deaths == 0, f"seed {seed}: {fp}"
+
+
 def test_random_crashes_and_partitions_then_heal_converges() -> None:
     for seed in (31, 32):
         cluster, _ = build(15, seed, local())

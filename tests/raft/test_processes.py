@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import urllib.request
+
 import pytest
 
+from moltmesh.cli import main
 from tests.raft.procs import http, mesh_of, status, wait_for
+
+
+def metrics(node) -> str:  # type: ignore[no-untyped-def]
+    req = urllib.request.Request(f"{node.url}/metrics",
+                                 headers={"Authorization": f"Bearer {node.token}"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read().decode()
+
+
+def cli_status(data_dir) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["status", "--data-dir", str(data_dir), "--json"])
+    return code, buf.getvalue()
+
 
 pytestmark = pytest.mark.integration
 
 
 def test_three_processes_form_a_group_and_serve_the_kv(tmp_path):
-    with mesh_of(tmp_path, 3) as (_dirs, procs, _seed):
+    with mesh_of(tmp_path, 3) as (dirs, procs, _seed):
         nodes = list(procs.values())
         wait_for(lambda: len(status(nodes[0]).get("voters", [])) == 3, "3 voters")
         code, put = http(nodes[1], "PUT", "/v1/kv/cfg/a", b"hello")
@@ -32,3 +53,11 @@ def test_three_processes_form_a_group_and_serve_the_kv(tmp_path):
         code, cfg = wait_for(lambda: (r := http(nodes[2], "GET", "/v1/kv/mesh/config"))[0] == 200
                              and r, "mesh/config in the KV")  # fmt: skip
         assert '"mesh_id"' in cfg["value"]
+        # status and metrics show the Raft view
+        text = metrics(nodes[0])
+        for name in ("moltmesh_raft_term", "moltmesh_raft_commit_index",
+                     "moltmesh_raft_apply_index", "moltmesh_raft_proposals_total",
+                     "moltmesh_raft_fsync_seconds_bucket"):  # fmt: skip
+            assert name in text, name
+        code, out = cli_status(dirs[1])
+        assert code == 0 and json.loads(out)["raft"]["leader"] in json.loads(out)["raft"]["voters"]

@@ -112,7 +112,7 @@ class RaftDriver:
         self.snapshot_entries = snapshot_entries
         self.stats = Stats()
         storage.fsync_hook = self.stats.observe_fsync
-        if bootstrap and storage.last_index() == 0 and not storage.has_snapshot():
+        if bootstrap and self.is_empty():
             entries, hs = bootstrap_entries([node_id])
             storage.save(hs, entries)
             log_event(log, "raft.bootstrapped", node=node_id)
@@ -132,6 +132,23 @@ class RaftDriver:
         self._leader_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.on_conf_change: Callable[[], None] | None = None
+
+    def is_empty(self) -> bool:
+        """No Raft state at all: never founded a group, never contacted by a leader."""
+        return self.storage.last_index() == 0 and not self.storage.has_snapshot()
+
+    def bootstrap(self) -> bool:
+        """Found a new group with this node as its sole voter, now (the storage must be empty
+        and no leader must have contacted it); returns whether it did."""
+        if not self.is_empty() or self.node.leader_id is not None or self.node.term > 0:
+            return False
+        entries, hs = bootstrap_entries([self.node_id])
+        self.storage.save(hs, entries)
+        self.node = RaftNode(self.node_id, (), self.storage, self.config, self._rng,
+                             now=now_us(), applied=self.kv.applied_index)  # fmt: skip
+        self._wake.set()
+        log_event(log, "raft.bootstrapped", node=self.node_id)
+        return True
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -254,8 +271,8 @@ class RaftDriver:
     # --- the loop --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        node = self.node
         while True:
+            node = self.node  # replaced once by a late ``bootstrap``
             now = now_us()
             deadline = node.next_deadline()
             if deadline is not None and now >= deadline:

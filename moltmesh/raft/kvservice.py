@@ -201,7 +201,7 @@ class ClusterKv:
                 break
             req = KvRequest(0, KvOp.READ, key=key, prefix=prefix, timeout_ms=int(left * 1000))
             try:
-                reply = await self._call(target, req, left)
+                reply = await self.call(target, req, left)
             except TimeoutError:
                 break
             if reply.status is KvStatus.OK:
@@ -251,7 +251,7 @@ class ClusterKv:
             req = KvRequest(0, KvOp.PROPOSE, command=command, timeout_ms=int(left * 1000))
             try:
                 sent = True
-                reply = await self._call(leader, req, left)
+                reply = await self.call(leader, req, left)
             except TimeoutError:
                 break
             if reply.status in (KvStatus.OK, KvStatus.CAS_FAILED, KvStatus.REJECTED):
@@ -282,7 +282,7 @@ class ClusterKv:
         if reply.leader:
             self._leader_hint = reply.leader
 
-    async def _call(self, dst: str, req: KvRequest, timeout: float) -> KvReply:
+    async def call(self, dst: str, req: KvRequest, timeout: float) -> KvReply:
         """Send ``req`` to ``dst`` and wait for its reply; ``TimeoutError`` after ``timeout``."""
         rid = next(self._ids)
         req = KvRequest(rid, req.op, req.command, req.key, req.prefix, req.linearizable,
@@ -396,7 +396,7 @@ class ClusterKv:
             req = KvRequest(0, KvOp.FOLLOW, from_index=self.follow_kv.applied_index + 1,
                             timeout_ms=int(FOLLOW_POLL_S * 1000))  # fmt: skip
             try:
-                reply = await self._call(target, req, FOLLOW_POLL_S + 2.0)
+                reply = await self.call(target, req, FOLLOW_POLL_S + 2.0)
             except TimeoutError:
                 self._members_hint = tuple(m for m in self._members_hint if m != target)
                 await asyncio.sleep(0.2)

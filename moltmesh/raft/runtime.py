@@ -7,7 +7,9 @@
     await raft.stop()      # a leader hands leadership over first
 
 Only the node holding the mesh CA key (the one that ran ``moltmesh mesh init``) founds the group,
-and only when its Raft directory is empty; every other node starts empty and is added by the
+and only when its Raft directory is empty and it knows no peer yet (a CA holder that meets peers
+first founds a group only if every live peer answers that it knows none: a CA key imported onto
+another node never founds a second group); every other node starts empty and is added by the
 leader's autopilot (or follows by watch stream).
 """
 
@@ -53,11 +55,12 @@ class RaftRuntime:
         self.driver = RaftDriver(
             service.node_id, self.storage, TIMINGS[rc.timing](),
             lambda dst, msgs: self.kv.send_raft(dst, msgs),
-            bootstrap=service.state.ca_key is not None, snapshot_entries=rc.snapshot_entries,
+            snapshot_entries=rc.snapshot_entries,
         )  # fmt: skip
         self.kv = ClusterKv(
             self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s
         )
+        self._boot_task: asyncio.Task[None] | None = None
         self.meshsync = MeshSync(self.kv, service, config.mesh.swim)
         self.autopilot = Autopilot(
             self.driver, self._health, max_voters=rc.max_voters, max_learners=rc.max_learners,
@@ -82,13 +85,42 @@ class RaftRuntime:
         if members_doc is not None:
             service.members_document = with_raft
         await self.driver.start()
+        if service.state.ca_key is not None and self.driver.is_empty():
+            if not service.peers():
+                self.driver.bootstrap()  # `mesh init` just ran here: found the group
+            else:
+                self._boot_task = asyncio.create_task(self._bootstrap_if_no_group())
         self.kv.start()
         self.autopilot.start()
         self.meshsync.start()
         log_event(log, "raft.started", node=self.driver.node_id, **_brief(self.driver.status()))
 
+    async def _bootstrap_if_no_group(self) -> None:
+        """A CA holder with no Raft state among live peers (the CA key was imported here, or
+        the mesh predates Raft): found a group only when every peer answers that it knows
+        none; otherwise wait to be added by the group's leader."""
+        from moltmesh.raft.proto import KvOp, KvRequest, KvStatus
+
+        while not self.driver.is_member() and self.driver.node.leader_id is None:
+            peers = sorted(self.mesh.service.peers())
+            answers = []
+            for p in peers:
+                with contextlib.suppress(TimeoutError):
+                    req = KvRequest(0, KvOp.READ, linearizable=False, timeout_ms=1000)
+                    answers.append(await self.kv.call(p, req, 1.0))
+            if any(a.status is KvStatus.OK or a.members or a.leader for a in answers):
+                return  # a group exists: the autopilot adds us
+            if peers and len(answers) == len(peers):
+                self.driver.bootstrap()
+                return
+            await asyncio.sleep(2.0)
+
     async def stop(self, handover_s: float = 2.0) -> None:
         """Hand leadership to another voter first (graceful leave), then stop."""
+        if self._boot_task is not None:
+            self._boot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._boot_task
         d = self.driver
         await self.autopilot.stop()
         await self.meshsync.stop()

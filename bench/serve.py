@@ -9,7 +9,7 @@ In ONE run, side by side, on loopback only:
 - the node's ``POST /v2/models/defects/infer`` with binary tensors and with JSON tensors;
 - 1 and 32 concurrent clients (one keep-alive ``aiohttp.ClientSession`` in this process);
 - server event loop asyncio and uvloop, each in its own server subprocess with the node's default
-  config, plus (unless ``--no-what-if``) a uvloop server with ``runtime.intra_op_threads = 1``,
+  config, plus (unless ``--no-what-if``) a uvloop server with ``runtime.intra_op_threads = 0``,
   to show what onnxruntime's intra-op thread pool costs a model this small. All servers start up
   front and the cells are interleaved over ``--rounds`` rounds, so that drift on this shared
   machine hits all alike. The client and the servers are pinned to different CPUs when there
@@ -213,7 +213,7 @@ def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [ServerSpec(loop, loop) for loop in args.loops]
     if not args.no_what_if:
         loop = "uvloop" if "uvloop" in args.loops else args.loops[-1]
-        specs.append(ServerSpec(f"{loop}, intra 1", loop, intra_op_threads=1, judged=False))
+        specs.append(ServerSpec(f"{loop}, intra 0", loop, intra_op_threads=0, judged=False))
     return specs
 
 
@@ -251,8 +251,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             f"{len(blob) / 1024:.0f} KiB, sha256 {hashlib.sha256(blob).hexdigest()[:12]}"
         )
         for rnd in range(args.rounds):
-            for intra in sorted({s.intra_op_threads or 0 for s in specs}):
-                got = floor_timings(model_path, image, args.floor_count, intra or None)
+            for intra in sorted(
+                {s.intra_op_threads for s in specs}, key=lambda i: (i is not None, i)
+            ):
+                got = floor_timings(model_path, image, args.floor_count, intra)
                 for name, values in got.items():
                     floor.setdefault(name, []).extend(values)
             for server in servers:
@@ -281,7 +283,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-what-if",
         action="store_true",
-        help="skip the extra server with runtime.intra_op_threads = 1",
+        help="skip the extra server with runtime.intra_op_threads = 0 (onnxruntime's own pool)",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests-1", type=int, default=800, help="per round, 1 client")

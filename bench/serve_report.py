@@ -24,13 +24,13 @@ OVERHEAD_TARGET_US = 150.0
 RATE_TARGET = 0.35
 US = 1e6
 ORT_NOTE = (
-    "Why the `intra 1` what-if: with `runtime.intra_op_threads = 0` (the default) onnxruntime "
-    "starts one intra-op thread per core, pins it to a core of its own choosing (not confined "
-    "by the process's CPU affinity: seen on this machine) and spin-waits between and within "
-    "runs. A model this small runs inline on the event loop, so each request splits a ~0.1 ms "
-    "run across two threads, the loop thread waits for a worker that shares a CPU with someone "
-    "else, and the spinning burns CPU: compare the server CPU µs/req of `uvloop` and "
-    "`uvloop, intra 1`."
+    "Why the `intra 0` what-if: the node's default is `runtime.intra_op_threads = 1` because with "
+    "0 onnxruntime starts one intra-op thread per core, pins it to a core of its own choosing "
+    "(not confined by the process's CPU affinity: seen on this machine) and spin-waits between "
+    "and within runs. A model this small runs inline on the event loop, so each request splits a "
+    "~0.1 ms run across two threads, the loop thread waits for a worker that shares a CPU with "
+    "someone else, and the spinning burns CPU: compare the server CPU µs/req of `uvloop` and "
+    "`uvloop, intra 0`."
 )
 
 

@@ -19,7 +19,6 @@ deterministic order). Every other member follows the KV through a watch stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from consensus.messages import ConfChange, ConfChangeType, ConfState
 from consensus.raft_types import Role
 from moltmesh.logs import log_event
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
+from moltmesh.raft.tasks import cancel_and_wait
 
 log = logging.getLogger("moltmesh.raft.autopilot")
 
@@ -135,10 +135,7 @@ class Autopilot:
         self._task = asyncio.create_task(self._run(), name="raft-autopilot")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _caught_up(self, node: str) -> bool:
         pr = self.driver.node.progress(node)

@@ -35,6 +35,7 @@ from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
 from consensus.raft_types import ConfChanged, LeaderChanged, ReadIndexFailed, Ready, Role
 from moltmesh.logs import log_event
+from moltmesh.raft.tasks import cancel_and_wait
 from moltmesh.raft.wal import DiskStorage
 
 log = logging.getLogger("moltmesh.raft")
@@ -156,11 +157,8 @@ class RaftDriver:
         self._task = asyncio.create_task(self._run(), name=f"raft-{self.node_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for p in self._proposals.values():
             if not p.future.done():
                 p.future.set_exception(OutcomeUnknown("the node stopped"))

@@ -44,6 +44,7 @@ from moltmesh.mesh.streams import Peer
 from moltmesh.mesh.wire import Channel, Envelope
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
 from moltmesh.raft.proto import KvOp, KvReply, KvRequest, KvStatus, RaftBatch, decode, encode
+from moltmesh.raft.tasks import cancel_and_wait
 
 log = logging.getLogger("moltmesh.raft.kv")
 
@@ -101,12 +102,7 @@ class ClusterKv:
         self._follow_task = asyncio.create_task(self._follow_loop(), name="kv-follow")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._follow_task, *self._tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(self._follow_task, *self._tasks)
 
     # --- the local copy ----------------------------------------------------------------------
 

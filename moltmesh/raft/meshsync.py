@@ -22,6 +22,7 @@ from consensus.raft_types import Role
 from moltmesh.mesh import revocation
 from moltmesh.mesh.service import MeshService
 from moltmesh.raft.kvservice import CasMismatch, ClusterKv
+from moltmesh.raft.tasks import cancel_and_wait
 
 log = logging.getLogger("moltmesh.raft.meshsync")
 
@@ -42,10 +43,7 @@ class MeshSync:
         self._task = asyncio.create_task(self._run(), name="raft-meshsync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _serial(self, signed: bytes | None) -> int:
         if not signed:

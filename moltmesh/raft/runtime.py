@@ -34,6 +34,7 @@ from moltmesh.raft.autopilot import Autopilot, MemberHealth
 from moltmesh.raft.driver import FSYNC_BUCKETS, RaftDriver
 from moltmesh.raft.kvservice import ClusterKv
 from moltmesh.raft.meshsync import MeshSync
+from moltmesh.raft.tasks import cancel_and_wait
 from moltmesh.raft.transport import MeshTransport
 from moltmesh.raft.wal import DiskStorage
 
@@ -117,10 +118,7 @@ class RaftRuntime:
 
     async def stop(self, handover_s: float = 2.0) -> None:
         """Hand leadership to another voter first (graceful leave), then stop."""
-        if self._boot_task is not None:
-            self._boot_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._boot_task
+        await cancel_and_wait(self._boot_task)
         d = self.driver
         await self.autopilot.stop()
         await self.meshsync.stop()

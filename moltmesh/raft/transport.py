@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Callable
 
 from moltmesh.mesh.streams import MeshStreams, StreamError
 from moltmesh.mesh.wire import Channel
+from moltmesh.raft.tasks import cancel_and_wait
 
 log = logging.getLogger("moltmesh.raft.transport")
 
@@ -83,9 +83,5 @@ class MeshTransport:
 
     async def close(self) -> None:
         self._closed = True
-        for q in self._peers.values():
-            if q.task is not None:
-                q.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await q.task
+        await cancel_and_wait(*(q.task for q in self._peers.values()))
         self._peers.clear()

@@ -380,5 +380,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         name = m["node"] + (" (this node)" if m["self"] else "")
         table.add_row(name, m["status"], m["address"], m["tier"], str(m["cpu_load"]),
                       str(m["mem_load"]), models, f"{m['age_s']:.0f}")  # fmt: skip
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    raft = doc.get("raft")
+    if raft:
+        voters = ", ".join(str(v) for v in raft["voters"])
+        console.print(
+            f"raft: {raft['role']} · term {raft['term']} · leader {raft['leader'] or 'none'} · "
+            f"commit {raft['commit_index']} · applied {raft['applied_index']} · voters {voters}"
+        )
     return 0

@@ -47,7 +47,10 @@ async def members(request: web.Request) -> web.Response:
             {"error": "this node is not part of a mesh (moltmesh mesh init, or --token)"},
             status=503,
         )
-    return web.json_response(members_document(runtime))
+    render = runtime.service.members_document  # what `moltmesh status` gets, Raft view included
+    if render is None:
+        return web.json_response(members_document(runtime))
+    return web.Response(body=render(), content_type="application/json")
 
 
 def add_mesh_routes(app: web.Application, ref: MeshRef) -> None:

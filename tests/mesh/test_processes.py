@@ -89,6 +89,9 @@ def test_three_processes_rotate_keys_crash_and_restart(
         assert set(members) == set(ids)
         assert all(m["status"] == "alive" and m["tier"] for m in members.values())
         assert all(isinstance(m["models"], dict) for m in members.values())
+        assert doc["raft"]["voters"] and doc["raft"]["term"] >= 1  # the Raft view rides along
+        code, table = cli(capsys, "status", "--data-dir", str(dirs[0]))
+        assert code == 0 and "raft: " in table and "voters" in table
 
         # Key rotation while SWIM runs: install, use, remove, each relayed to every member.
         old = store.load(dirs[0]).keyring.primary_id

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from consensus.codec import U8, U16, U32, Codec
+from consensus.codec import I64, U8, U16, U32, Codec
 from consensus.core import NodeId
 
 
@@ -81,6 +81,12 @@ class Meta:
     """Models held, sorted."""
     links: tuple[tuple[str, bool], ...] = ()
     """Link kinds and whether each is up, sorted: ``(("cellular", False), ("wifi", True))``."""
+    battery: I64 = -1
+    """Battery charge in percent; -1 for a device on mains power only."""
+    on_battery: bool = False
+    """True while the device runs from its (discharging) battery."""
+    providers: tuple[str, ...] = ()
+    """onnxruntime execution providers available, sorted (``CUDAExecutionProvider``, ...)."""
 
     @classmethod
     def create(
@@ -274,7 +280,7 @@ def _array_header_size(n: int) -> int:
     return 1 if n < 16 else 3 if n < 2**16 else 5
 
 
-_EMPTY_META_BYTES = len(msgpack.packb(["", [], "", 0, 0, [], []]))
+_EMPTY_META_BYTES = len(msgpack.packb(["", [], "", 0, 0, [], [], -1, False, []]))  # Meta() encoded
 
 
 @functools.lru_cache(maxsize=4096)

@@ -8,8 +8,7 @@ would act on changed (tier, models, battery state, or a load moved by ``LOAD_STE
 idle nodes do not churn gossip.
 
 Models travel in ``Meta.models`` as ``"name=variant+variant"`` (variants held for the newest
-version). ``Meta`` has no battery or provider fields yet: they are filled in when ``Meta`` gains
-``battery`` and ``providers`` fields (appended at its end), and shown for this node meanwhile.
+version).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from moltmesh.logs import log_event
 log = logging.getLogger("moltmesh.mesh.meta")
 
 LOAD_STEP = 10  # percentage points of CPU or memory load that make a new Meta worth gossiping
-META_FIELDS = {f.name for f in dataclasses.fields(Meta)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +84,11 @@ def build_meta(
     budget: int | None = None,
 ) -> Meta:
     """The SWIM ``Meta`` for this node; models beyond ``budget`` bytes are left out (logged)."""
-    extra: dict[str, object] = {}
-    if "battery" in META_FIELDS:  # forward compatible: filled once Meta carries them
-        extra["battery"] = -1 if cap.battery_percent is None else cap.battery_percent
-    if "on_battery" in META_FIELDS:
-        extra["on_battery"] = cap.on_battery
-    if "providers" in META_FIELDS:
-        extra["providers"] = tuple(sorted(cap.providers))
+    extra = {
+        "battery": -1 if cap.battery_percent is None else cap.battery_percent,
+        "on_battery": cap.on_battery,
+        "providers": tuple(sorted(cap.providers)),
+    }
     models = encode_models(cap.models)
     while True:
         meta = dataclasses.replace(

@@ -61,6 +61,9 @@ class MemberInfo:
     incarnation: int
     age_s: float  # seconds since its status last changed, as seen here
     self: bool
+    battery: int  # percent; -1 on mains power only
+    on_battery: bool
+    providers: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
@@ -151,6 +154,7 @@ class MeshRuntime:
         return MemberInfo(
             m.node, m.status.name.lower(), meta.address, meta.tier, meta.cpu_load, meta.mem_load,
             decode_models(meta.models), m.incarnation, age, m.node == self.node_id,
+            meta.battery, meta.on_battery, meta.providers,
         )  # fmt: skip
 
     def collector(self) -> Collector:

@@ -115,6 +115,11 @@ async def test_capability_is_gossiped_and_shown(tmp_path: Path):
                     break
                 await b_queue.get()
         assert seen_b[a.node_id].tier == "light"
+        # Battery and execution providers travel too (seen by the other node, not only by self).
+        remote_a = seen_b[a.node_id]
+        assert (remote_a.battery, remote_a.on_battery) == (40, True)
+        assert remote_a.providers == ("CPUExecutionProvider",)
+        assert {m.node: m for m in a.members()}[b.node_id].battery == -1  # mains only
 
         # GET /v1/mesh/members
         ref = MeshRef()

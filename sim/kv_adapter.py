@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 from consensus.core import Micros, NodeId
 from consensus.kv import KvResult, KvStore
-from consensus.messages import AppendEntries, Entry, InstallSnapshot, Message, decode, encode
+from consensus.messages import Entry
 from consensus.raft import RaftConfig, RaftNode, Ready
 from consensus.storage import MemoryStorage
 
 from .adapter import Booted, SimNode
 from .errors import CoreMisbehaved
+from .raft_adapter import RaftAdapter
 
-MESSAGE_OVERHEAD_BYTES = 40
 """Approximate envelope size of a Raft message, for bandwidth accounting without ``wire``."""
 
 
@@ -57,7 +57,7 @@ class SnapshotStats:
     installed: int = 0
 
 
-class KvAdapter:
+class KvAdapter(RaftAdapter):
     """Adapter (``sim.adapter.Adapter``) for ``RaftNode`` + ``KvStore``; module docstring."""
 
     kind = "raft-kv"
@@ -72,8 +72,7 @@ class KvAdapter:
         retain: int = 1_000,
     ) -> None:
         """``snapshot_every`` 0 disables snapshots; ``retain`` is the store's history."""
-        self.voters = tuple(sorted(voters))
-        self.config = config.validate()
+        super().__init__(voters, config)
         self.snapshot_every = snapshot_every
         self.snapshot_keep = snapshot_keep
         self.retain = retain
@@ -93,24 +92,6 @@ class KvAdapter:
             applied = snap.meta.index
         core = RaftNode(node_id, self.voters, disk, self.config, rng, now=now, applied=applied)
         return Booted(core, KvApp(store, restored_from=applied))
-
-    def crash(self, node_id: NodeId, disk: MemoryStorage) -> MemoryStorage:
-        return disk  # written only at persist time: exactly what was made durable
-
-    def persist(self, node: SimNode, ready: Ready) -> None:
-        disk: MemoryStorage = node.disk
-        if ready.snapshot is not None:
-            disk.apply_snapshot(ready.snapshot)
-        if ready.hard_state is not None:
-            disk.set_hard_state(ready.hard_state)
-        if ready.entries:
-            disk.append(ready.entries)
-
-    def messages(self, ready: Ready) -> Sequence[Message]:
-        return ready.messages
-
-    def route(self, msg: Message) -> tuple[NodeId, NodeId]:
-        return msg.src, msg.dst
 
     def apply(self, node: SimNode, ready: Ready, now: Micros) -> None:
         app: KvApp = node.app
@@ -145,16 +126,3 @@ class KvAdapter:
         disk.create_snapshot(applied, core.conf_state, app.store.snapshot())
         disk.compact(max(applied - self.snapshot_keep, disk.first_index() - 1))
         self.stats.taken += 1
-
-    def encode(self, msg: Message) -> bytes:
-        return encode(msg)
-
-    def decode(self, data: bytes) -> Message:
-        return decode(data)  # type: ignore[return-value]
-
-    def size(self, msg: Message) -> int:
-        if isinstance(msg, AppendEntries):
-            return MESSAGE_OVERHEAD_BYTES + sum(len(e.data) + 16 for e in msg.entries)
-        if isinstance(msg, InstallSnapshot):
-            return MESSAGE_OVERHEAD_BYTES + len(msg.snapshot.data)
-        return MESSAGE_OVERHEAD_BYTES

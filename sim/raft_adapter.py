@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consensus.core import Micros, NodeId
-from consensus.messages import AppendEntries, ConfState, Entry, Message, decode, encode
+from consensus.messages import (
+    AppendEntries,
+    ConfState,
+    Entry,
+    InstallSnapshot,
+    Message,
+    decode,
+    encode,
+)
 from consensus.raft import RaftConfig, RaftNode, Ready
 from consensus.storage import MemoryStorage
 
@@ -60,6 +68,8 @@ class RaftAdapter:
 
     def persist(self, node: SimNode, ready: Ready) -> None:
         disk: MemoryStorage = node.disk
+        if ready.snapshot is not None:  # the Ready contract: snapshot, hard state, entries
+            disk.apply_snapshot(ready.snapshot)
         if ready.hard_state is not None:
             disk.set_hard_state(ready.hard_state)
         if ready.entries:
@@ -92,4 +102,6 @@ class RaftAdapter:
     def size(self, msg: Message) -> int:
         if isinstance(msg, AppendEntries):
             return MESSAGE_OVERHEAD_BYTES + sum(len(e.data) + 16 for e in msg.entries)
+        if isinstance(msg, InstallSnapshot):
+            return MESSAGE_OVERHEAD_BYTES + len(msg.snapshot.data)
         return MESSAGE_OVERHEAD_BYTES

@@ -35,7 +35,6 @@ log = logging.getLogger("moltmesh.api")
 SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", NodeMetrics)
 TOKEN = web.AppKey("token", str)
-NODE_ID = web.AppKey("node_id", str)
 LABELLED = web.AppKey("labelled", dict)  # (metric, labels) -> prometheus child, see _child
 MAX_CACHED_CHILDREN = 1024
 
@@ -244,13 +243,13 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def build_app(
-    service: InferenceService, metrics: NodeMetrics, token: str, node_id: str, max_body_bytes: int
+    service: InferenceService, metrics: NodeMetrics, token: str, max_body_bytes: int
 ) -> web.Application:
     """The aiohttp application; the caller owns starting and stopping it (AppRunner)."""
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
     )
-    app[SERVICE], app[METRICS], app[TOKEN], app[NODE_ID] = service, metrics, token, node_id
+    app[SERVICE], app[METRICS], app[TOKEN] = service, metrics, token
     app[LABELLED] = {}
     r = app.router
     r.add_get("/v2/health/live", live)

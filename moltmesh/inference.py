@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from prometheus_client import Histogram
@@ -53,15 +52,11 @@ class InferResult:
 @dataclass
 class LoadedModel:
     entry: ModelEntry
-    runtimes: dict[str, Runtime]  # by version; not changed after construction
+    runtimes: dict[str, Runtime]  # every version of the entry; not changed after construction
 
-    @cached_property
+    @property
     def latest(self) -> str:
-        return max(self.runtimes, key=_version_key)
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (-1, version)
+        return self.entry.latest
 
 
 class InferenceService:

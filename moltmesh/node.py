@@ -68,10 +68,9 @@ class Node:
         self._service: InferenceService | None = None
         self._runner: web.AppRunner | None = None
         self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
-        self._collectors: list[Collector] = []  # mesh and discovery figures on /metrics
+        self._collectors: list[Collector] = []  # mesh, discovery and Raft figures on /metrics
         self._discovered: DiscoveredPeers | None = None
         self.raft_ref = RaftRef()  # the API's view of Raft/KV; ``runtime`` set while it runs
-        self._raft_collector: object | None = None
         self.api_url: str | None = None
         self.api_token: str | None = None
         self.token_created = False
@@ -132,8 +131,7 @@ class Node:
 
     async def _start_api(self) -> None:
         api = self.config.api
-        app = build_app(self.service, self.metrics, self.api_token or "", self.node_id,
-                        api.max_body_bytes)  # fmt: skip
+        app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes)
         self._runner = web.AppRunner(app, shutdown_timeout=api.shutdown_grace_s, access_log=None)
         add_mesh_routes(app, self.mesh_ref)
         add_raft_routes(app, self.raft_ref)
@@ -187,7 +185,7 @@ class Node:
         self.raft_ref.runtime = raft
         collector = raft.collector()
         self.metrics.registry.register(collector)
-        self._raft_collector = collector
+        self._collectors.append(collector)
 
     @property
     def kv(self) -> ClusterKv:
@@ -226,16 +224,13 @@ class Node:
 
     async def stop(self) -> None:
         """Leave the mesh, stop taking work, let in-flight requests finish, release everything."""
-        raft = self.raft_ref.runtime
-        if raft is not None:
-            self.raft_ref.runtime = None
-            if self._raft_collector is not None:
-                self.metrics.registry.unregister(self._raft_collector)  # type: ignore[arg-type]
-                self._raft_collector = None
-            await raft.stop()
         for collector in self._collectors:
             self.metrics.registry.unregister(collector)
         self._collectors.clear()
+        raft = self.raft_ref.runtime
+        if raft is not None:
+            self.raft_ref.runtime = None
+            await raft.stop()
         if self._discovered is not None:
             await self._discovered.stop()  # the goodbye goes out before we leave SWIM
             self._discovered = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 LOCAL = {"MOLTMESH_MESH_SWIM": "local"}
 FLAGS = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0")
-OBSERVATIONS = 400  # status calls before giving up (each takes a TLS round trip or more)
+WAIT_S = 90.0  # observing views (each a TLS round trip) this long before giving up; loaded CI
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -40,7 +41,8 @@ def view(capsys: pytest.CaptureFixture[str], data_dir: Path) -> dict[str, tuple[
 
 def wait_until(capsys, dirs: list[Path], check, what: str) -> dict[Path, dict]:  # type: ignore[no-untyped-def]
     views: dict[Path, dict] = {}
-    for _ in range(OBSERVATIONS):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
         views = {d: view(capsys, d) for d in dirs}
         if all(check(v) for v in views.values()):
             return views
@@ -141,6 +143,7 @@ def test_a_joined_node_without_seeds_meets_the_mesh_by_mdns_on_loopback(
         ids = [store.load(d).node_id for d in dirs]
         wait_until(capsys, dirs, lambda v: all(v.get(i, ("",))[0] == "alive" for i in ids),
                    "both alive in both views, met by mDNS")  # fmt: skip
-        for node in (a, b):
-            text = metrics(node)
-            assert counter(text, "moltmesh_discovery_candidates") >= 1, text
+        # With no seeds, at least one side must have found the other by mDNS (the other may
+        # have been reached by that side's push-pull before its own browser resolved anything).
+        found = [counter(metrics(node), "moltmesh_discovery_candidates") for node in (a, b)]
+        assert sum(found) >= 1, found

@@ -130,6 +130,13 @@ class Load:
 
 
 @dataclass(slots=True)
+class _Slow:
+    until: Micros
+    lag: Micros | None
+    incarnation: int
+
+
+@dataclass(slots=True)
 class _Stall:
     until: Micros
     buffer: list[tuple[NodeId, Any, bytes | None]] = field(default_factory=list)
@@ -152,6 +159,9 @@ class SwimCluster(Cluster):
         self.streams = Load()
         self.stream_failures = 0
         self._stalls: dict[NodeId, _Stall] = {}
+        self._slow: dict[NodeId, _Slow] = {}
+        self._inbound_free: dict[NodeId, Micros] = {}
+        """Per node: when its inbound queue is next free (the last scheduled hand-over)."""
 
     def core(self, node_id: NodeId) -> SwimCore:
         """The running core of ``node_id`` (``RuntimeError`` if it is down)."""
@@ -191,8 +201,55 @@ class SwimCluster(Cluster):
         for src, msg, data in stall.buffer:
             self._deliver(src, node_id, msg, data)
 
+    # ---- slow members ------------------------------------------------------------------------
+
+    def slow(self, node_id: NodeId, duration: Micros, lag: Micros | None) -> None:
+        """Make a running node slow for ``duration`` µs (see module docstring): its inbound
+        packets are handed over ``lag`` µs late (``None``: at the end of the period), its timers
+        fire on time. A new period replaces one under way."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        if lag is not None and lag < 0:
+            raise ValueError("lag must be >= 0")
+        self._slow[node_id] = _Slow(self.now + duration, lag, node.incarnation)
+        self.trace.record(self.now, "slow", node_id, duration, lag)
+
+    def is_slow(self, node_id: NodeId) -> bool:
+        """True while ``node_id`` is in a slow period (its queued backlog aside)."""
+        slow = self._slow.get(node_id)
+        return slow is not None and self.now < slow.until
+
+    def _inbound_at(self, node: SimNode) -> Micros | None:
+        """When a packet arriving now at ``node`` reaches its core; None for at once."""
+        now = self.now
+        slow = self._slow.get(node.id)
+        if slow is not None and (slow.incarnation != node.incarnation or now >= slow.until):
+            del self._slow[node.id]
+            slow = None
+        free = self._inbound_free.get(node.id)
+        if slow is None:
+            if free is None or free <= now:
+                self._inbound_free.pop(node.id, None)
+                return None
+            return free  # behind the backlog of a slow period
+        at = slow.until if slow.lag is None else now + slow.lag
+        if free is not None and free > at:
+            at = free
+        self._inbound_free[node.id] = at
+        return at
+
+    def _handover(
+        self, incarnation: int, src: NodeId, dst: NodeId, msg: Any, data: bytes | None
+    ) -> None:
+        node = self.nodes[dst]
+        if node.up and node.incarnation == incarnation:  # a crash loses the queue
+            self._process(src, dst, msg, data)
+
     def crash(self, node_id: NodeId) -> None:
         self._stalls.pop(node_id, None)
+        self._slow.pop(node_id, None)
+        self._inbound_free.pop(node_id, None)
         super().crash(node_id)
 
     # ---- transport --------------------------------------------------------------------------
@@ -237,6 +294,16 @@ class SwimCluster(Cluster):
         node = self.nodes[dst]
         if not node.up:
             return
+        if self._slow or self._inbound_free:
+            at = self._inbound_at(node)
+            if at is not None:
+                self.kernel.at(at, self._handover, node.incarnation, src, dst, msg, data)
+                return
+        self._process(src, dst, msg, data)
+
+    def _process(self, src: NodeId, dst: NodeId, msg: Any, data: bytes | None) -> None:
+        """Hand one arrived packet to the core (or to the stall buffer of a stalled node)."""
+        node = self.nodes[dst]
         stall = self._stalls.get(dst)
         if stall is not None:
             stall.buffer.append((src, msg, data))

@@ -215,24 +215,32 @@ def detection_time(
     return Detection((first[0] - t0) / S, (cluster.now - t0) / S)
 
 
+ANOMALIES = ("stall", "blocked", "slow")
+"""How the chosen members misbehave in ``false_positives`` (see there)."""
+
+
 @dataclass(slots=True)
 class FalsePositives:
     """What a run with no crashes got wrong, counted per view (one event at one observer).
 
-    No member crashes, so every DEAD is false, and so is every suspicion of a member that never
-    stalls. A *stalled* member is one of the members made to stall again and again; a
-    suspicion of it while it is stalled is a correct detection of unresponsiveness, but it must
-    refute once it resumes, so its deaths are false too. Counts are split healthy/stalled:
+    No member crashes, so every DEAD is false, and so is every suspicion of a *healthy* member
+    (one never made to stall or be slow). The *stalled* members are those made to stall or be
+    slow again and again (the field names say "stalled" for every kind of anomaly); a suspicion
+    of one while it does not answer in time is a correct detection of unresponsiveness, but it
+    must refute, so its deaths are false too. Counts are split healthy/stalled by the member the
+    event is about:
 
     - ``suspicions_*``: SUSPECTED events (the member entered SUSPECT in that view);
     - ``accusations_*``: of those, raised by the observer's own failed probe (first-hand);
     - ``deaths_*``: DEAD events (a view declaring a running member dead);
     - ``declarations_*``: of those, declared by the observer's own suspicion timer (what
       memberlist logs as "Marking X as failed, suspect timeout reached");
-    - ``deaths_while_stalled``: DEAD events about a member stalled at that very moment (it had
-      been silent for the whole suspicion timeout: no protocol can save it without waiting
-      longer); the rest of ``deaths_of_stalled`` came after it resumed (a refutation too late);
-    - ``incidents``: distinct (member, incarnation) pairs declared dead in at least one view.
+    - ``deaths_of_healthy_at_stalled``: DEAD events of healthy members in the views of stalled
+      or slow members (the slow detector's own false positives);
+    - ``deaths_while_stalled``: DEAD events about a member stalled or slow at that very moment;
+      the rest of ``deaths_of_stalled`` came after its anomaly ended (a refutation too late);
+    - ``incidents``: distinct (member, incarnation) pairs declared dead in at least one view;
+    - ``stalls``: anomaly periods started (stalls or slow periods).
     """
 
     suspicions_of_healthy: int = 0
@@ -243,6 +251,7 @@ class FalsePositives:
     deaths_of_stalled: int = 0
     declarations_of_healthy: int = 0
     declarations_of_stalled: int = 0
+    deaths_of_healthy_at_stalled: int = 0
     deaths_while_stalled: int = 0
     incidents: int = 0
     stalls: int = 0
@@ -275,19 +284,32 @@ def false_positives(
     gap_s: tuple[float, float] = (1.0, 10.0),
     duration_s: float = 60.0,
     link: LinkSpec | None = None,
+    anomaly: str = "stall",
+    slow_period_s: tuple[float, float] = (5.0, 20.0),
 ) -> FalsePositives:
-    """Run with packet loss while ``stall_fraction`` of members (at least one) stall again and
-    again (each stall uniform in ``stall_s``, separated by gaps uniform in ``gap_s``); count
-    false suspicions and deaths (see ``FalsePositives``). ``link`` (delay, jitter, loss...)
-    replaces ``loss`` when given."""
+    """Run with packet loss while ``stall_fraction`` of members (at least one) misbehave again
+    and again, separated by gaps uniform in ``gap_s``; count false suspicions and deaths (see
+    ``FalsePositives``). ``link`` (delay, jitter, loss...) replaces ``loss`` when given.
+
+    ``anomaly`` picks how (see ``SwimCluster``):
+
+    - ``"stall"``: the process pauses for a time uniform in ``stall_s``: no timer, no packet;
+    - ``"blocked"``: its receive path is blocked for a time uniform in ``stall_s`` while its
+      timers fire on time (packets queue and are read when the block ends);
+    - ``"slow"``: for a period uniform in ``slow_period_s`` every packet reaches its core a lag
+      uniform in ``stall_s`` (one draw per period) after it arrived, timers firing on time.
+    """
+    if anomaly not in ANOMALIES:
+        raise ValueError(f"anomaly must be one of {ANOMALIES}")
     cluster, recorder = build(n, seed, config, link or LinkSpec(loss=loss))
     rng = derive_rng(seed, "stalls")
     stallers = sorted(rng.sample(cluster.ids, max(1, round(n * stall_fraction))))
     out = FalsePositives()
-    _schedule_stalls(cluster, stallers, rng, stall_s, gap_s, out)
+    _schedule_stalls(cluster, stallers, rng, stall_s, gap_s, out, anomaly, slow_period_s)
 
     def while_stalled(seen: Seen) -> None:
-        if seen.event.kind == EventKind.DEAD and cluster.stalled(seen.event.node):
+        node = seen.event.node
+        if seen.event.kind == EventKind.DEAD and (cluster.stalled(node) or cluster.is_slow(node)):
             out.deaths_while_stalled += 1
 
     recorder.hooks.append(while_stalled)
@@ -312,6 +334,7 @@ def false_positives(
             else:
                 out.deaths_of_healthy += 1
                 out.declarations_of_healthy += first_hand
+                out.deaths_of_healthy_at_stalled += seen.observer in stalled
             incidents.add((ev.node, ev.incarnation))
             out.victims.append(ev.node)
     out.incidents = len(incidents)
@@ -325,10 +348,18 @@ def _schedule_stalls(
     stall_s: tuple[float, float],
     gap_s: tuple[float, float],
     out: FalsePositives,
+    anomaly: str = "stall",
+    slow_period_s: tuple[float, float] = (5.0, 20.0),
 ) -> None:
     def next_stall(node: NodeId) -> None:
         length = int(rng.uniform(*stall_s) * S)
-        cluster.stall(node, length)
+        if anomaly == "stall":
+            cluster.stall(node, length)
+        elif anomaly == "blocked":
+            cluster.slow(node, length, None)
+        else:
+            lag, length = length, int(rng.uniform(*slow_period_s) * S)
+            cluster.slow(node, length, lag)
         out.stalls += 1
         cluster.kernel.after(length + int(rng.uniform(*gap_s) * S), next_stall, node)
 

@@ -35,49 +35,63 @@ log = logging.getLogger("moltmesh.api")
 SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", NodeMetrics)
 TOKEN = web.AppKey("token", str)
-LABELLED = web.AppKey("labelled", dict)  # (metric, labels) -> prometheus child, see _child
 MAX_CACHED_CHILDREN = 1024
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a v2 JSON error and count the 4xx ones."""
-    metrics = request.app[METRICS]
-    try:
-        return await handler(request)
-    except Overloaded as e:
-        response = json_error(429, str(e), {"Retry-After": str(e.retry_after_s)})
-    except (MoltmeshError, RuntimeErrorBase, v2.V2Error) as e:
-        response = json_error(400 if isinstance(e, v2.V2Error) else http_status(e), str(e))
-    except web.HTTPRequestEntityTooLarge as e:
-        response = json_error(413, e.text or "request body too large")
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        response = json_error(e.status, e.reason)
-    except Exception:
-        log.exception("api.unhandled", extra={"moltmesh_fields": {"path": request.path}})
-        response = json_error(500, "internal error; see the node's log")
-    if 400 <= response.status < 500:
-        metrics.bad_requests.labels(str(response.status)).inc()
-    return response
+def api_middleware(token: str, metrics: NodeMetrics) -> Middleware:
+    """One middleware for every route: the bearer token, then v2 JSON errors.
+
+    ``Authorization: Bearer <token>`` is required except on health checks (the scheme is
+    case-insensitive, blanks around the token are ignored). Every failure, the 401 included,
+    becomes ``{"error": message}`` with its status, and each 4xx is counted in
+    ``moltmesh_bad_requests``. One middleware rather than two: each layer costs every request
+    a coroutine and a wrapper call.
+    """
+    exact = f"Bearer {token}"  # what clients send; anything else goes the careful way
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            presented = request.headers.get("Authorization", "")
+            if not (
+                token_matches(exact, presented)
+                or request.path.startswith(PUBLIC_PREFIX)
+                or _bearer_matches(token, presented)
+            ):
+                raise web.HTTPUnauthorized(reason="missing or wrong bearer token")
+            return await handler(request)
+        except Overloaded as e:
+            response = json_error(429, str(e), {"Retry-After": str(e.retry_after_s)})
+        except (MoltmeshError, RuntimeErrorBase, v2.V2Error) as e:
+            response = json_error(400 if isinstance(e, v2.V2Error) else http_status(e), str(e))
+        except web.HTTPRequestEntityTooLarge as e:
+            response = json_error(413, e.text or "request body too large")
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            response = json_error(e.status, e.reason)
+        except Exception:
+            log.exception("api.unhandled", extra={"moltmesh_fields": {"path": request.path}})
+            response = json_error(500, "internal error; see the node's log")
+        if 400 <= response.status < 500:
+            metrics.bad_requests.labels(str(response.status)).inc()
+        return response
+
+    return middleware
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require ``Authorization: Bearer <token>`` except on health checks."""
-    if not request.path.startswith(PUBLIC_PREFIX):
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(request.app[TOKEN], presented.strip()):
-            raise web.HTTPUnauthorized(reason="missing or wrong bearer token")
-    return await handler(request)
+def _bearer_matches(token: str, header: str) -> bool:
+    """``header`` is ``Bearer <token>`` give or take the scheme's case and blanks."""
+    scheme, _, presented = header.partition(" ")
+    return scheme.lower() == "bearer" and token_matches(token, presented.strip())
 
 
 async def live(request: web.Request) -> web.Response:
@@ -175,49 +189,69 @@ def _urgency(parameters: dict[str, Any]) -> float:
     return float(value)
 
 
-async def infer(request: web.Request) -> web.Response:
-    service, metrics = request.app[SERVICE], request.app[METRICS]
-    started = time.monotonic()
-    name, version = request.match_info["model"], request.match_info.get("version")
-    header_length = request.headers.get(v2.HEADER_LENGTH)
-    try:
-        length = int(header_length) if header_length is not None else None
-    except ValueError:
-        raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
-    body = await request.read()
-    status, route = 500, "local"
-    try:
-        parsed = v2.parse_infer_request(body, length)
-        _urgency(parsed.parameters)
-        deadline = _deadline(parsed.parameters, started)
-        wanted = [o.name for o in parsed.outputs] if parsed.outputs is not None else None
-        result = await service.infer(
-            name, parsed.inputs, version=version, outputs=wanted, deadline=deadline
+class InferRoute:
+    """``POST .../infer``, holding what every request needs so it looks nothing up twice.
+
+    Per request: one clock reading (deadline and latency both start from it), the body read
+    once, the v2 codec (whose binary path reuses parsed headers and response templates), the
+    service, and metric children cached by label values.
+    """
+
+    def __init__(self, service: InferenceService, metrics: NodeMetrics) -> None:
+        self._service = service
+        self._requests = metrics.requests
+        self._request_seconds = metrics.request_seconds
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    async def infer(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        match = request.match_info
+        name, version = match["model"], match.get("version")
+        header_length = request.headers.get(v2.HEADER_LENGTH)
+        try:
+            length = int(header_length) if header_length is not None else None
+        except ValueError:
+            raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
+        body = await request.read()
+        status, route = 500, "local"
+        try:
+            parsed = v2.parse_infer_request(body, length)
+            parameters = parsed.parameters
+            deadline = None
+            if parameters:
+                _urgency(parameters)
+                deadline = _deadline(parameters, started)
+            requested = parsed.outputs
+            wanted = None if requested is None else [o.name for o in requested]
+            result = await self._service.infer(
+                name, parsed.inputs, version=version, outputs=wanted, deadline=deadline
+            )
+            route = result.route
+            if requested is None:
+                binary = dict.fromkeys(result.outputs, parsed.binary_output)
+            else:
+                binary = {o.name: o.binary for o in requested}
+            payload, header_len = v2.encode_infer_response(
+                result.model, result.version, result.outputs, binary, parsed.request_id,
+                {"node": result.node, "variant": result.variant, "route": route},
+            )  # fmt: skip
+            status = 200
+        except Exception as e:
+            status = 400 if isinstance(e, v2.V2Error) else http_status(e)
+            raise
+        finally:
+            cache = self._children
+            _child(cache, self._requests, name, route, str(status)).inc()
+            _child(cache, self._request_seconds, name).observe(time.monotonic() - started)
+        if header_len is None:
+            return web.Response(body=payload, headers=_JSON_HEADERS)
+        return web.Response(
+            body=payload,
+            headers={"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(header_len)},
         )
-        route = result.route
-        if parsed.outputs is None:
-            binary = {k: parsed.binary_output for k in result.outputs}
-        else:
-            binary = {o.name: o.binary for o in parsed.outputs}
-        payload, header_len = v2.encode_infer_response(
-            result.model, result.version, result.outputs, binary, parsed.request_id,
-            {"node": result.node, "variant": result.variant, "route": result.route},
-        )  # fmt: skip
-        status = 200
-    except Exception as e:
-        status = 400 if isinstance(e, v2.V2Error) else http_status(e)
-        raise
-    finally:
-        cache = request.app[LABELLED]
-        _child(cache, metrics.requests, name, route, str(status)).inc()
-        _child(cache, metrics.request_seconds, name).observe(time.monotonic() - started)
-    if header_len is None:
-        return web.Response(body=payload, content_type="application/json")
-    return web.Response(
-        body=payload,
-        content_type="application/octet-stream",
-        headers={v2.HEADER_LENGTH: str(header_len)},
-    )
+
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def _child(cache: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> Any:
@@ -247,10 +281,10 @@ def build_app(
 ) -> web.Application:
     """The aiohttp application; the caller owns starting and stopping it (AppRunner)."""
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
+        middlewares=[api_middleware(token, metrics)], client_max_size=max_body_bytes
     )
     app[SERVICE], app[METRICS], app[TOKEN] = service, metrics, token
-    app[LABELLED] = {}
+    infer = InferRoute(service, metrics).infer
     r = app.router
     r.add_get("/v2/health/live", live)
     r.add_get("/v2/health/ready", ready)

@@ -2,7 +2,8 @@
 
 Contract:
 - ``infer`` admits at most ``max_inflight`` executing plus ``max_queue`` waiting requests; beyond
-  that it raises ``Overloaded`` at once (the API's 429). Waiting is FIFO (asyncio.Semaphore).
+  that it raises ``Overloaded`` at once (the API's 429). Waiting is FIFO (``Slots``); a request
+  that finds a free slot takes it without suspending.
 - A request whose deadline passes while waiting or running raises ``DeadlineExceeded``; a run
   already in a worker thread cannot be interrupted, so its slot is freed when the thread finishes.
 - Runs expected (warm-up time at batch 1 × the request's batch) to take less than
@@ -14,12 +15,15 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import Histogram
@@ -37,9 +41,11 @@ from runtimes.variants import choose_variant
 log = logging.getLogger("moltmesh.inference")
 
 
-@dataclass(frozen=True)
-class InferResult:
-    """The answer to one inference: outputs by name and who produced them how."""
+class InferResult(NamedTuple):
+    """The answer to one inference: outputs by name and who produced them how.
+
+    Immutable (a named tuple: cheaper to build per request than a frozen dataclass).
+    """
 
     model: str
     version: str
@@ -57,6 +63,49 @@ class LoadedModel:
     @property
     def latest(self) -> str:
         return self.entry.latest
+
+
+class Slots:
+    """Execution slots: at most ``size`` held at once, waiters served first come, first served.
+
+    ``try_take`` takes a free slot without suspending when nobody waits (the common case:
+    no coroutine, no future); ``wait`` queues until ``release`` hands a slot over. Loop-confined:
+    call every method on the event loop's thread.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a slot (``TimeoutError`` then; none is held)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):  # release() popped it already
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first live waiter, else to the free pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 class InferenceService:
@@ -78,7 +127,10 @@ class InferenceService:
         self._tier = tier
         self._on_battery = on_battery
         self._models: dict[str, LoadedModel] = {}
-        self._slots = asyncio.Semaphore(config.max_inflight)
+        self._slots = Slots(config.max_inflight)
+        self._capacity = config.max_inflight + config.max_queue
+        self._default_deadline_s = config.default_deadline_ms / 1000
+        self._inline_threshold_s = config.inline_threshold_ms / 1000
         self._waiting = 0
         self._running = 0
         self._admitted = 0
@@ -89,7 +141,7 @@ class InferenceService:
         # The gauges read the counters when scraped, instead of being set twice per request.
         metrics.queue_depth.set_function(lambda: self._waiting)
         metrics.inflight.set_function(lambda: self._running)
-        self._run_seconds: dict[tuple[str, str], Histogram] = {}  # child by (model, variant)
+        self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
 
     @property
     def ready(self) -> bool:
@@ -178,37 +230,34 @@ class InferenceService:
         if not self._accepting:
             raise NotReady("node is not accepting requests")
         runtime = self.runtime(model, version)
-        meta = runtime.metadata
-        if self._waiting + self._running >= self._config.max_inflight + self._config.max_queue:
+        if self._waiting + self._running >= self._capacity:
             self._metrics.rejected.labels("queue_full").inc()
             raise Overloaded(
                 f"request queue is full ({self._config.max_queue} waiting)",
                 retry_after_s=self._retry_after(runtime),
             )
+        now = time.monotonic()
         if deadline is None:
-            deadline = time.monotonic() + self._config.default_deadline_ms / 1000
+            deadline = now + self._default_deadline_s
+        elif deadline <= now:
+            raise DeadlineExceeded("deadline passed before the request could run")
         self._enter()
         try:
-            await self._acquire_slot(deadline)
+            if not self._slots.try_take():
+                await self._wait_for_slot(deadline)
             result = await self._execute(runtime, inputs, outputs, deadline)
         finally:
             self._leave()
+        meta = runtime.metadata
         return InferResult(meta.name, meta.version, meta.variant, self._node_id, "local", result)
 
-    async def _acquire_slot(self, deadline: float) -> None:
-        if deadline <= time.monotonic():
-            raise DeadlineExceeded("deadline passed before the request could run")
-        if not self._slots.locked():
-            # A free slot is taken without suspending: no task, no timer, no loop iteration
-            # (``wait_for`` would cost all three on every request).
-            await self._slots.acquire()
-            return
+    async def _wait_for_slot(self, deadline: float) -> None:
         self._waiting += 1
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("deadline passed before the request could run")
-            await asyncio.wait_for(self._slots.acquire(), remaining)
+            await self._slots.wait(remaining)
         except TimeoutError:
             self._metrics.rejected.labels("deadline").inc()
             raise DeadlineExceeded("deadline passed while the request was queued") from None
@@ -223,27 +272,29 @@ class InferenceService:
         deadline: float,
     ) -> dict[str, np.ndarray]:
         """Run with a slot held; the slot is released when the run really ends."""
-        meta = runtime.metadata
-        key = (meta.name, meta.variant)
-        run_seconds = self._run_seconds.get(key)
+        run_seconds = self._run_seconds.get(runtime)
         if run_seconds is None:
-            run_seconds = self._run_seconds[key] = self._metrics.inference_seconds.labels(*key)
+            meta = runtime.metadata
+            run_seconds = self._metrics.inference_seconds.labels(meta.name, meta.variant)
+            self._run_seconds[runtime] = run_seconds
         self._running += 1
         started = time.perf_counter()
+        if _expected_run_seconds(runtime, inputs) < self._inline_threshold_s:
+            try:
+                return runtime.run(inputs, outputs)
+            finally:
+                self._running -= 1
+                run_seconds.observe(time.perf_counter() - started)
+                self._slots.release()
 
-        def finished() -> None:
+        def finished(_: object) -> None:
             self._running -= 1
             run_seconds.observe(time.perf_counter() - started)
             self._slots.release()
 
-        if _expected_run_seconds(runtime, inputs) * 1000 < self._config.inline_threshold_ms:
-            try:
-                return runtime.run(inputs, outputs)
-            finally:
-                finished()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, runtime.run, inputs, outputs)
-        future.add_done_callback(lambda _: finished())
+        future.add_done_callback(finished)
         try:
             return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
         except TimeoutError:
@@ -282,5 +333,8 @@ class InferenceService:
 
 def _expected_run_seconds(runtime: Runtime, inputs: Mapping[str, np.ndarray]) -> float:
     """Warm-up time (measured at batch 1) scaled by this request's batch size."""
-    batch = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
-    return runtime.typical_run_seconds * max(1, batch)
+    batch = 1
+    for array in inputs.values():
+        if array.ndim and array.shape[0] > batch:
+            batch = array.shape[0]
+    return runtime.typical_run_seconds * batch

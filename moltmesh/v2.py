@@ -13,6 +13,7 @@ many bytes, in input order, from the rest. Outputs are returned binary when the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import struct
@@ -71,13 +72,27 @@ def v2_datatype(dtype: np.dtype) -> str:
 
 
 def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode a v2 infer request body; ``header_length`` is the binary extension's header."""
+    """Decode a v2 infer request body; ``header_length`` is the binary extension's header.
+
+    Binary tensors become read-only arrays viewing ``body`` (no copy). A binary request whose
+    inputs are all fixed-size tensors is decoded through a plan cached by its exact header bytes
+    (clients send the same header for every request of a shape): the JSON is parsed and checked
+    once, later requests only check the body's length and view their tensors.
+    """
+    if header_length is not None and 0 <= header_length <= min(len(body), MAX_PLANNED_HEADER):
+        plan = _PLANS.get(body[:header_length])
+        if plan is not None and len(body) - header_length == plan.binary_bytes:
+            return plan.apply(body, header_length)
+    return _parse_full(body, header_length)
+
+
+def _parse_full(body: bytes, header_length: int | None) -> InferRequest:
     if header_length is None:
-        header_bytes, binary = body, b""
+        header_bytes, binary = body, memoryview(b"")
     else:
         if not 0 <= header_length <= len(body):
             raise V2Error(f"{HEADER_LENGTH} is {header_length} but the body has {len(body)} bytes")
-        header_bytes, binary = body[:header_length], body[header_length:]
+        header_bytes, binary = body[:header_length], memoryview(body)[header_length:]
     try:
         header = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -89,12 +104,18 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
         raise V2Error("'inputs' must be a non-empty list")
     parameters = _parameters(header, "request")
     inputs: dict[str, np.ndarray] = {}
+    plans: list[_InputPlan] | None = [] if header_length is not None else None
     offset = 0
     for i, raw in enumerate(raw_inputs):
         name, array, used = _decode_input(raw, i, binary, offset)
         if name in inputs:
             raise V2Error(f"input {name!r} is given twice")
         inputs[name] = array
+        if plans is not None:
+            if (used == 0 and array.size) or array.dtype == np.object_:
+                plans = None  # JSON data or BYTES: not a fixed layout
+            else:
+                plans.append(_InputPlan(name, array.dtype, array.shape, array.size, used))
         offset += used
     if offset != len(binary):
         raise V2Error(f"{len(binary) - offset} bytes of binary data belong to no input")
@@ -108,7 +129,71 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise V2Error("'id' must be a string")
-    return InferRequest(inputs, outputs, binary_output, request_id, parameters)
+    if plans is not None and header_length is not None and header_length <= MAX_PLANNED_HEADER:
+        _remember(
+            bytes(header_bytes),
+            _HeaderPlan(
+                tuple(plans), offset, None if outputs is None else tuple(outputs),
+                binary_output, request_id, parameters,
+            ),
+        )  # fmt: skip
+    return InferRequest(inputs, outputs, binary_output, request_id, dict(parameters))
+
+
+@dataclass(frozen=True, slots=True)
+class _InputPlan:
+    """Where one binary input lies in the body and what it is."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    count: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _HeaderPlan:
+    """A checked request header, reusable for any body of ``binary_bytes`` after it.
+
+    Shared between requests: ``apply`` hands out fresh lists and dicts, never these.
+    """
+
+    inputs: tuple[_InputPlan, ...]
+    binary_bytes: int
+    outputs: tuple[RequestedOutput, ...] | None
+    binary_output: bool
+    request_id: str | None
+    parameters: dict[str, Any]
+
+    def apply(self, body: bytes, header_length: int) -> InferRequest:
+        inputs: dict[str, np.ndarray] = {}
+        offset = header_length
+        for p in self.inputs:
+            inputs[p.name] = np.frombuffer(body, p.dtype, p.count, offset).reshape(p.shape)
+            offset += p.size
+        outputs = None if self.outputs is None else list(self.outputs)
+        return InferRequest(
+            inputs, outputs, self.binary_output, self.request_id, dict(self.parameters)
+        )
+
+
+MAX_PLANNED_HEADER = 4096
+"""Headers longer than this (bytes) are parsed every time, never cached."""
+MAX_PLANS = 256
+_PLANS: dict[bytes, _HeaderPlan] = {}
+
+
+def _remember(header: bytes, plan: _HeaderPlan) -> None:
+    """Cache ``plan`` under its header; the oldest plan goes when the cache is full."""
+    _bounded_put(_PLANS, header, plan, MAX_PLANS)
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """``cache[key] = value``, first dropping the oldest entry when ``cache`` holds ``limit``."""
+    if len(cache) >= limit:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # a racing thread
+            del cache[next(iter(cache))]
+    cache[key] = value
 
 
 def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -118,7 +203,7 @@ def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def _decode_input(raw: Any, i: int, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
     if not isinstance(raw, dict):
         raise V2Error(f"inputs[{i}] must be an object")
     name = raw.get("name")
@@ -174,7 +259,7 @@ def _first_leaf_is_bool(data: Any) -> bool:
 
 
 def _from_binary(
-    name: str, datatype: str, shape: list[int], count: int, chunk: bytes
+    name: str, datatype: str, shape: list[int], count: int, chunk: memoryview
 ) -> np.ndarray:
     if datatype == "BYTES":
         items = _unpack_bytes(name, chunk)
@@ -190,7 +275,7 @@ def _from_binary(
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
-def _unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
+def _unpack_bytes(name: str, chunk: memoryview) -> list[bytes]:
     items, pos = [], 0
     while pos < len(chunk):
         if pos + 4 > len(chunk):
@@ -199,7 +284,7 @@ def _unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
         pos += 4
         if pos + length > len(chunk):
             raise V2Error(f"input {name!r}: BYTES element runs past its data")
-        items.append(chunk[pos : pos + length])
+        items.append(bytes(chunk[pos : pos + length]))
         pos += length
     return items
 
@@ -222,7 +307,64 @@ def encode_infer_response(
     """Encode a response; returns ``(body, header_length)``, the latter None when all JSON.
 
     ``outputs`` are in the order they should appear; ``binary[name]`` says how each travels.
+    When every output travels binary, the JSON header depends only on the model, the
+    parameters and the outputs' names, dtypes and shapes: it is built once per such key and
+    reused (byte-for-byte what the general encoder writes).
     """
+    signature = []
+    for name, array in outputs.items():
+        if not binary.get(name, False) or array.dtype.kind == "O":
+            break
+        signature.append((name, array.dtype, array.shape))
+    else:
+        if signature:
+            try:
+                key = (model_name, model_version, tuple((parameters or {}).items()), *signature)
+                template = _RESPONSE_HEADERS.get(key)
+            except TypeError:  # unhashable parameter values: encode in full
+                key = template = None
+            if template is None:
+                template = _response_template(model_name, model_version, outputs, parameters)
+                if key is not None:
+                    _bounded_put(_RESPONSE_HEADERS, key, template, MAX_RESPONSE_TEMPLATES)
+            prefix, suffix = template
+            if request_id is None:
+                header = prefix + suffix
+            else:
+                header = b"".join(
+                    (prefix, b',"id":', _COMPACT_JSON.encode(request_id).encode(), suffix)
+                )
+            return b"".join([header, *(_to_binary(a) for a in outputs.values())]), len(header)
+    return _encode_general(model_name, model_version, outputs, binary, request_id, parameters)
+
+
+def _response_template(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray],
+    parameters: Mapping[str, Any] | None,
+) -> tuple[bytes, bytes]:
+    """The all-binary header without its id, split where an ``"id"`` field would go."""
+    body, header_length = _encode_general(
+        model_name, model_version, outputs, dict.fromkeys(outputs, True), None, parameters
+    )
+    assert header_length is not None  # every output is binary
+    split = len(_COMPACT_JSON.encode({"model_name": model_name, "model_version": model_version}))
+    return body[: split - 1], body[split - 1 : header_length]
+
+
+MAX_RESPONSE_TEMPLATES = 256
+_RESPONSE_HEADERS: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+
+
+def _encode_general(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray],
+    binary: Mapping[str, bool],
+    request_id: str | None,
+    parameters: Mapping[str, Any] | None,
+) -> tuple[bytes, int | None]:
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         response["id"] = request_id

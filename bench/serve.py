@@ -7,7 +7,12 @@ In ONE run, side by side, on loopback only:
 - a bare aiohttp hello-world (``GET /hello``) served by a second AppRunner/TCPSite on the SAME
   event loop as the node, in the node's server process;
 - the node's ``POST /v2/models/defects/infer`` with binary tensors and with JSON tensors;
-- 1 and 32 concurrent clients (one keep-alive ``aiohttp.ClientSession`` in this process);
+- 1 and 32 concurrent clients, each a keep-alive connection, driven by two load generators in
+  this process: ``lean`` (``bench.serve_load.LeanConnection``: prebuilt request bytes, reads the
+  status line, headers and a Content-Length body; a fixed cost per request whatever the
+  endpoint, as wrk's) and ``aiohttp`` (``aiohttp.ClientSession``, whose per-request cost is
+  higher and larger for a POST than for a GET, so it counts against the server). The targets
+  are judged with the lean client; the aiohttp rows are kept for comparison;
 - server event loop asyncio and uvloop, each in its own server subprocess with the node's default
   config, plus (unless ``--no-what-if``) a uvloop server with ``runtime.intra_op_threads = 0``,
   to show what onnxruntime's intra-op thread pool costs a model this small. All servers start up
@@ -52,11 +57,12 @@ from bench.serve_load import (
     Request,
     fetch_once,
     infer_bodies,
+    run_lean_load,
     run_load,
     sample_image,
     time_call,
 )
-from bench.serve_report import ENDPOINTS, Cell, floor_label, print_tables, summarise
+from bench.serve_report import CLIENTS, ENDPOINTS, Cell, floor_label, print_tables, summarise
 from bench.serve_server import bundled_model_present
 from moltmesh import v2
 from moltmesh.client import decode_answer
@@ -197,12 +203,26 @@ def codec_timings(bodies: dict[str, Request], count: int) -> dict[str, float]:
 
 
 async def measure_cell(
-    server: Server, req: Request, clients: int, requests: int, warmup: int, max_seconds: float
+    server: Server,
+    req: Request,
+    clients: int,
+    requests: int,
+    warmup: int,
+    max_seconds: float,
+    client: str,
 ) -> tuple[list[float], float, float, float]:
-    """Warm up, then one bounded load run; latencies, req/s, server and client CPU seconds."""
+    """Warm up, then one bounded load run with the ``client`` load generator ("lean" or
+    "aiohttp"); latencies, req/s, server and client CPU seconds."""
+    warm_s = min(max_seconds, WARMUP_MAX_S)
+    if client == "lean":
+        await run_lean_load(req, clients, warmup, warm_s)
+        s0, c0 = server.cpu_s(), time.process_time()
+        result = await run_lean_load(req, clients, requests, max_seconds)
+        s1, c1 = server.cpu_s(), time.process_time()
+        return result.latencies, result.rate, s1 - s0, c1 - c0
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await run_load(session, req, clients, warmup, min(max_seconds, WARMUP_MAX_S))
+        await run_load(session, req, clients, warmup, warm_s)
         s0, c0 = server.cpu_s(), time.process_time()
         result = await run_load(session, req, clients, requests, max_seconds)
         s1, c1 = server.cpu_s(), time.process_time()
@@ -225,7 +245,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     fallback = args.fallback_model or not bundled_model_present()
     image = sample_image(args.seed)
     specs = server_specs(args)
-    cells: dict[tuple[str, str, int], Cell] = {}
+    cells: dict[tuple[str, str, str, int], Cell] = {}
     floor: dict[str, list[float]] = {}
     info: dict[str, Any] = {"fallback": fallback, "pinned": pin, "servers": {}}
     info["load_before"] = os.getloadavg()[0]
@@ -260,17 +280,19 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             for server in servers:
                 reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
                 reqs["hello"] = Request("GET", server.ready["hello_url"], {})
-                for clients in (1, 32):
-                    for endpoint in ENDPOINTS:
-                        lat, rate, scpu, ccpu = await measure_cell(
-                            server, reqs[endpoint], clients, requests_for[clients],
-                            args.warmup, args.max_seconds,
-                        )  # fmt: skip
-                        cell = cells.setdefault((server.spec.label, endpoint, clients), Cell())
-                        cell.add(lat, rate, scpu, ccpu)
-                        print(f"round {rnd + 1}/{args.rounds} {server.spec.label:15} {endpoint:6} "
-                              f"{clients:2} clients: {len(lat):5} requests, {rate:7,.0f} req/s",
-                              file=sys.stderr, flush=True)  # fmt: skip
+                for client in args.clients:
+                    for clients in (1, 32):
+                        for endpoint in ENDPOINTS:
+                            lat, rate, scpu, ccpu = await measure_cell(
+                                server, reqs[endpoint], clients, requests_for[clients],
+                                args.warmup, args.max_seconds, client,
+                            )  # fmt: skip
+                            key = (server.spec.label, client, endpoint, clients)
+                            cells.setdefault(key, Cell()).add(lat, rate, scpu, ccpu)
+                            print(f"round {rnd + 1}/{args.rounds} {server.spec.label:15} "
+                                  f"{client:7} {endpoint:6} {clients:2} clients: {len(lat):5} "
+                                  f"requests, {rate:7,.0f} req/s",
+                                  file=sys.stderr, flush=True)  # fmt: skip
     info["load_after"] = os.getloadavg()[0]
     return {"cells": cells, "floor": floor, "info": info, "specs": specs}
 
@@ -284,6 +306,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-what-if",
         action="store_true",
         help="skip the extra server with runtime.intra_op_threads = 0 (onnxruntime's own pool)",
+    )
+    parser.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help="load generators, comma-separated: lean (judged), aiohttp (for comparison)",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests-1", type=int, default=800, help="per round, 1 client")
@@ -304,6 +331,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args(argv)
     args.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    args.clients = [x.strip() for x in args.clients.split(",") if x.strip()]
+    if "lean" not in args.clients or not set(args.clients) <= set(CLIENTS):
+        parser.error(f"--clients takes lean (always) and optionally aiohttp, from {CLIENTS}")
     if (
         not args.loops
         or not set(args.loops) <= {"asyncio", "uvloop"}

@@ -169,8 +169,7 @@ class LeanConnection(asyncio.Protocol):
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = LoadError(f"connection closed by the server ({exc!r})")

@@ -290,11 +290,15 @@ def build_app(
     r.add_get("/v2/health/ready", ready)
     r.add_get("/v2", server_metadata)
     r.add_post("/v2/repository/index", repository_index)
-    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+    bases = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+    # aiohttp tries the routes under "/v2/models" in the order they were added, one regex and
+    # one coroutine each: the hot route goes first.
+    for base in bases:
+        r.add_post(base + "/infer", infer)
+    for base in bases:
         r.add_get(base, model_metadata)
         r.add_get(base + "/ready", model_ready)
         r.add_get(base + "/config", model_config)
-        r.add_post(base + "/infer", infer)
     r.add_get("/metrics", metrics_handler)
     log_event(log, "api.built", routes=len(r.routes()))
     return app

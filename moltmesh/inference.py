@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from prometheus_client import Histogram
 
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
 from moltmesh.logs import log_event
-from moltmesh.metrics import NodeMetrics
+from moltmesh.metrics import HistogramChild, NodeMetrics
 from runtimes.base import ModelMetadata, Runtime
 from runtimes.errors import ModelNotFound, VersionNotFound
 from runtimes.onnx import OnnxOptions
@@ -141,7 +140,7 @@ class InferenceService:
         # The gauges read the counters when scraped, instead of being set twice per request.
         metrics.queue_depth.set_function(lambda: self._waiting)
         metrics.inflight.set_function(lambda: self._running)
-        self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
+        self._run_seconds: dict[Runtime, HistogramChild] = {}  # inference_seconds child by runtime
 
     @property
     def ready(self) -> bool:

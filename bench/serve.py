@@ -62,6 +62,7 @@ from bench.serve_load import (
     sample_image,
     time_call,
 )
+from bench.serve_profile import breakdown, profile_server
 from bench.serve_report import CLIENTS, ENDPOINTS, Cell, floor_label, print_tables, summarise
 from bench.serve_server import bundled_model_present
 from moltmesh import v2
@@ -229,6 +230,23 @@ async def measure_cell(
     return result.latencies, result.rate, s1 - s0, c1 - c0
 
 
+async def profile_breakdown(server: Server, reqs: dict[str, Request], seconds: float) -> dict:
+    """hello and infer binary, 1 lean client, each under py-spy for ``seconds``: per endpoint the
+    share of samples per component, the server CPU µs per request and the request count."""
+    out: dict[str, Any] = {"server": server.spec.label}
+    for endpoint in ("hello", "binary"):
+        result: list[Any] = []
+
+        async def load(req: Request = reqs[endpoint], result: list[Any] = result) -> None:
+            s0 = server.cpu_s()
+            got = await run_lean_load(req, 1, 10**9, seconds)
+            result += [got.count, (server.cpu_s() - s0) / max(1, got.count) * 1e6]
+
+        raw = await profile_server(server.proc.pid, seconds, load)
+        out[endpoint] = {"shares": breakdown(raw), "count": result[0], "cpu_us": result[1]}
+    return out
+
+
 def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [ServerSpec(loop, loop) for loop in args.loops]
     if not args.no_what_if:
@@ -293,6 +311,15 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                   f"{client:7} {endpoint:6} {clients:2} clients: {len(lat):5} "
                                   f"requests, {rate:7,.0f} req/s",
                                   file=sys.stderr, flush=True)  # fmt: skip
+        if args.profile > 0:
+            server = next((x for x in servers if x.spec.judged and x.spec.loop == "uvloop"),
+                          servers[0])  # fmt: skip
+            reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
+            reqs["hello"] = Request("GET", server.ready["hello_url"], {})
+            try:
+                info["profile"] = await profile_breakdown(server, reqs, args.profile)
+            except RuntimeError as e:
+                print(f"profile skipped: {e}", file=sys.stderr)
     info["load_after"] = os.getloadavg()[0]
     return {"cells": cells, "floor": floor, "info": info, "specs": specs}
 
@@ -322,6 +349,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--floor-count", type=int, default=1000, help="session.run per round")
     parser.add_argument("--codec-count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the input image")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="py-spy the uvloop server this long per endpoint (hello, infer binary; 1 lean "
+        "client) for the per-component CPU breakdown; 0 skips it",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers")
     parser.add_argument(
         "--fallback-model",

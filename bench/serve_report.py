@@ -190,11 +190,39 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "CPU time per JSON request (median over all servers and both client counts); the rest "
         f"is moving a {ratio_bytes:.1f}× larger body through both HTTP stacks.",
     ]
+    if "profile" in info:
+        body += ["", *_profile_table(info["profile"])]
     if any(not spec.judged for spec in specs):
         body += ["", ORT_NOTE]
     verdict = "all targets met" if verdicts and all(verdicts) else "NOT all targets met"
     body.append(f"\nVerdict on the node's default config: {verdict}.")
     return [header, *rows], "\n".join(body) + "\n"
+
+
+def _profile_table(prof: dict[str, Any]) -> list[str]:
+    """Server CPU per request by component, hello-world vs infer binary (see serve_profile)."""
+    hello, binary = prof["hello"], prof["binary"]
+    names = sorted(set(hello["shares"]) | set(binary["shares"]),
+                   key=lambda n: -binary["shares"].get(n, 0.0))  # fmt: skip
+    rows = []
+    for name in names:
+        h = hello["shares"].get(name, 0.0) * hello["cpu_us"]
+        b = binary["shares"].get(name, 0.0) * binary["cpu_us"]
+        rows.append(f"| {name} | {h:.0f} | {b:.0f} | {b - h:+.0f} |")
+    return [
+        f"Where the server's CPU goes per request (server `{prof['server']}`, 1 `lean` client, "
+        f"py-spy sampling the server: {hello['count']} hello-world and {binary['count']} infer "
+        "binary requests; each sample charged to its innermost Python frame, shares scaled by "
+        "the server CPU µs/req measured over the same requests — `bench/serve_profile.py`). "
+        "Native code counts under the Python frame that called it. Under py-spy the figures "
+        "are a little higher than in the table above.",
+        "",
+        "| component | hello-world µs/req | infer binary µs/req | infer − hello |",
+        "|---|---|---|---|",
+        *rows,
+        f"| **total** | {hello['cpu_us']:.0f} | {binary['cpu_us']:.0f} | "
+        f"{binary['cpu_us'] - hello['cpu_us']:+.0f} |",
+    ]
 
 
 def _mark(ok: bool) -> str:

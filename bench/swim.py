@@ -127,10 +127,10 @@ FP_ANOMALIES: dict[str, tuple[str, tuple[float, float], str]] = {
 }
 """Model name → (``false_positives`` anomaly, its ``stall_s``, description); gaps 1–10 s."""
 FP_PLAN: dict[str, dict[int, int]] = {
-    "slow": {10: 200, 50: 200, 100: 200},
-    "slow 5–15 s": {100: 100},
+    "slow": {10: 200, 100: 200, 50: 200},
     "blocked": {10: 200},
     "stall": {10: 200, 50: 200},
+    "slow 5–15 s": {100: 100},
 }
 """Model → {N: seeds}; each seed runs once with Lifeguard on and once off."""
 
@@ -165,11 +165,15 @@ def _ratio(on: int, off: int) -> str:
 
 
 def measure_false_positives(
-    plan: dict[str, dict[int, int]], duration: float, workers: int
+    plan: dict[str, dict[int, int]],
+    duration: float,
+    workers: int,
+    on_record: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``plan`` (model → {N: seeds}): each seed once with Lifeguard on and once off. One
     record per (model, N): the column totals ``on`` and ``off`` (``_FP_COLUMNS`` order), the
-    number of anomaly periods and of seeds. JSON-serialisable, for ``--fp-save``."""
+    number of anomaly periods and of seeds. JSON-serialisable, for ``--fp-save``;
+    ``on_record(records so far)`` is called after each (model, N)."""
     out: list[dict[str, Any]] = []
     for model, sizes in plan.items():
         for n, seeds in sizes.items():
@@ -184,6 +188,8 @@ def measure_false_positives(
                 rec["periods"] = sum(r.stalls for r in runs)
             rec["wall_s"] = time.perf_counter() - t0
             out.append(rec)
+            if on_record is not None:
+                on_record(out)
     return out
 
 
@@ -362,10 +368,12 @@ def _fp_part(seeds: int, workers: int, save: Path | None, load: Path | None) -> 
         records = json.loads(load.read_text())
         wall = sum(r["wall_s"] for r in records)
         return render_false_positives(records) + f"\n(measured by --fp-save, wall {wall:.0f} s)\n"
-    records = measure_false_positives(_fp_plan(seeds), 60, workers)
-    if save is not None:
-        save.write_text(json.dumps(records, indent=1))
-    return render_false_positives(records)
+
+    def keep(records: list[dict[str, Any]]) -> None:
+        if save is not None:
+            save.write_text(json.dumps(records, indent=1))
+
+    return render_false_positives(measure_false_positives(_fp_plan(seeds), 60, workers, keep))
 
 
 def _fp_plan(seeds: int) -> dict[str, dict[int, int]]:

@@ -240,11 +240,16 @@ class InferenceService:
             deadline = now + self._default_deadline_s
         elif deadline <= now:
             raise DeadlineExceeded("deadline passed before the request could run")
+        inline = _expected_run_seconds(runtime, inputs) < self._inline_threshold_s
         self._enter()
         try:
             if not self._slots.try_take():
                 await self._wait_for_slot(deadline)
-            result = await self._execute(runtime, inputs, outputs, deadline)
+            # A slot is held from here; each branch releases it when the run really ends.
+            if inline:
+                result = self._run_inline(runtime, inputs, outputs)
+            else:
+                result = await self._run_in_pool(runtime, inputs, outputs, deadline)
         finally:
             self._leave()
         meta = runtime.metadata
@@ -263,28 +268,41 @@ class InferenceService:
         finally:
             self._waiting -= 1
 
-    async def _execute(
+    def _run_seconds_child(self, runtime: Runtime) -> HistogramChild:
+        child = self._run_seconds.get(runtime)
+        if child is None:
+            meta = runtime.metadata
+            child = self._metrics.inference_seconds.labels(meta.name, meta.variant)
+            self._run_seconds[runtime] = child
+        return child
+
+    def _run_inline(
+        self, runtime: Runtime, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+    ) -> dict[str, np.ndarray]:
+        """Run on the event loop's thread, with a slot held; releases it. No await: a fast
+        model's whole request runs without giving the loop up."""
+        run_seconds = self._run_seconds_child(runtime)
+        self._running += 1
+        started = time.perf_counter()
+        try:
+            return runtime.run(inputs, outputs)
+        finally:
+            self._running -= 1
+            run_seconds.observe(time.perf_counter() - started)
+            self._slots.release()
+
+    async def _run_in_pool(
         self,
         runtime: Runtime,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None,
         deadline: float,
     ) -> dict[str, np.ndarray]:
-        """Run with a slot held; the slot is released when the run really ends."""
-        run_seconds = self._run_seconds.get(runtime)
-        if run_seconds is None:
-            meta = runtime.metadata
-            run_seconds = self._metrics.inference_seconds.labels(meta.name, meta.variant)
-            self._run_seconds[runtime] = run_seconds
+        """Run in a worker thread, with a slot held; the slot is released when the run really
+        ends (a run past its deadline cannot be interrupted)."""
+        run_seconds = self._run_seconds_child(runtime)
         self._running += 1
         started = time.perf_counter()
-        if _expected_run_seconds(runtime, inputs) < self._inline_threshold_s:
-            try:
-                return runtime.run(inputs, outputs)
-            finally:
-                self._running -= 1
-                run_seconds.observe(time.perf_counter() - started)
-                self._slots.release()
 
         def finished(_: object) -> None:
             self._running -= 1
@@ -292,7 +310,11 @@ class InferenceService:
             self._slots.release()
 
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, runtime.run, inputs, outputs)
+        try:
+            future = loop.run_in_executor(self._pool, runtime.run, inputs, outputs)
+        except BaseException:
+            finished(None)
+            raise
         future.add_done_callback(finished)
         try:
             return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())

@@ -17,7 +17,10 @@ state, byte for byte (``snapshot()``), on every replica and after any restore.
   ``Compact(rev)`` commands move the point forward, and so does ``retain`` (keep at most that
   many past changes) on its own — both are functions of the entries, so replicas agree.
 - **Snapshots**: ``snapshot()`` / ``KvStore.restore(data)`` (a restored store then reflects
-  ``applied_index`` and continues from the next entry).
+  ``applied_index`` and continues from the next entry). Snapshots are sealed
+  (``consensus.raft_snapshot.seal``: length and SHA-256 before the payload), so whoever receives
+  one in chunks can check it whole before installing it; ``restore`` checks it too and still
+  reads the unsealed snapshots older data directories hold.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from consensus.kv_types import (
     decode_command,
 )
 from consensus.messages import Entry, EntryKind
+from consensus.raft_snapshot import is_sealed, seal, unseal
 
 __all__ = [
     "Cas",
@@ -249,7 +253,7 @@ class KvStore:
     # --- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The whole state as deterministic bytes (same applied entries → same bytes)."""
+        """The whole state as deterministic, sealed bytes (same applied entries → same bytes)."""
         snap = KvSnapshot(
             SNAPSHOT_FORMAT,
             self._applied,
@@ -259,13 +263,15 @@ class KvStore:
             tuple(self.items()),
             tuple(self._events),
         )
-        return KV_SNAPSHOT_CODEC.encode(snap)
+        return seal(KV_SNAPSHOT_CODEC.encode(snap))
 
     @classmethod
     def restore(cls, data: bytes) -> KvStore:
         """A store equal to the one ``data`` was taken from. Raises ``DecodeError`` on bytes
-        that are not a KV snapshot of a known format."""
-        snap = KV_SNAPSHOT_CODEC.decode(data)
+        that are not a KV snapshot of a known format (``SnapshotCorruptError``, a
+        ``DecodeError``, when sealed data is cut short or fails its SHA-256 check)."""
+        payload = bytes(unseal(data)) if is_sealed(data) else data
+        snap = KV_SNAPSHOT_CODEC.decode(payload)
         if not isinstance(snap, KvSnapshot) or snap.format != SNAPSHOT_FORMAT:
             raise DecodeError("not a KV snapshot of a known format")
         store = cls(retain=max(1, snap.retain))

@@ -6,7 +6,9 @@
     PUT    /v1/kv/{key}[?cas=MOD_REV]   body = value        put, or CAS on the mod revision
                                                             (0 = only if absent; 409 on mismatch)
     DELETE /v1/kv/{key}
-    GET    /v1/raft/status
+    GET    /v1/raft/status          the driver's view, plus ``mesh_sync`` (revocation serials
+                                    held and in the KV, the mesh config) and ``transfer``
+                                    (snapshot chunks, refused snapshots, oversize messages)
 
 Status codes: 503 = not applied (no quorum, no leader; ``reason`` says which), 504 = outcome
 unknown (the deadline passed after the write left). Values are returned as UTF-8 text in
@@ -22,7 +24,7 @@ from aiohttp import web
 
 from consensus.kv_types import CompactedRevisionError, Event, KeyValue
 from moltmesh.raft.driver import OutcomeUnknown, Unavailable
-from moltmesh.raft.kvservice import CasMismatch, WriteResult
+from moltmesh.raft.kvservice import CasMismatch, ReplyTooLarge, WriteResult
 from moltmesh.raft.runtime import RaftRuntime
 
 
@@ -103,6 +105,8 @@ async def get_key(request: web.Request) -> web.Response:
         return web.json_response({"error": str(e), "compacted": e.compacted}, status=410)
     except Unavailable as e:
         return _unavailable(e)
+    except ReplyTooLarge as e:
+        return web.json_response({"error": "answer too large", "reason": str(e)}, status=413)
     except ValueError:
         return web.json_response({"error": "since must be an integer revision"}, status=400)
     if kv is None:
@@ -145,7 +149,10 @@ async def delete_key(request: web.Request) -> web.Response:
 
 
 async def raft_status(request: web.Request) -> web.Response:
-    return web.json_response(_runtime(request).status())
+    rt = _runtime(request)
+    return web.json_response(
+        {**rt.status(), "mesh_sync": rt.meshsync.status(), "transfer": rt.kv.transfer_status()}
+    )
 
 
 def add_raft_routes(app: web.Application, ref: RaftRef) -> None:

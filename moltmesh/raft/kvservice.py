@@ -10,7 +10,12 @@ or not.
   partitioned node still serves).
 - **Non-members** follow committed state through a watch stream (FOLLOW requests to a voter or
   learner: committed entries, or a KV snapshot once they are compacted) into a local
-  ``KvStore``.
+  ``KvStore``. A snapshot comes in chunks that each fit one mesh frame and is installed only
+  whole and checked (size and SHA-256); a stream cut short or corrupt is refused and counted
+  (``stats``).
+- **Frames**: nothing sent is larger than the mesh frame limit (``max_frame_bytes``): Raft
+  messages for one peer are split over several batches, and an answer that cannot fit is
+  replaced by a ``TOO_LARGE`` refusal (``ReplyTooLarge`` at the caller).
 - **Watches** long-poll the local copy from ``since`` (``CompactedRevisionError`` → HTTP 410).
 """
 
@@ -18,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import itertools
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consensus.errors import DecodeError, NotLeader
+from consensus.errors import DecodeError, NotLeader, StorageError
 from consensus.kv import KvStore
 from consensus.kv_types import (
     Cas,
@@ -40,16 +47,49 @@ from consensus.kv_types import (
 )
 from consensus.messages import decode as decode_raft
 from consensus.messages import encode as encode_raft
+from consensus.raft_snapshot import SnapshotCorruptError, SnapshotDownload
 from moltmesh.mesh.streams import Peer
-from moltmesh.mesh.wire import Channel, Envelope
+from moltmesh.mesh.wire import MAX_FRAME_BYTES, Channel, Envelope
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
-from moltmesh.raft.proto import KvOp, KvReply, KvRequest, KvStatus, RaftBatch, decode, encode
+from moltmesh.raft.proto import (
+    RAFT_MESH_CODEC,
+    KvOp,
+    KvReply,
+    KvRequest,
+    KvStatus,
+    RaftBatch,
+    decode,
+    encode,
+    split_batches,
+)
 from moltmesh.raft.tasks import cancel_and_wait
 
 log = logging.getLogger("moltmesh.raft.kv")
 
 Send = Callable[[str, Channel, bytes], bool]
 FOLLOW_POLL_S = 1.0
+ENVELOPE_OVERHEAD = 1024
+"""Bytes of a mesh frame that are not the body (envelope fields: two ids of at most 64
+characters, version, channel, msgpack headers), rounded up."""
+MAX_CHUNK_BYTES = 4 * 2**20
+"""Largest FOLLOW snapshot chunk or entry batch, whatever the frame limit."""
+
+
+@dataclass
+class FollowStats:
+    """What this node's KV service sent and received in pieces (``/v1/raft/status``)."""
+
+    snapshot_chunks: int = 0  # FOLLOW snapshot chunks received
+    snapshots_installed: int = 0  # followed snapshots installed whole and checked
+    snapshots_refused: int = 0  # followed snapshots refused: cut short, too long or corrupt
+    last_refusal: str = ""
+    raft_batches: int = 0  # RAFT envelopes sent (several per Ready when they would not fit one)
+    oversize_dropped: int = 0  # a single message or answer too large for any frame: not sent
+
+
+class ReplyTooLarge(Exception):
+    """The member's answer would not fit in one mesh frame (ask for less, e.g. a narrower
+    prefix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +120,17 @@ class ClusterKv:
         send: Send,
         peers: Callable[[], list[str]],
         default_timeout: float = 5.0,
+        max_frame_bytes: int | None = None,
     ) -> None:
         self.driver = driver
         self.node_id = driver.node_id
-        self._send = send
+        self._send_raw = send
+        self.max_body = self.chunk_bytes = 0
+        self.set_frame_limit(max_frame_bytes or _frame_limit_of(send))
+        self.stats = FollowStats()
+        self._download: SnapshotDownload | None = None
+        self._follow_target: str | None = None
+        self._served_sha: tuple[int, int, bytes] = (0, 0, b"")  # (index, size, sha256)
         self._peers = peers
         self.default_timeout = default_timeout
         self.follow_kv = KvStore(retain=driver.kv.retain)  # same history as the members keep
@@ -103,6 +150,24 @@ class ClusterKv:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._follow_task, *self._tasks)
+
+    def set_frame_limit(self, max_frame_bytes: int) -> None:
+        """Size what is sent for mesh frames of at most ``max_frame_bytes`` (the mesh's
+        ``max_frame_bytes``; at least 4096)."""
+        self.max_body = min(max_frame_bytes, RAFT_MESH_CODEC.max_size) - ENVELOPE_OVERHEAD
+        """Largest body sent in one envelope."""
+        self.chunk_bytes = max(1024, min(MAX_CHUNK_BYTES, self.max_body // 2))
+        """FOLLOW snapshot chunk size and entry batch size (half a frame: room for the rest)."""
+
+    def transfer_status(self) -> dict[str, object]:
+        """Snapshots and messages sent in pieces: the follow stream's counters (``stats``) and
+        the Raft receiver's (InstallSnapshot streams installed and refused)."""
+        doc: dict[str, object] = dataclasses.asdict(self.stats)
+        rx = getattr(self.driver.node, "_snap_rx", None)  # the core's SnapshotReceiver
+        doc["raft_snapshots_installed"] = getattr(rx, "installed", 0)
+        doc["raft_snapshots_refused"] = getattr(rx, "refused", 0)
+        doc["raft_last_refusal"] = getattr(rx, "last_error", "")
+        return doc
 
     # --- the local copy ----------------------------------------------------------------------
 
@@ -202,6 +267,8 @@ class ClusterKv:
                 break
             if reply.status is KvStatus.OK:
                 return list(reply.kvs), reply.revision
+            if reply.status is KvStatus.TOO_LARGE:
+                raise ReplyTooLarge(reply.reason)
             self._note(reply)
             await asyncio.sleep(0.01)
         raise Unavailable("no quorum: no group member answered a linearizable read in time")
@@ -252,8 +319,8 @@ class ClusterKv:
                 break
             if reply.status in (KvStatus.OK, KvStatus.CAS_FAILED, KvStatus.REJECTED):
                 return reply
-            if reply.status is KvStatus.UNKNOWN:
-                raise OutcomeUnknown(reply.reason)
+            if reply.status in (KvStatus.UNKNOWN, KvStatus.TOO_LARGE):
+                raise OutcomeUnknown(reply.reason)  # applied or not, its answer was lost
             sent = False  # a refusal: that attempt was not proposed
             reason = reply.reason
             self._note(reply)
@@ -281,8 +348,7 @@ class ClusterKv:
     async def call(self, dst: str, req: KvRequest, timeout: float) -> KvReply:
         """Send ``req`` to ``dst`` and wait for its reply; ``TimeoutError`` after ``timeout``."""
         rid = next(self._ids)
-        req = KvRequest(rid, req.op, req.command, req.key, req.prefix, req.linearizable,
-                        req.from_index, max(1, min(req.timeout_ms, 2**32 - 1)))  # fmt: skip
+        req = dataclasses.replace(req, id=rid, timeout_ms=max(1, min(req.timeout_ms, 2**32 - 1)))
         fut: asyncio.Future[KvReply] = asyncio.get_running_loop().create_future()
         self._calls[rid] = fut
         try:
@@ -305,8 +371,27 @@ class ClusterKv:
         self.driver.step([m for m in msgs if getattr(m, "src", None) == peer.node_id])
         return None
 
+    def _send(self, dst: str, channel: Channel, body: bytes) -> bool:
+        """Queue ``body`` unless it cannot fit in one mesh frame (counted and logged)."""
+        if len(body) > self.max_body:
+            self.stats.oversize_dropped += 1
+            log.warning("not sent to %s: a %s body of %d bytes exceeds the frame limit (%d)",
+                        dst, channel.name, len(body), self.max_body)  # fmt: skip
+            return False
+        return self._send_raw(dst, channel, body)
+
     def send_raft(self, dst: str, msgs: list[object]) -> None:
-        self._send(dst, Channel.RAFT, encode(RaftBatch(tuple(encode_raft(m) for m in msgs))))
+        """Send ``msgs`` to ``dst`` in as few RAFT envelopes as fit the frame limit (in order;
+        a message too large for any frame is dropped and counted: Raft resends, and its
+        message sizes must stay below the frame limit)."""
+        batches, too_big = split_batches([encode_raft(m) for m in msgs], self.max_body)
+        for size in too_big:
+            self.stats.oversize_dropped += 1
+            log.warning("a raft message of %d bytes to %s exceeds the frame limit (%d): not sent",
+                        size, dst, self.max_body)  # fmt: skip
+        for batch in batches:
+            self.stats.raft_batches += 1
+            self._send(dst, Channel.RAFT, encode(batch))
 
     async def on_kv(self, peer: Peer, env: Envelope) -> None:
         """KV channel handler: replies resolve our calls; requests are served in a task."""
@@ -330,7 +415,16 @@ class ClusterKv:
         except Exception as e:  # a request must never kill the node
             log.exception("kv request failed")
             reply = KvReply(req.id, KvStatus.UNAVAILABLE, f"internal error: {e}")
-        self._send(src, Channel.KV, encode(reply))
+        try:
+            body = encode(reply)
+        except Exception as e:  # EncodeError: larger than the codec allows
+            body, why = b"", str(e)
+        else:
+            why = f"the answer is {len(body)} bytes, more than one frame ({self.max_body})"
+        if not body or len(body) > self.max_body:
+            self.stats.oversize_dropped += 1
+            body = encode(KvReply(req.id, KvStatus.TOO_LARGE, why))
+        self._send(src, Channel.KV, body)
 
     async def _answer(self, req: KvRequest) -> KvReply:
         d = self.driver
@@ -374,9 +468,27 @@ class ClusterKv:
         if req.from_index > applied:
             return KvReply(req.id, KvStatus.OK, **common)  # type: ignore[arg-type]
         if req.from_index < d.storage.first_index():
-            return KvReply(req.id, KvStatus.OK, snapshot=d.kv.snapshot(), **common)  # type: ignore[arg-type]
-        entries = d.storage.entries(req.from_index, applied + 1, max_bytes=1 << 20)
+            return self._snapshot_chunk(req, common)
+        entries = d.storage.entries(req.from_index, applied + 1, max_bytes=self.chunk_bytes)
         return KvReply(req.id, KvStatus.OK, entries=tuple(entries), **common)  # type: ignore[arg-type]
+
+    def _snapshot_chunk(self, req: KvRequest, common: dict[str, object]) -> KvReply:
+        """The chunk of our stored snapshot the follower asks for (from 0 when it was
+        receiving another one). The stored snapshot does not change while it is sent, unlike
+        the live store; a newer one replacing it makes the follower start over."""
+        try:
+            snap = self.driver.storage.snapshot()
+        except StorageError as e:
+            return KvReply(req.id, KvStatus.UNAVAILABLE, f"no snapshot to send: {e}")
+        index, data = snap.meta.index, snap.data
+        if self._served_sha[:2] != (index, len(data)):
+            self._served_sha = (index, len(data), hashlib.sha256(data).digest())
+        offset = req.snapshot_offset if req.snapshot_index == index else 0
+        offset = min(offset, len(data))
+        chunk = data[offset : offset + self.chunk_bytes]
+        return KvReply(req.id, KvStatus.OK, snapshot=chunk, snapshot_index=index,
+                       snapshot_offset=offset, snapshot_size=len(data),
+                       snapshot_sha256=self._served_sha[2], **common)  # type: ignore[arg-type]  # fmt: skip
 
     # --- following (non-members) ---------------------------------------------------------------
 
@@ -385,29 +497,64 @@ class ClusterKv:
             if self.driver.is_member():
                 await asyncio.sleep(0.5)
                 continue
-            target = self._pick_member()
+            # One member at a time: a snapshot in chunks must come from one member's copy.
+            target = self._follow_target or self._pick_member()
             if target is None:
                 await asyncio.sleep(0.5)
                 continue
+            dl = self._download
             req = KvRequest(0, KvOp.FOLLOW, from_index=self.follow_kv.applied_index + 1,
-                            timeout_ms=int(FOLLOW_POLL_S * 1000))  # fmt: skip
+                            timeout_ms=int(FOLLOW_POLL_S * 1000),
+                            snapshot_index=dl.index if dl else 0,
+                            snapshot_offset=len(dl.data) if dl else 0)  # fmt: skip
             try:
                 reply = await self.call(target, req, FOLLOW_POLL_S + 2.0)
             except TimeoutError:
                 self._members_hint = tuple(m for m in self._members_hint if m != target)
+                self._follow_target = None
                 await asyncio.sleep(0.2)
                 continue
             self._note(reply)
             if reply.status is not KvStatus.OK:
+                self._follow_target = None
                 await asyncio.sleep(0.2)
                 continue
+            self._follow_target = target
             self._apply_follow(reply)
+
+    def _take_snapshot_chunk(self, reply: KvReply) -> bool:
+        """Add a FOLLOW reply's snapshot chunk; True when it completed a checked snapshot,
+        now installed as the followed copy. A refused stream is dropped and counted; the
+        next request starts it over."""
+        self.stats.snapshot_chunks += 1
+        label = (reply.snapshot_index, reply.snapshot_size, reply.snapshot_sha256)
+        dl = self._download
+        if reply.snapshot_offset == 0:
+            dl = self._download = SnapshotDownload(*label)
+        elif dl is None or not dl.same(*label):
+            self._download = None  # the middle of a snapshot we do not hold: start over
+            return False
+        try:
+            if not dl.take(reply.snapshot_offset, reply.snapshot):
+                return False
+            store = KvStore.restore(bytes(dl.data))
+        except (SnapshotCorruptError, DecodeError) as e:
+            self._download = None
+            self.stats.snapshots_refused += 1
+            self.stats.last_refusal = f"from {self._follow_target}: {e}"
+            log.warning("followed snapshot refused, asking again: %s", self.stats.last_refusal)
+            return False
+        self._download = None
+        if store.applied_index < self.follow_kv.applied_index:
+            return False  # older than what we hold already
+        self.follow_kv = store
+        self.stats.snapshots_installed += 1
+        return True
 
     def _apply_follow(self, reply: KvReply) -> None:
         changed = False
-        if reply.snapshot:
-            self.follow_kv = KvStore.restore(reply.snapshot)
-            changed = True
+        if reply.snapshot_size:
+            changed = self._take_snapshot_chunk(reply)
         for e in reply.entries:
             if e.index == self.follow_kv.applied_index + 1:
                 self.follow_kv.apply_entry(e)
@@ -415,6 +562,14 @@ class ClusterKv:
         if changed:
             ev, self._follow_changed = self._follow_changed, asyncio.Event()
             ev.set()
+
+
+def _frame_limit_of(send: Send) -> int:
+    """The frame limit of the mesh streams behind ``send`` (a ``MeshTransport.send``), else
+    the mesh's default."""
+    streams = getattr(getattr(send, "__self__", None), "streams", None)
+    limit = getattr(getattr(streams, "config", None), "max_frame_bytes", None)
+    return limit if isinstance(limit, int) else MAX_FRAME_BYTES
 
 
 def _reply_of(result: Ok | CasFailed | Rejected | None) -> KvReply:

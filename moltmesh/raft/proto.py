@@ -6,6 +6,12 @@ messages for one peer, sent together.
 by a group member, linearizable or stale) and FOLLOW (a non-member's watch stream: committed
 entries from ``from_index`` on, or a snapshot when they are compacted).
 
+A FOLLOW snapshot travels in chunks, each small enough for one mesh frame: a reply carries the
+bytes of the member's stored snapshot (``snapshot_index``) from ``snapshot_offset`` in
+``snapshot``, with the whole's ``snapshot_size`` and ``snapshot_sha256``; the follower asks for
+the next chunk with ``snapshot_index``/``snapshot_offset`` in its next request and installs the
+snapshot only once it holds all of it and the size and SHA-256 match.
+
 APPEND-ONLY: type ids and enum values are the protocol.
 """
 
@@ -35,6 +41,7 @@ class KvStatus(enum.IntEnum):
     UNKNOWN = 5  # 504: outcome unknown
     COMPACTED = 6  # 410
     NOT_MEMBER = 7  # ask a group member instead (``members`` lists them)
+    TOO_LARGE = 8  # the answer would not fit in one mesh frame (``reason`` says how large)
 
 
 @RAFT_MESH_CODEC.register(1)
@@ -54,6 +61,8 @@ class KvRequest:
     linearizable: bool = True
     from_index: U64 = 0  # FOLLOW
     timeout_ms: U32 = 5000
+    snapshot_index: U64 = 0  # FOLLOW: the snapshot partly received (0: none)
+    snapshot_offset: U64 = 0  # FOLLOW: bytes of it held (the next chunk's offset)
 
 
 @RAFT_MESH_CODEC.register(3)
@@ -68,12 +77,39 @@ class KvReply:
     changed: bool = False
     leader: str | None = None
     members: tuple[str, ...] = ()  # NOT_MEMBER / FOLLOW: voters and learners known here
-    snapshot: bytes = b""  # FOLLOW: a KV snapshot when ``from_index`` is compacted
+    snapshot: bytes = b""  # FOLLOW: a chunk of a KV snapshot when ``from_index`` is compacted
     entries: tuple[Entry, ...] = ()  # FOLLOW: committed entries from ``from_index``
     applied: U64 = 0  # FOLLOW: the member's applied index
+    snapshot_index: U64 = 0  # FOLLOW: the Raft index the snapshot reflects
+    snapshot_offset: U64 = 0  # FOLLOW: where ``snapshot`` (the chunk) starts in the whole
+    snapshot_size: U64 = 0  # FOLLOW: the whole snapshot's size (0: no snapshot in this reply)
+    snapshot_sha256: bytes = b""  # FOLLOW: the whole snapshot's SHA-256
 
 
 RAFT_MESH_CODEC.check_schemas()
+
+
+def split_batches(encoded: list[bytes], max_body: int) -> tuple[list[RaftBatch], list[int]]:
+    """Group encoded Raft messages, in order, into batches whose encoding is at most
+    ``max_body`` bytes; returns the batches and the sizes of messages too large for any."""
+    budget = max_body - 16  # the batch's type byte and array header
+    batches: list[RaftBatch] = []
+    too_big: list[int] = []
+    batch: list[bytes] = []
+    size = 0
+    for b in encoded:
+        cost = len(b) + 5  # its bin header
+        if cost > budget:
+            too_big.append(len(b))
+            continue
+        if batch and size + cost > budget:
+            batches.append(RaftBatch(tuple(batch)))
+            batch, size = [], 0
+        batch.append(b)
+        size += cost
+    if batch:
+        batches.append(RaftBatch(tuple(batch)))
+    return batches, too_big
 
 
 def encode(msg: RaftBatch | KvRequest | KvReply) -> bytes:

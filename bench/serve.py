@@ -83,6 +83,7 @@ class ServerSpec:
     loop: str
     intra_op_threads: int | None = None  # None: the node's default
     judged: bool = True  # the targets are judged on node defaults only
+    root: Path | None = None  # another checkout to serve from (--baseline); None: this one
 
 
 @dataclass
@@ -109,9 +110,10 @@ async def server_process(
         cmd.append("--fallback-model")
     if spec.intra_op_threads is not None:
         cmd += ["--intra-op-threads", str(spec.intra_op_threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    root = spec.root or ROOT
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+        *cmd, cwd=root, env=env, stdout=asyncio.subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
@@ -252,6 +254,9 @@ def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     if not args.no_what_if:
         loop = "uvloop" if "uvloop" in args.loops else args.loops[-1]
         specs.append(ServerSpec(f"{loop}, intra 0", loop, intra_op_threads=0, judged=False))
+    if args.baseline is not None:
+        specs += [ServerSpec(f"{loop}, {args.baseline_name}", loop, judged=False,
+                             root=args.baseline) for loop in args.loops]  # fmt: skip
     return specs
 
 
@@ -358,6 +363,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "client) for the per-component CPU breakdown; 0 skips it",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also serve from this other checkout (e.g. `git archive COMMIT | tar -x -C DIR`), "
+        "one server per loop, for before/after figures in one run",
+    )
+    parser.add_argument(
+        "--baseline-name",
+        default="baseline",
+        help="label of the --baseline servers, e.g. 'before deb3e57'",
+    )
     parser.add_argument(
         "--fallback-model",
         action="store_true",

@@ -118,7 +118,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
             for j, b in ((json1, bin1), (json32, bin32))
         ]
         target_rows.append(
-            f"| {spec.label}{'' if spec.judged else ' (what-if)'} | {overhead:.0f} µs "
+            f"| {spec.label}{_kind(spec)} | {overhead:.0f} µs "
             f"{_mark(ok1)} | {cpu_overhead:.0f} µs | {ratio:.2f}× {_mark(ok2)} | "
             f"{json1.p(50) - bin1.p(50):.0f} µs | {json32.rate / hello32.rate:.2f}× | "
             + (f"{with_aiohttp:.0f} µs" if with_aiohttp is not None else "n/a")
@@ -223,6 +223,12 @@ def _profile_table(prof: dict[str, Any]) -> list[str]:
         f"| **total** | {hello['cpu_us']:.0f} | {binary['cpu_us']:.0f} | "
         f"{binary['cpu_us'] - hello['cpu_us']:+.0f} |",
     ]
+
+
+def _kind(spec: Any) -> str:
+    if spec.judged:
+        return ""
+    return " (before)" if getattr(spec, "root", None) is not None else " (what-if)"
 
 
 def _mark(ok: bool) -> str:

@@ -79,7 +79,11 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     (clients send the same header for every request of a shape): the JSON is parsed and checked
     once, later requests only check the body's length and view their tensors.
     """
-    if header_length is not None and 0 <= header_length <= min(len(body), MAX_PLANNED_HEADER):
+    if (
+        header_length is not None
+        and 0 <= header_length <= min(len(body), MAX_PLANNED_HEADER)
+        and type(body) is bytes  # a bytearray's slice cannot be a dict key
+    ):
         plan = _PLANS.get(body[:header_length])
         if plan is not None and len(body) - header_length == plan.binary_bytes:
             return plan.apply(body, header_length)
@@ -307,9 +311,9 @@ def encode_infer_response(
     """Encode a response; returns ``(body, header_length)``, the latter None when all JSON.
 
     ``outputs`` are in the order they should appear; ``binary[name]`` says how each travels.
-    When every output travels binary, the JSON header depends only on the model, the
-    parameters and the outputs' names, dtypes and shapes: it is built once per such key and
-    reused (byte-for-byte what the general encoder writes).
+    When every output travels binary and every parameter is a string, the JSON header depends
+    only on the model, the parameters and the outputs' names, dtypes and shapes: it is built
+    once per such key and reused (byte-for-byte what the general encoder writes).
     """
     signature = []
     for name, array in outputs.items():
@@ -317,16 +321,14 @@ def encode_infer_response(
             break
         signature.append((name, array.dtype, array.shape))
     else:
-        if signature:
-            try:
-                key = (model_name, model_version, tuple((parameters or {}).items()), *signature)
-                template = _RESPONSE_HEADERS.get(key)
-            except TypeError:  # unhashable parameter values: encode in full
-                key = template = None
+        params = tuple((parameters or {}).items())
+        # Only string parameters: 1, 1.0 and True are equal keys but encode differently.
+        if signature and all(type(v) is str for _, v in params):
+            key = (model_name, model_version, params, *signature)
+            template = _RESPONSE_HEADERS.get(key)
             if template is None:
                 template = _response_template(model_name, model_version, outputs, parameters)
-                if key is not None:
-                    _bounded_put(_RESPONSE_HEADERS, key, template, MAX_RESPONSE_TEMPLATES)
+                _bounded_put(_RESPONSE_HEADERS, key, template, MAX_RESPONSE_TEMPLATES)
             prefix, suffix = template
             if request_id is None:
                 header = prefix + suffix

@@ -129,8 +129,16 @@ def test_response_with_any_json_output_takes_the_general_path():
         assert v2.encode_infer_response("m", "1", outputs, binary, "id", {"k": "v"}) == want
 
 
-def test_unhashable_parameters_still_encode():
+def test_non_string_parameters_are_encoded_as_given():
     outputs = {"a": np.ones(2, np.float32)}
-    params = {"nested": {"k": [1, 2]}}
-    want = v2._encode_general("m", "1", outputs, {"a": True}, None, params)
-    assert v2.encode_infer_response("m", "1", outputs, {"a": True}, None, params) == want
+    # 1, 1.0 and True are equal (and hash alike) but must not share a cached header
+    for params in ({"k": 1}, {"k": True}, {"k": 1.0}, {"nested": {"k": [1, 2]}}, {"k": "1"}):
+        want = v2._encode_general("m", "1", outputs, {"a": True}, None, params)
+        assert v2.encode_infer_response("m", "1", outputs, {"a": True}, None, params) == want
+
+
+def test_a_bytearray_body_is_parsed_too():
+    body, n = binary_body({"x": np.arange(3, dtype=np.int32)})
+    for _ in range(2):
+        x = v2.parse_infer_request(bytearray(body), n).inputs["x"]
+        np.testing.assert_array_equal(x, np.arange(3, dtype=np.int32))

@@ -31,6 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--loss", type=float, default=0.02, help="packet loss probability")
     p.add_argument("--seconds", type=float, default=30.0, help="virtual seconds under faults")
     p.add_argument("--stall-fraction", type=float, default=0.0, help="members that stall")
+    p.add_argument(
+        "--anomaly",
+        choices=("stall", "blocked", "slow"),
+        default="stall",
+        help="how those members misbehave: paused, receive path blocked, or reading late",
+    )
     p.add_argument("--partition", type=float, default=0.0, help="split in two for N seconds")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=run)
@@ -44,6 +50,7 @@ def scenario_of(args: argparse.Namespace) -> SwimScenario:
         loss=args.loss,
         seconds=args.seconds,
         stall_fraction=args.stall_fraction,
+        anomaly=args.anomaly,
         partition_s=args.partition,
     )
 

@@ -40,6 +40,10 @@ class SwimScenario:
     stall_fraction: float = 0.0
     stall_s: tuple[float, float] = (1.0, 5.0)
     gap_s: tuple[float, float] = (1.0, 10.0)
+    anomaly: str = "stall"
+    """How the ``stall_fraction`` members misbehave: "stall" (paused process), "blocked"
+    (receive path blocked for ``stall_s``, timers on time) or "slow" (packets read a lag in
+    ``stall_s`` late for 5–20 s, timers on time); see ``sim.swim_run.false_positives``."""
     partition_s: float = 0.0
     """Split the cluster in two for the last this-many seconds of the safety phase; the
     liveness phase starts by healing it (0 = never)."""
@@ -61,6 +65,8 @@ class SwimScenario:
             flags.append("--no-lifeguard")
         if self.stall_fraction:
             flags.append(f"--stall-fraction {self.stall_fraction}")
+            if self.anomaly != "stall":
+                flags.append(f"--anomaly {self.anomaly}")
         if self.partition_s:
             flags.append(f"--partition {self.partition_s}")
         return "python -m sim swim " + " ".join(flags)
@@ -168,7 +174,13 @@ def _schedule_stalls(
         if not active[0]:
             return
         length = int(rng.uniform(*sc.stall_s) * S)
-        cluster.stall(node, length)
+        if sc.anomaly == "blocked":
+            cluster.slow(node, length, None)
+        elif sc.anomaly == "slow":
+            lag, length = length, int(rng.uniform(5.0, 20.0) * S)
+            cluster.slow(node, length, lag)
+        else:
+            cluster.stall(node, length)
         cluster.kernel.after(length + int(rng.uniform(*sc.gap_s) * S), next_stall, node)
 
     for node in stallers:

@@ -13,6 +13,7 @@ import pytest
 from consensus.swim_config import local
 from consensus.swim_types import EventKind
 from sim.swim_run import S, Seen, build, false_positives
+from sim.swim_scenario import SwimScenario, run_swim
 
 SLOW = "n001"
 
@@ -110,3 +111,11 @@ def test_false_positives_counts_a_slow_detectors_victims_at_its_own_view() -> No
     assert fp.deaths_of_healthy_at_stalled > 0, f"seed {seed}: {fp}"
     with pytest.raises(ValueError):
         false_positives(5, seed, local(), anomaly="frozen")
+
+
+def test_sim_swim_scenario_runs_slow_members_deterministically() -> None:
+    sc = SwimScenario(nodes=8, seconds=10, stall_fraction=0.2, loss=0.01, anomaly="slow")
+    a, b = run_swim(sc, 7), run_swim(sc, 7)
+    assert a.ok, a.failure
+    assert a.trace_hash == b.trace_hash
+    assert "--anomaly slow" in sc.repro(7)

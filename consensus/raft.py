@@ -359,6 +359,7 @@ class RaftNode(RaftState):
         log = self._log
         return bool(
             self._msgs
+            or (self._leader is not None and self._leader.dirty())
             or self._events
             or self._read_states
             or log.unstable
@@ -376,6 +377,8 @@ class RaftNode(RaftState):
         """
         if self._outstanding is not None:
             raise LocalProtocolError("advance() the previous Ready before taking another")
+        if self._leader is not None:
+            self._leader.flush()  # proposals made since the last Ready travel together
         log = self._log
         hs = self._hard_state()
         snap = log.pending_snapshot
@@ -383,10 +386,12 @@ class RaftNode(RaftState):
         committed: list[Entry] = []
         if log.committed >= lo:
             committed = log.entries(lo, log.committed + 1)
+        msgs, early = self._order_early(self._msgs)
         rd = Ready(
             hard_state=hs if hs != self._persisted_hs else None,
             entries=list(log.unstable),
-            messages=self._msgs,
+            messages=msgs,
+            early=early,
             committed=committed,
             events=self._events,
             snapshot=snap,
@@ -397,6 +402,27 @@ class RaftNode(RaftState):
         self._read_states = []
         self._outstanding = rd
         return rd
+
+    def _order_early(self, msgs: list[Message]) -> tuple[list[Message], int]:
+        """Move the messages that may leave before this Ready is persisted to the front, in
+        their order (the rest keep theirs); returns the list and how many lead it.
+
+        Early: a leader's AppendEntries and Heartbeats of a term already durable here (thesis
+        §10.2.1: they promise nothing about this node's disk; its own log counts toward commit
+        only once persisted, and the commit index they carry is quorum-durable). Votes,
+        acknowledgements and everything else wait for the persist. A term not yet durable (a
+        single voter that just elected itself) sends nothing early: a crash before the persist
+        could reuse that term for different entries at the same indices."""
+        durable_term = self._persisted_hs.term
+        early = [
+            m for m in msgs if isinstance(m, AppendEntries | Heartbeat) and m.term <= durable_term
+        ]
+        if not early:
+            return msgs, 0
+        if len(early) == len(msgs):
+            return msgs, len(msgs)
+        ids = {id(m) for m in early}
+        return early + [m for m in msgs if id(m) not in ids], len(early)
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied ``ready`` (the last one taken). Membership
@@ -410,6 +436,8 @@ class RaftNode(RaftState):
         if ready.entries:
             last = ready.entries[-1]
             self._log.stable_to(last.index, last.term)
+            if self._leader is not None:
+                self._leader.self_stable(self._log.offset - 1)
         if ready.committed:
             self._log.applied_to(ready.committed[-1].index)
         self._outstanding = None

@@ -6,6 +6,16 @@ entries a follower needs are compacted), computes where to retry after a rejecti
 back-off), advances the commit index by quorum of current-term entries (voters only: learners
 never count), and checks quorum activity. It emits messages through the ``send`` callable its
 node gives it.
+
+Durability of the leader's own log (Raft thesis §10.2.1): the leader's own ``Progress.match``
+counts only entries its driver has persisted (``self_stable``), never what it merely appended,
+so the driver may send AppendEntries in parallel with the leader's own fsync: an entry commits
+only once a quorum holds it durably, whichever members that quorum includes.
+
+Batching: a proposal (``append``) or an acknowledgement that advances the commit index does not
+send at once; it marks the replication dirty, and ``flush`` (called when the node's Ready is
+taken) sends each follower one AppendEntries carrying everything new since (as many as flow
+control and ``max_entries_per_msg`` allow), so proposals that arrive together travel together.
 """
 
 from __future__ import annotations
@@ -56,8 +66,12 @@ class Replication:
         self.snapshot_retry = max(2, config.election_timeout_min // config.heartbeat_interval)
         """Answered heartbeats after which a snapshot not yet acknowledged is sent again."""
         self.progress: dict[NodeId, Progress] = {}
+        self.pending_append = False
+        """Entries were appended (or acknowledged) that ``flush`` has not sent on yet."""
+        self.pending_commit = False
+        """The commit index moved: ``flush`` tells every follower (an empty append if needed)."""
         own = self._new_progress(node_id, active=True)
-        own.maybe_update(log.last_index())
+        own.maybe_update(log.offset - 1)  # only what is durable counts (see the module doc)
         own.become_replicate()
         self._set_members(conf, added_active=False)
 
@@ -92,12 +106,36 @@ class Replication:
         return sum(1 for v in self.voters if v in have) >= self.quorum
 
     def append(self, kind: EntryKind, data: bytes) -> int:
-        """Append a new entry of this term to the leader's log; returns its index."""
+        """Append a new entry of this term to the leader's log; returns its index. It is sent
+        at the next ``flush`` and counts toward the quorum once persisted (``self_stable``)."""
         index = self.log.last_index() + 1
         self.log.append([Entry(index, self.term, kind, data)])
-        self.progress[self.id].maybe_update(index)
-        self.maybe_commit()
+        self.pending_append = True
         return index
+
+    def self_stable(self, index: int) -> None:
+        """The driver persisted this leader's log up to ``index``: count it, maybe commit."""
+        if self.progress[self.id].maybe_update(index) and self.maybe_commit():
+            self.pending_commit = True
+
+    def dirty(self) -> bool:
+        """Is there something for ``flush`` to send?"""
+        return self.pending_append or self.pending_commit
+
+    def flush(self) -> None:
+        """Send every follower what it lacks (within flow control) if entries were appended
+        since the last flush, and an empty append carrying the commit index to those that got
+        nothing when the commit index moved."""
+        if not (self.pending_append or self.pending_commit):
+            return
+        commit = self.pending_commit
+        self.pending_append = self.pending_commit = False
+        for peer in self.peers:
+            sent = False
+            while self.send_append(peer, send_if_empty=False):
+                sent = True
+            if commit and not sent:
+                self.send_append(peer, send_if_empty=True)
 
     def maybe_commit(self) -> bool:
         """Commit the highest index a quorum holds, if it is of the current term (§5.4.2)."""
@@ -207,9 +245,8 @@ class Replication:
             else:
                 pr.inflights.free_le(msg.index)
             if self.maybe_commit():
-                self.broadcast_append()
-            while self.send_append(msg.src, send_if_empty=False):
-                pass
+                self.pending_commit = True
+            self.pending_append = True  # the window opened: send what it lacks at flush
         elif isinstance(msg, SnapshotProgress):
             pr.recent_active = True
             self._snapshot_progress(msg, pr)

@@ -303,9 +303,7 @@ class RaftState:
     def _append(self, kind: EntryKind, data: bytes, now: Micros) -> int:
         self._now = max(self._now, now)
         leader = self._writable_leader()
-        index = leader.append(kind, data)
-        leader.broadcast_append()
-        return index
+        return leader.append(kind, data)  # sent at the next ready() (Replication.flush)
 
     def _set_conf(self, conf: ConfState, index: int, change: ConfChange | None) -> None:
         """Adopt the membership ``conf`` (applied at ``index``)."""

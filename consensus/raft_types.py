@@ -87,7 +87,11 @@ class Ready:
        ``MemoryStorage.apply_snapshot``), ``hard_state`` (if not ``None``: it changed), then
        append ``entries`` (``MemoryStorage.append`` truncates any conflicting suffix);
     2. only then send ``messages`` (each carries ``src``, ``dst`` and ``term``) — a vote or an
-       acknowledgement must never leave before what it promises is on disk;
+       acknowledgement must never leave before what it promises is on disk. Exception: the
+       first ``early`` messages (a leader's appends and heartbeats, thesis §10.2.1) MAY be sent
+       before step 1, in parallel with the fsync; a driver that sends them with the rest is
+       also correct (the leader counts its own entries toward commit only once ``advance``
+       says they are persisted);
     3. if ``snapshot`` is set, replace the state machine by ``snapshot.data`` (it then reflects
        ``snapshot.meta.index``); then apply ``committed`` entries in index order (they follow
        the snapshot, and may include entries from this same Ready's ``entries``, hence step 1
@@ -109,3 +113,4 @@ class Ready:
     events: list[RaftEvent] = field(default_factory=list)
     snapshot: Snapshot | None = None
     read_states: list[ReadState] = field(default_factory=list)
+    early: int = 0

@@ -1,10 +1,15 @@
 """The Raft driver: runs one ``RaftNode`` over a ``DiskStorage`` and a ``KvStore``.
 
-Contract order for every ``Ready`` (``consensus.raft_types.Ready``): install a snapshot, then
-persist the hard state and entries with ONE write and ONE fsync, then hand the messages to the
-transport, then apply committed entries to the KV machine, then answer reads, then ``advance``.
+Contract order for every ``Ready`` (``consensus.raft_types.Ready``): hand the leader's early
+messages (``Ready.early``: appends and heartbeats, thesis §10.2.1) to the transport, which
+writes them at once, so followers receive and fsync them while this node fsyncs; install a
+snapshot, then persist the hard state and entries with ONE write and ONE fsync (none when only
+the commit index changed, see ``DiskStorage.save``), then hand the other messages (votes,
+acknowledgements) to the transport, then apply committed entries to the KV machine, then answer
+reads, then ``advance`` (which is when the leader counts its own entries toward commit).
 Everything that arrived since the last Ready (messages, proposals, ticks) goes out in the next
-one: batching falls out of the loop (one fsync covers every proposal made meanwhile).
+one: batching falls out of the loop (one append per follower and one fsync cover every proposal
+made meanwhile).
 
 Outcomes of a proposal (what the HTTP layer maps to status codes):
 
@@ -293,17 +298,16 @@ class RaftDriver:
     def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
         node = self.node
+        # 0. a leader's appends leave first: followers persist in parallel with us
+        if rd.early:
+            self._send_grouped(rd.messages[: rd.early])
         # 1. persist (snapshot, hard state, entries), one fsync
         if rd.snapshot is not None:
             self.storage.apply_snapshot(rd.snapshot)
         self.storage.save(rd.hard_state, rd.entries)
-        # 2. send
-        if rd.messages:
-            by_dst: dict[str, list[Message]] = {}
-            for m in rd.messages:
-                by_dst.setdefault(m.dst, []).append(m)
-            for dst, msgs in by_dst.items():
-                self._send(dst, msgs)
+        # 2. send what had to wait for the disk
+        if len(rd.messages) > rd.early:
+            self._send_grouped(rd.messages[rd.early :])
         # 3. apply
         if rd.snapshot is not None:
             self.kv = KvStore.restore(rd.snapshot.data)
@@ -336,6 +340,14 @@ class RaftDriver:
             self._maybe_snapshot()
         if conf_changed and self.on_conf_change is not None:
             self.on_conf_change()
+
+    def _send_grouped(self, messages: list[Message]) -> None:
+        """One transport envelope per destination, messages in their order."""
+        by_dst: dict[str, list[Message]] = {}
+        for m in messages:
+            by_dst.setdefault(m.dst, []).append(m)
+        for dst, msgs in by_dst.items():
+            self._send(dst, msgs)
 
     def _apply(self, e: Entry) -> None:
         if e.index <= self.kv.applied_index:

@@ -5,6 +5,12 @@ hold its connection while the answer is computed (a forwarded proposal waits for
 that needs the very same connection), so every RAFT and KV envelope is one-way and replies
 travel back as envelopes of their own. A peer that cannot be reached loses what was queued for
 it (Raft retransmits; a KV caller times out); a queue holds at most ``max_queue`` bodies.
+
+Latency: ``send`` writes to the peer's pooled stream at once (``MeshStreams.send_now``) when
+nothing is queued or being sent for that peer, so a Raft message leaves in the event-loop turn
+that produced it (a leader's appends reach the followers while its own fsync runs). Otherwise
+the body is queued, and the peer's sender task writes everything queued as one write with one
+``drain``. Order per peer is kept either way.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class _PeerQueue:
         self.items: collections.deque[tuple[Channel, bytes]] = collections.deque()
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.busy = False  # the sender task holds items popped from ``items``
 
 
 class MeshTransport:
@@ -42,6 +49,7 @@ class MeshTransport:
         self.max_queue = max_queue
         self.dropped = 0
         self.send_errors = 0
+        self.sent_now = 0  # bodies written at once (the rest went through a sender task)
         self._peers: dict[str, _PeerQueue] = {}
         self._closed = False
 
@@ -53,6 +61,9 @@ class MeshTransport:
         if q is None:
             q = self._peers[dst] = _PeerQueue()
             q.task = asyncio.create_task(self._pump(dst, q), name=f"raft-send-{dst}")
+        if not q.items and not q.busy and self.streams.send_now(dst, channel, body):
+            self.sent_now += 1
+            return True
         if len(q.items) >= self.max_queue:
             self.dropped += 1
             return False
@@ -66,13 +77,15 @@ class MeshTransport:
                 q.ready.clear()
                 await q.ready.wait()
                 continue
-            channel, body = q.items.popleft()
+            batch = list(q.items)
+            q.items.clear()
             address = self.addresses().get(dst)
             if address is None:
-                self.dropped += 1
+                self.dropped += len(batch)
                 continue
+            q.busy = True
             try:
-                await self.streams.send(dst, address, channel, body)
+                await self.streams.send_many(dst, address, batch)
             except StreamError as e:
                 self.send_errors += 1
                 # Whatever was queued meanwhile is stale; Raft resends what matters.
@@ -80,6 +93,8 @@ class MeshTransport:
                 q.items.clear()
                 log.debug("raft send to %s failed: %s", dst, e.reason)
                 await asyncio.sleep(0.05)  # a refused peer is not hammered
+            finally:
+                q.busy = False
 
     async def close(self) -> None:
         self._closed = True

@@ -235,11 +235,28 @@ class DiskStorage:
 
     # --- writes ----------------------------------------------------------------
 
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+    def save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = False
+    ) -> None:
         """Append ``entries`` (truncating a conflicting suffix) and record ``hard_state``, as one
-        write followed by one fsync (when enabled). Returns once durable."""
+        write followed by one fsync (when enabled). Returns once durable.
+
+        A write that changes only the commit index is not fsynced (unless ``sync``): the
+        commit index is a hint that Raft does not need durably (a restarted node learns it
+        again from the leader; every entry it covers is already durable), so applying a
+        commit never waits for the disk. It becomes durable with the next fsync, and a crash
+        before that only leaves a torn or older commit record, which recovery handles."""
         if hard_state is None and not entries:
             return
+        old = self.mem.hard_state
+        sync = (
+            sync
+            or bool(entries)
+            or (
+                hard_state is not None
+                and (hard_state.term, hard_state.vote) != (old.term, old.vote)
+            )
+        )
         if entries and self._seg_size > SEGMENT_BYTES:
             self._new_segment(entries[0].index)
             hard_state = hard_state or self.mem.hard_state  # each segment restates it
@@ -257,7 +274,7 @@ class DiskStorage:
         assert self._fd is not None
         os.write(self._fd, blob)
         self._seg_size += len(blob)
-        if self.fsync:
+        if self.fsync and sync:
             t0 = time.perf_counter()
             os.fdatasync(self._fd)
             if self.fsync_hook is not None:
@@ -297,7 +314,7 @@ class DiskStorage:
             path.unlink(missing_ok=True)
         self._segments = []
         self._new_segment(snap.meta.index + 1)
-        self.save(self.mem.hard_state, [])  # the hard state must survive the segments' removal
+        self.save(self.mem.hard_state, [], sync=True)  # must survive the segments' removal
 
     def save_snapshot(self, index: int, conf: ConfState, data: bytes, keep: int = 0) -> Snapshot:
         """Snapshot the state machine as of ``index`` and compact the log up to
@@ -316,7 +333,7 @@ class DiskStorage:
         self._segments = self._segments[keep_from:]
         if self._seg_size > SEGMENT_BYTES:
             self._new_segment(self.mem.last_index() + 1)
-            self.save(self.mem.hard_state, [])
+            self.save(self.mem.hard_state, [], sync=True)
         return snap
 
     def has_snapshot(self) -> bool:

@@ -69,3 +69,37 @@ def test_snapshot_compacts_and_restores(tmp_path, monkeypatch):
     assert r.snapshot().meta.conf_state.voters == ("a",)
     assert r.first_index() == 16 and r.last_index() == 20  # restart starts after the snapshot
     assert r.hard_state.commit == 20
+
+
+def test_only_a_commit_change_is_written_without_fsync(tmp_path):
+    s = DiskStorage.open(tmp_path)
+    synced: list[float] = []
+    s.fsync_hook = synced.append
+    s.save(HardState(1, "a", 0), _entries(1, 4))  # entries: fsync
+    assert len(synced) == 1
+    s.save(HardState(1, "a", 3), [])  # the commit moved, nothing else: no fsync
+    assert len(synced) == 1
+    s.save(HardState(2, None, 3), [])  # a new term (and vote) is a promise: fsync
+    assert len(synced) == 2
+    s.save(HardState(2, "b", 3), [])
+    assert len(synced) == 3
+    s.save(HardState(2, "b", 3), [], sync=True)  # forced (snapshot installation)
+    assert len(synced) == 4
+    s.save(HardState(2, "b", 3), [])
+    s.close()
+    r = DiskStorage.open(tmp_path)  # written, merely not forced to disk: replay sees it
+    assert r.hard_state == HardState(2, "b", 3)
+    assert r.last_index() == 3
+
+
+def test_a_lost_commit_record_only_lowers_the_commit_hint(tmp_path):
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, "a", 0), _entries(1, 4))
+    s.save(HardState(1, "a", 3), [])
+    s.close()
+    seg = sorted((tmp_path / "wal").glob("seg-*.log"))[-1]
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-2])  # the unsynced commit record was torn by a crash
+    r = DiskStorage.open(tmp_path)
+    assert r.hard_state == HardState(1, "a", 0)  # term and vote survive; commit is relearned
+    assert r.last_index() == 3  # every entry was fsynced before it was acknowledged

@@ -24,6 +24,7 @@ import pytest
 
 from moltmesh.mesh import store
 from tests.mesh.test_processes import counter, metrics
+from tests.raft import procs
 from tests.raft.procs import _cli, http, mesh_of, start, status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,11 @@ def refused(node, victim: str) -> bool:  # type: ignore[no-untyped-def]
     return view(node).get(victim, "dead") in ("dead", "left")
 
 
-def test_a_revocation_and_the_mesh_config_travel_through_the_kv(tmp_path):
-    with mesh_of(tmp_path, 4) as (dirs, procs, seed):
+def test_a_revocation_and_the_mesh_config_travel_through_the_kv(tmp_path, monkeypatch):
+    monkeypatch.setitem(procs.ENV, "MOLTMESH_DISCOVERY_ENABLED", "false")  # seeds: no mDNS
+    with mesh_of(tmp_path, 4) as (dirs, running, seed):
         by_id = {store.load(p).node_id: p for p in dirs}
-        nodes = [procs[p] for p in dirs]
+        nodes = [running[p] for p in dirs]
         voters = wait_for(lambda: len(v := status(nodes[0]).get("voters", [])) == 3
                           and all(len(view(n)) == 4 for n in nodes) and v,
                           "3 voters, 4 members")  # fmt: skip
@@ -57,7 +59,7 @@ def test_a_revocation_and_the_mesh_config_travel_through_the_kv(tmp_path):
         assert store.load(a_dir).node_id in voters  # the founder stays a voter
         c_dir, d_dir = (by_id[v] for v in voters if by_id[v] != a_dir)
         (b_dir,) = set(dirs) - {a_dir, c_dir, d_dir}
-        a, c, d = procs[a_dir], procs[c_dir], procs[d_dir]
+        a, c, d = running[a_dir], running[c_dir], running[d_dir]
         ids = [store.load(p).node_id for p in (a_dir, b_dir, c_dir, d_dir)]
         before = sync(a)["revocation_serial"]
 

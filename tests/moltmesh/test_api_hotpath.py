@@ -91,3 +91,39 @@ async def test_binary_infer_repeated_answers_each_request(node: Node):
             assert answer.outputs.keys() == want.keys()
             for name, value in want.items():
                 np.testing.assert_allclose(answer.outputs[name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_body_over_the_limit_is_413_and_under_it_is_read(
+    tmp_path: Path, model_repo: Path, chunked: bool
+):
+    config = NodeConfig(data_dir=tmp_path / "data")
+    config.api.port = 0
+    config.api.max_body_bytes = 4096
+    config.runtime.model_repository = [model_repo]
+    config.runtime.bundled_models = False
+    config.runtime.warmup_runs = 1
+
+    def payload(n: int) -> bytes:
+        x = np.full((n, 3), 0.5, np.float32)
+        return json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [n, 3],
+                                       "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+
+    async def send(body: bytes):  # chunked: streamed without a Content-Length
+        async def chunks():
+            for i in range(0, len(body), 1000):
+                yield body[i : i + 1000]
+
+        return chunks() if chunked else body
+
+    async with Node(config) as node:
+        url = node.api_url + "/v2/models/tiny/infer"
+        auth = {"Authorization": f"Bearer {node.api_token}"}
+        async with aiohttp.ClientSession() as s:
+            big, small = payload(400), payload(10)
+            assert len(big) > 4096 > len(small)
+            async with s.post(url, data=await send(big), headers=auth) as r:
+                assert r.status == 413 and "4096" in (await r.json())["error"]
+            async with s.post(url, data=await send(small), headers=auth) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["outputs"][0]["shape"][0] == 10

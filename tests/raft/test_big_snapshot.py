@@ -20,7 +20,8 @@ from consensus.messages import InstallSnapshot
 from consensus.messages import decode as decode_raft
 from consensus.messages import encode as encode_raft
 from moltmesh.mesh.wire import MAX_FRAME_BYTES, Channel, Envelope, encode_envelope
-from moltmesh.raft.proto import KvReply, RaftBatch, decode, encode
+from moltmesh.raft.kvservice import ReplyTooLarge
+from moltmesh.raft.proto import KvReply, RaftBatch, decode, encode, split_batches
 from tests.raft.localnet import LocalNet, LocalNode, eventually
 
 pytestmark = pytest.mark.asyncio
@@ -61,13 +62,13 @@ class FramedNet(LocalNet):
         return send
 
 
-async def fill(net: FramedNet) -> int:
-    """Write the values (16 at a time) through node a; returns the last revision."""
+async def fill(net: FramedNet, count: int = VALUES) -> int:
+    """Write ``count`` values (16 at a time) through node a; returns the last revision."""
     kv = net.nodes["a"].kv
     last = 0
-    for lo in range(0, VALUES, 16):
+    for lo in range(0, count, 16):
         done = await asyncio.gather(
-            *(kv.put(f"big/{i:04d}", value(i), timeout=30) for i in range(lo, min(lo + 16, VALUES)))
+            *(kv.put(f"big/{i:04d}", value(i), timeout=30) for i in range(lo, min(lo + 16, count)))
         )
         last = max(last, *(r.revision for r in done))
     return last
@@ -163,7 +164,7 @@ async def test_lagging_voter_and_follower_catch_up_through_a_snapshot_over_the_f
 
 
 async def test_corrupt_chunks_are_refused_counted_and_sent_again(tmp_path):
-    net = FramedNet(tmp_path, ["a", "b", "c", "d"], snapshot_entries=64, max_learners=0,
+    net = FramedNet(tmp_path, ["a", "b", "c", "d"], snapshot_entries=16, max_learners=0,
                     frame=1024 * 1024)  # fmt: skip
     await net.start()
     try:
@@ -172,7 +173,7 @@ async def test_corrupt_chunks_are_refused_counted_and_sent_again(tmp_path):
         lagging, follower = await roles(net)
         cut(net, lagging.id)
         cut(net, follower.id)
-        last = await fill(net)
+        last = await fill(net, 40)  # 2.5 MiB: the frame limit is 1 MiB here
         raft_hits: list[object] = []
         kv_hits: list[object] = []
         raft_tamper = flip_once(InstallSnapshot, lambda m: m.offset > 0, raft_hits)  # type: ignore[attr-defined]
@@ -198,8 +199,8 @@ async def test_corrupt_chunks_are_refused_counted_and_sent_again(tmp_path):
         assert fs["snapshots_refused"] == 1 and "SHA-256" in fs["last_refusal"]
         assert fs["snapshots_installed"] >= 1
         for node in (lagging, follower):
-            got = node.kv.local.get(f"big/{VALUES // 2:04d}")
-            assert got is not None and got.value == value(VALUES // 2)
+            got = node.kv.local.get("big/0039")
+            assert got is not None and got.value == value(39)
         assert net.oversize == 0 and net.largest <= net.frame
     finally:
         await net.stop()
@@ -233,5 +234,38 @@ async def test_a_follow_stream_cut_short_is_refused(tmp_path):
         st = follower.kv.transfer_status()
         assert hits and st["snapshots_refused"] == 1 and "truncated" in st["last_refusal"]
         assert st["snapshots_installed"] >= 1
+        # An answer that cannot fit one frame is refused as such, not lost.
+        with pytest.raises(ReplyTooLarge, match="more than one frame"):
+            await follower.kv.list("k")
+        assert len(await follower.kv.list("k1")) == 2  # a narrower prefix fits
+    finally:
+        await net.stop()
+
+
+async def test_raft_messages_for_one_peer_are_split_to_fit_frames():
+    msgs = [bytes([i]) * 30_000 for i in range(10)]
+    batches, too_big = split_batches([*msgs, b"x" * 70_000], 64 * 1024)
+    assert too_big == [70_000]
+    assert [m for b in batches for m in b.messages] == msgs  # all, in order
+    assert all(len(encode(b)) <= 64 * 1024 for b in batches) and len(batches) == 5
+
+
+async def test_a_follower_with_a_small_frame_limit_still_gets_entries_in_pieces(tmp_path):
+    net = FramedNet(tmp_path, ["a", "b", "c", "d"], max_learners=0, frame=64 * 1024)
+    await net.start()
+    try:
+        for n in net.nodes.values():
+            n.kv.set_frame_limit(net.frame)
+        a = net.nodes["a"]
+        lagging, follower = await roles(net)
+        cut(net, lagging.id)
+        cut(net, follower.id)
+        for i in range(10):  # 10 x 20 KB entries: more than one frame to send in a batch
+            await a.kv.put(f"e{i}", value(i)[:20_000])
+        heal(net, lagging.id)
+        heal(net, follower.id)
+        for node in (lagging, follower):
+            await eventually(lambda node=node: node.kv.local.get("e9") is not None, 30, "caught up")
+        assert net.oversize == 0 and net.largest <= net.frame
     finally:
         await net.stop()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import random
@@ -44,6 +45,9 @@ from moltmesh.raft.tasks import cancel_and_wait
 from moltmesh.raft.wal import DiskStorage
 
 log = logging.getLogger("moltmesh.raft")
+
+ELECTION_LATE_CHECK_S = 0.002
+"""A follower whose election timer is overdue first lets the network run this long."""
 
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -90,6 +94,7 @@ class Stats:
 class _Proposal:
     term: int
     future: asyncio.Future[KvResult | None]
+    what: str = ""  # for the OutcomeUnknown message
 
 
 class RaftDriver:
@@ -131,6 +136,7 @@ class RaftDriver:
             node_id, (), storage, config, self._rng, now=now_us(), applied=self.kv.applied_index
         )
         self._proposals: dict[int, _Proposal] = {}
+        self._deadlines: list[tuple[float, int]] = []  # heap of (loop time, index) to expire
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -200,20 +206,42 @@ class RaftDriver:
 
     async def propose(self, data: bytes, timeout: float) -> KvResult | None:
         """Propose on this node, which must lead (``NotLeader`` otherwise: the caller forwards).
-        Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``."""
+        Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``.
+
+        No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
+        wakes for the earliest), so a proposal costs a future and a heap push."""
         index = self.node.propose(data, now_us())
         self.stats.proposals += 1
-        fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = _Proposal(self.node.term, fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[KvResult | None] = loop.create_future()
+        what = f"no commit within {timeout} s (entry {index})"
+        self._proposals[index] = _Proposal(self.node.term, fut, what)
+        heapq.heappush(self._deadlines, (loop.time() + timeout, index))
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            self.stats.proposals_failed += 1
-            raise OutcomeUnknown(f"no commit within {timeout} s (entry {index})") from None
+            return await fut
         finally:
             self._proposals.pop(index, None)
+
+    def _expire_proposals(self) -> float | None:
+        """Fail the proposals whose deadline passed (``OutcomeUnknown``); returns the seconds
+        until the next deadline (``None``: none pending)."""
+        heap = self._deadlines
+        if not heap:
+            return None
+        now = asyncio.get_running_loop().time()
+        while heap:
+            deadline, index = heap[0]
+            p = self._proposals.get(index)
+            if p is None or p.future.done():
+                heapq.heappop(heap)
+                continue
+            if deadline > now:
+                return deadline - now
+            heapq.heappop(heap)
+            self.stats.proposals_failed += 1
+            p.future.set_exception(OutcomeUnknown(p.what))
+        return None
 
     async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
         """Propose a membership change (leader only) and wait until it is applied here."""
@@ -274,13 +302,22 @@ class RaftDriver:
     # --- the loop --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        late_check = False  # an overdue election timer got its one look at the network
         while True:
             node = self.node  # replaced once by a late ``bootstrap``
             now = now_us()
             deadline = node.next_deadline()
             if deadline is not None and now >= deadline:
+                if node.role is not Role.LEADER and not late_check:
+                    # This loop may have been stalled (a slow fsync, a busy CPU): read what the
+                    # leader sent meanwhile before concluding that it is gone.
+                    late_check = True
+                    await asyncio.sleep(ELECTION_LATE_CHECK_S)
+                    continue
+                late_check = False
                 node.tick(now)
                 deadline = node.next_deadline()
+            expiry = self._expire_proposals()
             if node.has_ready():
                 try:
                     self._handle_ready(node.ready())
@@ -291,6 +328,8 @@ class RaftDriver:
                 continue
             self._wake.clear()
             wait = None if deadline is None else max(0.0, (deadline - now_us()) / 1e6)
+            if expiry is not None:
+                wait = expiry if wait is None else min(wait, expiry)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()

@@ -403,10 +403,12 @@ def bench_sweep(seeds: int, workers: int) -> str:
     )
 
 
-def _fp_part(seeds: int, workers: int, save: Path | None, load: Path | None) -> str:
-    """The fp section: measured (and saved to ``save``), or rendered from ``load``."""
-    if load is not None:
-        records = json.loads(load.read_text())
+def _fp_part(
+    plan: dict[str, dict[int, int]], workers: int, save: Path | None, load: list[Path] | None
+) -> str:
+    """The fp section: measured (and saved to ``save``), or rendered from the ``load`` files."""
+    if load:
+        records = [r for path in load for r in json.loads(path.read_text())]
         wall = sum(r.get("wall_s", 0.0) for r in records)
         note = f"\n(wall time of the measuring run: {wall:.0f} s)\n"
         return render_false_positives(records) + note
@@ -415,14 +417,24 @@ def _fp_part(seeds: int, workers: int, save: Path | None, load: Path | None) -> 
         if save is not None:
             save.write_text(json.dumps(records, indent=1))
 
-    return render_false_positives(measure_false_positives(_fp_plan(seeds), 60, workers, keep))
+    return render_false_positives(measure_false_positives(plan, 60, workers, keep))
 
 
-def _fp_plan(seeds: int) -> dict[str, dict[int, int]]:
-    """``FP_PLAN``, or the same rows with ``seeds`` seeds each when ``seeds`` > 0."""
+def _fp_plan(seeds: int, rows: str | None = None) -> dict[str, dict[int, int]]:
+    """``FP_PLAN`` or the ``rows`` given as "model:N=seeds,..."; with ``seeds`` > 0 every row
+    gets that many seeds instead."""
+    plan = FP_PLAN
+    if rows:
+        plan = {}
+        for item in rows.split(","):
+            model, _, size = item.strip().partition(":")
+            n, _, k = size.partition("=")
+            if model not in FP_ANOMALIES:
+                raise SystemExit(f"unknown fp model {model!r}: one of {list(FP_ANOMALIES)}")
+            plan.setdefault(model, {})[int(n)] = int(k)
     if seeds <= 0:
-        return FP_PLAN
-    return {k: dict.fromkeys(sizes, seeds) for k, sizes in FP_PLAN.items()}
+        return plan
+    return {k: dict.fromkeys(sizes, seeds) for k, sizes in plan.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,7 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp-seeds", type=int, default=0, help="seeds per fp row (default: the plan)")
     p.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--fp-save", type=Path, help="also save the fp totals (JSON) to this file")
-    p.add_argument("--fp-load", type=Path, help="render fp from totals saved by --fp-save")
+    p.add_argument(
+        "--fp-load",
+        type=Path,
+        action="append",
+        help="render fp from totals saved by --fp-save (repeat to merge several runs)",
+    )
+    p.add_argument(
+        "--fp-rows", help='fp rows to run instead of the plan, e.g. "stall:10=200,slow:100=200"'
+    )
     a = p.parse_args(argv)
     q = a.quick
     write = not (q or a.no_write)
@@ -449,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "fp": (
             "SWIM false positives, Lifeguard on vs off",
-            lambda: _fp_part(a.fp_seeds or (4 if q else 0), a.workers, a.fp_save, a.fp_load),
+            lambda: _fp_part(
+                _fp_plan(a.fp_seeds or (4 if q else 0), a.fp_rows), a.workers, a.fp_save, a.fp_load
+            ),
         ),
         "load": ("SWIM load per member", lambda: bench_load([100, 1000], 30 if q else 300)),
         "speed": ("SWIM simulator speed", lambda: bench_speed(1000, 3 if q else 20)),

@@ -249,14 +249,24 @@ def render_false_positives(records: list[dict[str, Any]]) -> str:
 
 def _fp_reading(records: list[dict[str, Any]], minimum: dict[int, float]) -> str:
     """The plain reading of the figures, with the numbers it rests on."""
-    healthy = [r for r in records if r["off"][1] > 0]
-    shown = ", ".join(f"{r['model']} N = {r['n']}" for r in healthy) or "no row"
+
+    def names(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['model']} N = {r['n']}" for r in rows) or "no row"
+
+    slow_views = [r for r in records if r["off"][2] > 0]
+    other = [r for r in records if r["off"][1] - r["off"][2] > 0]
     empty = [r for r in records if r["off"][1] == 0 and r["on"][1] == 0]
-    none = ", ".join(f"{r['model']} N = {r['n']}" for r in empty) or "no row"
     susp = "; ".join(
         f"{r['model']} N = {r['n']}: {_ratio(r['on'][7], r['off'][7])}"
         for r in records
         if r["model"] != "stall"
+    )
+    stall = (
+        " A stalled process sends no probe while stalled, so it seldom accuses anyone: the "
+        "stall rows count the stalled member's own deaths, from a silence longer than the "
+        "minimum or from one view that missed its refutation."
+        if any(r["model"] == "stall" for r in records)
+        else ""
     )
     return (
         "Reading the table. Lifeguard cuts the false positives of a *slow detector*: a member "
@@ -265,20 +275,25 @@ def _fp_reading(records: list[dict[str, Any]], minimum: dict[int, float]) -> str
         "declares them dead (column 'of those in anomalous views'). With Lifeguard its health "
         "score rises with every missed ack and nack, stretching its probe interval up to 8×, "
         "and a lone accuser's timer starts at 6× the minimum, long enough for the refutation "
-        "to be read. That happens only when the lag outlasts the minimum suspicion timeout "
+        "to be read. This needs a lag longer than the minimum suspicion timeout "
         f"({minimum[10]:.1f} s at N = 10, {minimum[50]:.1f} s at N = 50, "
-        f"{minimum[100]:.1f} s at N = 100): plain SWIM had false deaths of healthy members in "
-        f"{shown}; in {none} neither mode had any, so there was nothing to reduce and the "
-        "20× cannot be shown there (a lag of 1–5 s never outlasts 6.8 s or 8 s, and a blocked "
-        "receive path misses its first probe at least a probe interval into the block). What "
-        "Lifeguard still cuts in every slow-detector row is suspicion of healthy members "
-        f"(SUSPECTED of healthy, off / on: {susp}). False deaths of the anomalous members "
-        "themselves are about the same with or without it: a member that answers later than "
-        "the minimum suspicion timeout is accused by k independent healthy members, and "
-        "Lifeguard's timer is meant to shrink to the minimum then; only a longer minimum (a "
-        "larger `suspicion_mult`) would save it, at the cost of slower detection of real "
-        "crashes. So the all-members ratio, which those deaths dominate, stays near 1× and "
-        "misses the target in every row.\n"
+        f"{minimum[100]:.1f} s at N = 100): a lag of 1–5 s outlasts it only at N = 10, and a "
+        "receive path blocked for 1–5 s reads its backlog before most of the timers it started "
+        "during the block expire. Plain SWIM had such slow-detector deaths of healthy members "
+        f"in {names(slow_views)}. Healthy members' own views declared healthy members dead in "
+        f"{names(other)}: the accused never heard the slow member's suspicion, or a view "
+        "missed its refutation, and the minimum expired (Lifeguard's buddy system, the "
+        "suspicion riding on the next ping to the suspect, and its longer timers cut those). "
+        f"In {names(empty)} neither mode "
+        "had any false death of a healthy member, so there was nothing to reduce and the 20× "
+        "is not shown there. What Lifeguard cuts in every slow-detector row is suspicion of "
+        f"healthy members (SUSPECTED of healthy, off / on: {susp}). False deaths of the "
+        "anomalous members themselves are about the same with or without it: a member that "
+        "answers later than the minimum suspicion timeout is accused by k independent healthy "
+        "members, and Lifeguard's timer is meant to shrink to the minimum then; only a longer "
+        "minimum (a larger `suspicion_mult`) would save it, at the cost of slower detection "
+        "of real crashes. Those deaths dominate the all-members count, so that ratio stays "
+        f"near 1× and misses the target.{stall}\n"
     )
 
 

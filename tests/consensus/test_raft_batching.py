@@ -129,3 +129,44 @@ def test_a_single_voter_that_just_elected_itself_sends_nothing_early() -> None:
         [AppendEntries("a", "b", node.term, 0, 0, (), 0)],
         0,
     )
+
+
+def test_random_crashes_between_early_send_and_persist_keep_raft_safe() -> None:
+    """Leaders whose Ready is held (a slow disk) while their early appends reach some
+    followers, then crash or persist, at random: the net's checkers (state machine safety,
+    election safety, leader append-only and completeness, log matching) must hold."""
+    for seed in range(30):
+        rng = random.Random(f"early/{seed}")
+        net = Net(IDS3, seed=seed)
+        hb = net.config.heartbeat_interval
+        net.wait_leader()
+        proposed = 0
+        for _ in range(25):
+            lead = net.leader()
+            if lead is None or net[lead].transferee is not None:
+                net.advance(net.config.election_timeout_max)
+                continue
+            for _ in range(rng.randint(1, 4)):
+                net[lead].propose(f"s{seed}/{proposed}".encode(), net.now)
+                proposed += 1
+            if rng.random() < 0.6 and net.hold(lead):
+                rd = net.held_ready[lead]
+                for m in rd.messages[: rd.early]:
+                    if rng.random() < 0.7:
+                        net.queue.append(m)
+                net.deliver()
+                if rng.random() < 0.5:
+                    net.crash(lead)  # its Ready (and its own copy of the entries) is lost
+                    net.advance(rng.randrange(1, 4) * hb)
+                    net.restart(lead)
+                else:
+                    net.release(lead)
+            net.advance(rng.randrange(1, 3) * hb)
+        net.heal()
+        net.advance(net.config.election_timeout_max * 6)
+        net.check_log_matching()
+        applied = [net.applied[i] for i in IDS3]
+        shortest = min(len(a) for a in applied)
+        assert shortest > 0, f"seed {seed}: nothing applied"
+        for a in applied:
+            assert a[:shortest] == applied[0][:shortest], f"seed {seed}"

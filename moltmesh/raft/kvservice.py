@@ -163,7 +163,7 @@ class ClusterKv:
         """Snapshots and messages sent in pieces: the follow stream's counters (``stats``) and
         the Raft receiver's (InstallSnapshot streams installed and refused)."""
         doc: dict[str, object] = dataclasses.asdict(self.stats)
-        rx = getattr(self.driver.node, "_snap_rx", None)  # the core's SnapshotReceiver
+        rx = getattr(self.driver.node, "_snap_rx", None)
         doc["raft_snapshots_installed"] = getattr(rx, "installed", 0)
         doc["raft_snapshots_refused"] = getattr(rx, "refused", 0)
         doc["raft_last_refusal"] = getattr(rx, "last_error", "")
@@ -368,7 +368,12 @@ class ClusterKv:
             msgs = [decode_raft(b) for b in batch.messages]
         except DecodeError:
             return None
-        self.driver.step([m for m in msgs if getattr(m, "src", None) == peer.node_id])
+        mine = [m for m in msgs if getattr(m, "src", None) == peer.node_id]
+        rx = getattr(self.driver.node, "_snap_rx", None)  # the core's SnapshotReceiver
+        refused = getattr(rx, "refused", 0)
+        self.driver.step(mine)
+        if getattr(rx, "refused", 0) > refused:
+            log.warning("%s; asked for it again", getattr(rx, "last_error", "snapshot refused"))
         return None
 
     def _send(self, dst: str, channel: Channel, body: bytes) -> bool:

@@ -127,6 +127,7 @@ class DiskStorage:
         self.mem = MemoryStorage()
         self.fsync_hook: Callable[[float], None] | None = None
         self.torn_bytes = 0  # bytes dropped from a torn tail at the last open
+        self._packer = msgpack.Packer()
         self._fd: int | None = None
         self._seg_size = 0
         self._segments: list[tuple[int, Path]] = []  # (first index, path), sorted
@@ -260,10 +261,8 @@ class DiskStorage:
         if entries and self._seg_size > SEGMENT_BYTES:
             self._new_segment(entries[0].index)
             hard_state = hard_state or self.mem.hard_state  # each segment restates it
-        parts = [
-            _frame(msgpack.packb([_REC_ENTRY, e.index, e.term, int(e.kind), e.data]))
-            for e in entries
-        ]
+        pack = self._packer.pack  # one Packer: packb would build one per record
+        parts = [_frame(pack((_REC_ENTRY, e.index, e.term, e.kind.value, e.data))) for e in entries]
         if hard_state is not None:
             parts.append(
                 _frame(

@@ -7,9 +7,11 @@ snapshot, then persist the hard state and entries with ONE write and ONE fsync (
 the commit index changed, see ``DiskStorage.save``), then hand the other messages (votes,
 acknowledgements) to the transport, then apply committed entries to the KV machine, then answer
 reads, then ``advance`` (which is when the leader counts its own entries toward commit).
-Everything that arrived since the last Ready (messages, proposals, ticks) goes out in the next
-one: batching falls out of the loop (one append per follower and one fsync cover every proposal
-made meanwhile).
+A leader's Ready that only commits (no entries) applies and wakes its clients before its
+messages are written (they follow in a callback queued behind the clients' wake-ups, still ahead
+of the next Ready). Everything that arrived since the last Ready (messages, proposals, ticks)
+goes out in the next one: batching falls out of the loop (one append per follower and one
+fsync cover every proposal made meanwhile).
 
 Outcomes of a proposal (what the HTTP layer maps to status codes):
 
@@ -337,15 +339,26 @@ class RaftDriver:
     def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
         node = self.node
+        # A leader's Ready that only commits (nothing to persist alongside, so nothing for the
+        # followers' disks to overlap with) answers its clients first: its messages (the new
+        # commit index) are sent by a callback queued after the clients' wake-ups.
+        after_apply = (
+            bool(rd.committed) and not rd.entries and rd.snapshot is None
+            and node.role is Role.LEADER
+        )  # fmt: skip
         # 0. a leader's appends leave first: followers persist in parallel with us
-        if rd.early:
+        if rd.early and not after_apply:
             self._send_grouped(rd.messages[: rd.early])
         # 1. persist (snapshot, hard state, entries), one fsync
         if rd.snapshot is not None:
             self.storage.apply_snapshot(rd.snapshot)
         self.storage.save(rd.hard_state, rd.entries)
         # 2. send what had to wait for the disk
-        if len(rd.messages) > rd.early:
+        if after_apply:
+            if rd.messages:
+                # FIFO with the loop's other callbacks: before this loop's next Ready
+                asyncio.get_running_loop().call_soon(self._send_grouped, rd.messages)
+        elif len(rd.messages) > rd.early:
             self._send_grouped(rd.messages[rd.early :])
         # 3. apply
         if rd.snapshot is not None:

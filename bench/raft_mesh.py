@@ -2,11 +2,17 @@
 on and off), side by side with PySyncObj (3 processes) in the same run; then leader ``kill -9``
 → next commit, over many trials, with the LAN timers (150–300 ms election timeouts).
 
-How each side is driven (they are not the same API, so read the figures with this in mind):
+How each row is driven:
 
-- **moltmesh**: a client process (this one, aiohttp, keep-alive) sends ``PUT /v1/kv/{key}`` to
-  the leader's HTTP API; a commit is the 200 answer: proposal, log append + fsync on the leader,
-  replication over mutual TLS to the followers (who fsync before acknowledging), apply, answer.
+- **moltmesh, HTTP**: 3 ``moltmesh node`` processes; a client process (this one, aiohttp,
+  keep-alive) sends ``PUT /v1/kv/{key}`` to the leader's HTTP API; a commit is the 200 answer:
+  proposal, replication over mutual TLS to the followers (the leader's appends leave while it
+  fsyncs its own copy; followers fsync before acknowledging), apply, answer.
+- **moltmesh, in-process**: the same 3-node group, but the ``mesh init`` node (it founds the
+  group, so it leads) runs in THIS process through the embedding API (``moltmesh.Node``, uvloop
+  on its own thread) and the load calls ``await node.kv.put(key, value)`` there — the same shape
+  as PySyncObj's load; the other two peers are ``moltmesh node`` processes. A commit is the
+  return of ``put``: applied on the leader after a quorum persisted it.
 - **PySyncObj**: the load runs inside the leader's process (a ``@replicated`` ``set``; latency with
   ``sync=True``, throughput with callbacks) — no HTTP hop. PySyncObj does not fsync (its journal
   file is off by default); settings tuned for latency: ``autoTickPeriod=0.001``,
@@ -99,13 +105,131 @@ def cluster(root: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
     run_cli("mesh", "init", "--data-dir", str(dirs[0]))
     with contextlib.ExitStack() as stack:
         nodes = [stack.enter_context(running_node(dirs[0], *FLAGS, env=env))]
-        seed = (store.mesh_dir(dirs[0]) / "stream-address").read_text().strip()
-        for d in dirs[1:]:
-            tok = run_cli("mesh", "token", "--data-dir", str(dirs[0])).strip()
-            nodes.append(stack.enter_context(
-                running_node(d, *FLAGS, "--token", tok, "--seed", seed, env=env)))  # fmt: skip
+        nodes += join_two(dirs, stack, env)
         wait_for(lambda: len(status(nodes[0]).get("voters", [])) == 3, "3 voters")
         yield nodes, stack
+
+
+def join_two(dirs: list[Path], stack: contextlib.ExitStack, env: dict[str, str]) -> list:  # type: ignore[type-arg]
+    """Start ``moltmesh node`` processes on ``dirs[1:]``, joining the mesh ``dirs[0]`` founded."""
+    seed = (store.mesh_dir(dirs[0]) / "stream-address").read_text().strip()
+    out = []
+    for d in dirs[1:]:
+        tok = run_cli("mesh", "token", "--data-dir", str(dirs[0])).strip()
+        out.append(stack.enter_context(
+            running_node(d, *FLAGS, "--token", tok, "--seed", seed, env=env)))  # fmt: skip
+    return out
+
+
+class InProcessLeader:
+    """The ``mesh init`` node run in THIS process through the embedding API (``moltmesh.Node``,
+    ``node.kv``) on its own event loop thread (uvloop when installed, as ``moltmesh node``
+    uses); it founds the group, so it leads. ``run(coro_fn)`` runs ``coro_fn(node)`` there."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        from moltmesh.config import load_config
+
+        overrides = {"data_dir": data_dir, "runtime.bundled_models": False, "api.port": 0,
+                     "mesh.host": "127.0.0.1", "mesh.port": 0, "log.level": "warning"}  # fmt: skip
+        self.config = load_config(env={**os.environ, **env}, overrides=overrides)
+        try:
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        except ImportError:
+            self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.node = None
+
+    def __enter__(self) -> InProcessLeader:
+        from moltmesh.node import Node
+
+        self.thread.start()
+        self.node = Node(self.config, serve_api=False)
+        self.run(lambda n: n.start())
+        return self
+
+    def run(self, fn, timeout: float = 300.0):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(fn(self.node), self.loop).result(timeout)
+
+    def raft_status(self) -> dict:
+        async def get(n):  # type: ignore[no-untyped-def]
+            return n.raft_ref.runtime.status()
+
+        return self.run(get)
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.run(lambda n: n.stop(), timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def kv_load(node, requests: int, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The same load as ``http_load``, through ``node.kv.put`` on the leader itself. A put that
+    fails (e.g. a leadership change) is counted in ``errors``, not as a commit."""
+    from moltmesh.raft.driver import OutcomeUnknown, Unavailable
+
+    kv = node.kv
+    lat: list[float] = []
+    errors = 0
+    for i in range(requests):
+        t0 = time.perf_counter()
+        try:
+            await kv.put(f"k{i % 1000}", VALUE)
+        except (Unavailable, OutcomeUnknown):
+            errors += 1
+            continue
+        lat.append(time.perf_counter() - t0)
+    done = 0
+    end = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done, errors
+        i = w
+        while time.perf_counter() < end:
+            try:
+                await kv.put(f"k{i % 1000}", VALUE)
+                done += 1
+            except (Unavailable, OutcomeUnknown):
+                errors += 1
+            i += INFLIGHT
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(INFLIGHT)))
+    elapsed = time.perf_counter() - t0
+    return {"p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3,
+            "ops_s": done / elapsed, "errors": errors}  # fmt: skip
+
+
+def fsync_probe(n: int = 300) -> dict[str, float]:
+    """This disk's floor: ``fdatasync`` after a 150-byte append (what the log does per Ready),
+    in a temporary directory on the same file system as the nodes' data directories."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fd = os.open(Path(tmp) / "probe", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        ts = []
+        try:
+            for _ in range(n):
+                os.write(fd, b"x" * 150)
+                t0 = time.perf_counter()
+                os.fdatasync(fd)
+                ts.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    return {"p50_ms": pct(ts, 0.5) * 1e3, "p99_ms": pct(ts, 0.99) * 1e3}
+
+
+def moltmesh_inprocess_load(fsync: bool, requests: int, seconds: float) -> dict[str, float]:
+    env = {"MOLTMESH_MESH_SWIM": "lan", "MOLTMESH_RAFT_TIMING": "lan",
+           "MOLTMESH_RAFT_FSYNC": "true" if fsync else "false"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        dirs = [Path(tmp) / f"n{i}" for i in range(3)]
+        run_cli("mesh", "init", "--data-dir", str(dirs[0]))
+        lead = stack.enter_context(InProcessLeader(dirs[0], env))
+        join_two(dirs, stack, env)
+        wait_for(lambda: len(lead.raft_status().get("voters", [])) == 3, "3 voters")
+        wait_for(lambda: lead.raft_status().get("is_leader"), "the in-process node leads")
+        return lead.run(lambda n: kv_load(n, requests, seconds))
 
 
 async def http_load(node: NodeProcess, requests: int, seconds: float) -> dict[str, float]:
@@ -302,14 +426,26 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
     rows = []
+    load_before = os.getloadavg()[0]
+    disk = fsync_probe()
+    print(f"disk fdatasync: {disk}", flush=True)
     for name, fn in (
-        ("moltmesh, fsync on", lambda: moltmesh_load(True, args.requests, args.seconds)),
-        ("moltmesh, fsync off", lambda: moltmesh_load(False, args.requests, args.seconds)),
-        ("PySyncObj 0.3 (no fsync)", lambda: pysyncobj_load(args.requests, args.seconds)),
-    ):
+        ("moltmesh in-process (`node.kv`), fsync on",
+         lambda: moltmesh_inprocess_load(True, args.requests, args.seconds)),
+        ("moltmesh in-process (`node.kv`), fsync off",
+         lambda: moltmesh_inprocess_load(False, args.requests, args.seconds)),
+        ("moltmesh HTTP (client process), fsync on",
+         lambda: moltmesh_load(True, args.requests, args.seconds)),
+        ("moltmesh HTTP (client process), fsync off",
+         lambda: moltmesh_load(False, args.requests, args.seconds)),
+        ("PySyncObj 0.3 in-process (no fsync)",
+         lambda: pysyncobj_load(args.requests, args.seconds)),
+    ):  # fmt: skip
         r = fn()
         rows.append((name, r))
         print(f"{name}: {r}", flush=True)
+    disk_after = fsync_probe()
+    load_after = os.getloadavg()[0]
     kills = failover_trials(args.trials) if args.trials else []
     lines = ["| system | commit p50 (1 in flight) | p99 | throughput (64 in flight) |",
              "|---|---|---|---|"]  # fmt: skip
@@ -317,10 +453,23 @@ def main() -> None:
         lines.append(f"| {name} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
                      f"{r['ops_s']:.0f} commits/s |")  # fmt: skip
     body = "\n".join(lines)
+    pso = rows[-1][1]
+    for name, r in rows[:-1]:
+        if r.get("errors"):
+            body += f"\n\n{name}: {r['errors']} puts failed (not counted as commits)."
+    body += "\n\n" + " ".join(
+        f"{name}: {r['ops_s'] / pso['ops_s']:.2f}× PySyncObj's throughput, p50 "
+        f"{r['p50_ms'] / pso['p50_ms']:.2f}× its p50." for name, r in rows[:-1])  # fmt: skip
     body += (f"\n\n{args.requests} sequential commits for latency; {args.seconds:.0f} s with "
-             f"{INFLIGHT} in flight for throughput; 100-byte values. moltmesh is measured "
-             "end to end through its HTTP API from a separate client process; PySyncObj "
-             "in-process on its leader (see the module docstring for its settings).")  # fmt: skip
+             f"{INFLIGHT} in flight for throughput; 100-byte values. In-process rows: the load "
+             "calls `node.kv.put` on the leader, run through the embedding API in the bench "
+             "process (like PySyncObj's load); HTTP rows: `PUT /v1/kv/{key}` from a separate "
+             "client process (see the module docstring). This disk's floor, measured in the "
+             f"same run: `fdatasync` of a 150-byte append p50 {disk['p50_ms']:.2f} ms, p99 "
+             f"{disk['p99_ms']:.2f} ms before the runs, p50 {disk_after['p50_ms']:.2f} ms after; "
+             "with fsync on, one follower fsync lies on every commit's path (the leader's own "
+             "runs in parallel with it). Load average (1 min) "
+             f"{load_before:.1f} before, {load_after:.1f} after, on 2 cores.")  # fmt: skip
     if kills:
         body += (f"\n\nLeader `kill -9` → next commit acknowledged through a follower "
                  f"({len(kills)} trials, LAN timers 150–300 ms): median "

@@ -127,10 +127,10 @@ FP_ANOMALIES: dict[str, tuple[str, tuple[float, float], str]] = {
 }
 """Model name → (``false_positives`` anomaly, its ``stall_s``, description); gaps 1–10 s."""
 FP_PLAN: dict[str, dict[int, int]] = {
-    "slow": {10: 200, 50: 100, 100: 30},
-    "slow 5–15 s": {100: 10},
+    "slow": {10: 200, 50: 60, 100: 20},
+    "slow 5–15 s": {100: 6},
     "blocked": {10: 200},
-    "stall": {10: 200, 50: 100},
+    "stall": {10: 200, 50: 60},
 }
 """Model → {N: seeds}; each seed runs once with Lifeguard on and once off. The N = 100 rows
 and the N = 50 rows have fewer seeds than the issue's 200 because an N = 100 run with Lifeguard

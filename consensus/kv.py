@@ -270,7 +270,7 @@ class KvStore:
         """A store equal to the one ``data`` was taken from. Raises ``DecodeError`` on bytes
         that are not a KV snapshot of a known format (``SnapshotCorruptError``, a
         ``DecodeError``, when sealed data is cut short or fails its SHA-256 check)."""
-        payload = bytes(unseal(data)) if is_sealed(data) else data
+        payload = unseal(data) if is_sealed(data) else data  # a view: no extra copy
         snap = KV_SNAPSHOT_CODEC.decode(payload)
         if not isinstance(snap, KvSnapshot) or snap.format != SNAPSHOT_FORMAT:
             raise DecodeError("not a KV snapshot of a known format")

@@ -141,9 +141,12 @@ class SnapshotReceiver:
     """A follower's partly received snapshot (one at a time: a new one replaces it).
 
     ``refused`` counts sealed snapshots refused (cut short, too long or corrupt), ``installed``
-    the snapshots handed on whole; ``last_error`` says why the last one was refused."""
+    the snapshots handed on whole; ``last_error`` says why the last one was refused. With
+    ``require_sealed`` (a state machine that always seals, like the KV) unsealed data is
+    refused too, so a damaged header cannot pass a snapshot off as unchecked data."""
 
-    def __init__(self) -> None:
+    def __init__(self, require_sealed: bool = False) -> None:
+        self.require_sealed = require_sealed
         self._partial: _Partial | None = None
         self.refused = 0
         self.installed = 0
@@ -172,6 +175,8 @@ class SnapshotReceiver:
         if msg.offset != len(p.data):
             return len(p.data)
         p.data += msg.snapshot.data
+        if self.require_sealed and len(p.data) >= len(SEAL_MAGIC) and not is_sealed(p.data):
+            return self._refuse(p, "not sealed (no header): its bytes cannot be checked")
         declared = sealed_length(p.data)
         if declared is not None and len(p.data) > declared:
             return self._refuse(p, f"{len(p.data)} bytes received, the header says {declared}")
@@ -179,7 +184,10 @@ class SnapshotReceiver:
             return len(p.data)
         self._partial = None
         try:
-            check(p.data)
+            if self.require_sealed:
+                unseal(p.data)
+            else:
+                check(p.data)
         except SnapshotCorruptError as e:
             return self._refuse(p, e.reason)
         self.installed += 1

@@ -164,6 +164,20 @@ def test_unsealed_data_is_passed_through_unchecked() -> None:
     assert got[-1] == snap and rx.refused == 0
 
 
+def test_a_receiver_that_requires_a_seal_refuses_a_damaged_header(
+    big_snapshot: Snapshot,
+) -> None:
+    msgs = chunks_of(big_snapshot)
+    head = bytearray(msgs[0].snapshot.data)
+    head[0] ^= 0x20  # the magic no longer reads as sealed
+    rx = SnapshotReceiver(require_sealed=True)
+    assert rx.receive(with_data(msgs[0], bytes(head))) == 0  # refused at the first chunk
+    assert rx.refused == 1 and "not sealed" in rx.last_error
+    assert [rx.receive(m) for m in msgs][-1] == big_snapshot  # the intact stream passes
+    tiny = Snapshot(SnapshotMeta(1, 1, ConfState(("a",))), b"abc")  # shorter than the magic
+    assert SnapshotReceiver(require_sealed=True).receive(chunks_of(tiny)[0]) == 0
+
+
 class SealedNet(Net):
     """The Raft test net, with sealed snapshots (as the KV takes them)."""
 

@@ -76,7 +76,7 @@ def test_a_voter_and_a_follower_catch_up_through_a_snapshot_over_the_frame_cap(
         last = f"big/{VALUES - 1:03d}"
         for node in (voter, follow):
             wait_for(lambda node=node: stale(node, last) == value(VALUES - 1),
-                     "the restarted node holds the last value", timeout=120)  # fmt: skip
+                     "the restarted node holds the last value", timeout=60)  # fmt: skip
             assert all(stale(node, f"big/{i:03d}") == value(i) for i in (0, VALUES // 2))
         vt = status(voter)["transfer"]
         assert vt["raft_snapshots_installed"] >= 1 and vt["raft_snapshots_refused"] == 0, vt

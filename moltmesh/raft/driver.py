@@ -319,6 +319,8 @@ class RaftDriver:
                 late_check = False
                 node.tick(now)
                 deadline = node.next_deadline()
+            else:
+                late_check = False  # the timer was pushed back meanwhile: a fresh look next time
             expiry = self._expire_proposals()
             if node.has_ready():
                 try:

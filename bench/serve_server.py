@@ -95,11 +95,17 @@ def fallback_repository(root: Path) -> Path:
     return root
 
 
-async def serve(data_dir: Path, repository: Path | None, intra_op_threads: int | None) -> None:
+async def serve(
+    data_dir: Path,
+    repository: Path | None,
+    intra_op_threads: int | None,
+    inline_threshold_ms: float | None = None,
+) -> None:
     """Run the node and the hello-world site on the running loop until SIGTERM/SIGINT.
 
     The node runs with ``NodeConfig`` defaults except the port (0), the log level and, when
-    given, the model repository and ``runtime.intra_op_threads``.
+    given, the model repository, ``runtime.intra_op_threads`` and
+    ``runtime.inline_threshold_ms``.
     """
     from aiohttp import web
 
@@ -110,6 +116,8 @@ async def serve(data_dir: Path, repository: Path | None, intra_op_threads: int |
     config.log.level = "warning"
     if intra_op_threads is not None:
         config.runtime.intra_op_threads = intra_op_threads
+    if inline_threshold_ms is not None:
+        config.runtime.inline_threshold_ms = inline_threshold_ms
     if repository is not None:
         config.runtime.model_repository = [repository]
         config.runtime.bundled_models = False
@@ -162,13 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="override runtime.intra_op_threads (default: the node's)",
     )
+    parser.add_argument(
+        "--inline-threshold-ms",
+        type=float,
+        help="override runtime.inline_threshold_ms (e.g. under valgrind, where the warm-up "
+        "runs slowly and the model would otherwise go to the worker pool)",
+    )
     args = parser.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     setup_logging("warning", "text")
     with tempfile.TemporaryDirectory(prefix="moltmesh-bench-") as tmp:
         repository = fallback_repository(Path(tmp) / "repo") if args.fallback_model else None
-        coro = serve(Path(tmp) / "data", repository, args.intra_op_threads)
+        coro = serve(
+            Path(tmp) / "data", repository, args.intra_op_threads, args.inline_threshold_ms
+        )
         if args.loop == "uvloop":
             import uvloop
 

@@ -435,7 +435,10 @@ def _fp_part(
     if load:
         records = [r for path in load for r in json.loads(path.read_text())]
         wall = sum(r.get("wall_s", 0.0) for r in records)
-        note = f"\n(wall time of the measuring run: {wall:.0f} s)\n"
+        note = (
+            f"\n(wall time of the measuring runs: {wall:.0f} s, on a machine shared with other "
+            "work; the counts are deterministic per seed, only the wall time depends on load)\n"
+        )
         return render_false_positives(records) + note
 
     def keep(records: list[dict[str, Any]]) -> None:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from prometheus_client import Histogram
 
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
 from moltmesh.logs import log_event
-from moltmesh.metrics import HistogramChild, NodeMetrics
+from moltmesh.metrics import NodeMetrics
 from runtimes.base import ModelMetadata, Runtime
 from runtimes.errors import ModelNotFound, VersionNotFound
 from runtimes.onnx import OnnxOptions
@@ -140,7 +141,7 @@ class InferenceService:
         # The gauges read the counters when scraped, instead of being set twice per request.
         metrics.queue_depth.set_function(lambda: self._waiting)
         metrics.inflight.set_function(lambda: self._running)
-        self._run_seconds: dict[Runtime, HistogramChild] = {}  # inference_seconds child by runtime
+        self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
 
     @property
     def ready(self) -> bool:
@@ -268,7 +269,7 @@ class InferenceService:
         finally:
             self._waiting -= 1
 
-    def _run_seconds_child(self, runtime: Runtime) -> HistogramChild:
+    def _run_seconds_child(self, runtime: Runtime) -> Histogram:
         child = self._run_seconds.get(runtime)
         if child is None:
             meta = runtime.metadata

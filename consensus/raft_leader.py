@@ -41,6 +41,21 @@ from consensus.raft_log import RaftLog
 from consensus.raft_progress import Progress, ProgressState
 from consensus.raft_snapshot import snapshot_chunk
 
+SNAPSHOT_RETRY = 2
+"""Heartbeats that followed a snapshot chunk and came back answered without its
+acknowledgement, before the chunk counts as lost. Messages to one follower travel in order on
+one stream, so one such answer already shows the loss; the second tolerates a reordering when
+a stream is replaced."""
+
+SNAPSHOT_MARK = b"s"
+"""First byte of the heartbeat ``context`` naming the snapshot chunk it followed (9 bytes in
+all, unlike a ReadIndex round's 8)."""
+
+
+def snapshot_mark(seq: int) -> bytes:
+    """The heartbeat context telling that snapshot chunk ``seq`` was sent before it."""
+    return SNAPSHOT_MARK + (seq % 2**64).to_bytes(8, "big")
+
 
 class Replication:
     """Leader state of ``node_id`` in ``term`` over the membership ``conf``."""
@@ -63,8 +78,9 @@ class Replication:
         self.learners: tuple[NodeId, ...] = ()
         self.peers: tuple[NodeId, ...] = ()
         self.quorum = 1
-        self.snapshot_retry = max(2, config.election_timeout_min // config.heartbeat_interval)
-        """Answered heartbeats after which a snapshot not yet acknowledged is sent again."""
+        self.snapshot_retry = SNAPSHOT_RETRY
+        """Answers to heartbeats sent after a snapshot chunk, that chunk unacknowledged, after
+        which the chunk is taken as lost and the snapshot sent again."""
         self.progress: dict[NodeId, Progress] = {}
         self.pending_append = False
         """Entries were appended (or acknowledged) that ``flush`` has not sent on yet."""
@@ -174,7 +190,7 @@ class Replication:
         snap = self._snapshot()
         if snap is None:
             return False
-        self.progress[to].become_snapshot(snap.meta.index)
+        self.progress[to].become_snapshot(snap.meta.index)  # counts the first chunk, offset 0
         self._send(snapshot_chunk(self.id, to, self.term, snap, 0, self.cfg.max_bytes_per_msg))
         return True
 
@@ -192,16 +208,28 @@ class Replication:
         over if a newer snapshot replaced it meanwhile)."""
         if pr.state is not ProgressState.SNAPSHOT or msg.index != pr.pending_snapshot:
             return  # stale: about a snapshot we are no longer sending
-        pr.snapshot_heartbeats = 0  # it is making progress
         snap = self._snapshot()
         if snap is None or snap.meta.index != pr.pending_snapshot:
             self.send_snapshot(msg.src)
             return
+        pr.sent_snapshot_chunk(msg.offset)  # heartbeats count from this chunk on
         self._send(
             snapshot_chunk(
                 self.id, msg.src, self.term, snap, msg.offset, self.cfg.max_bytes_per_msg
             )
         )
+
+    def _resend_chunk(self, to: NodeId, pr: Progress) -> bool:
+        """Send the latest chunk again (it or its answer was lost); the follower keeps what
+        it holds and asks on from there (a follower that lost everything asks for offset 0).
+        False when that snapshot is no longer held (a newer one replaced it)."""
+        snap = self._snapshot()
+        if snap is None or snap.meta.index != pr.pending_snapshot:
+            return False
+        offset = pr.snapshot_offset
+        pr.sent_snapshot_chunk(offset)
+        self._send(snapshot_chunk(self.id, to, self.term, snap, offset, self.cfg.max_bytes_per_msg))
+        return True
 
     def broadcast_append(self) -> None:
         """Send every follower what it lacks (or an empty append carrying the commit index)."""
@@ -212,8 +240,12 @@ class Replication:
         """Heartbeat every follower; the commit sent never exceeds what it is known to hold.
         A non-empty ``context`` (a ReadIndex round) is echoed back in the responses."""
         for peer in self.peers:
-            commit = min(self.progress[peer].match, self.log.committed)
-            self._send(Heartbeat(self.id, peer, self.term, commit, context))
+            pr = self.progress[peer]
+            commit = min(pr.match, self.log.committed)
+            ctx = context
+            if not ctx and pr.state is ProgressState.SNAPSHOT:
+                ctx = snapshot_mark(pr.snapshot_seq)  # its answer tells the chunk was lost
+            self._send(Heartbeat(self.id, peer, self.term, commit, ctx))
 
     def quorum_active(self) -> bool:
         """Check-quorum: did a quorum talk to us since the last check? Resets activity."""
@@ -253,10 +285,15 @@ class Replication:
         elif isinstance(msg, HeartbeatResponse):
             pr.recent_active = True
             if pr.state is ProgressState.SNAPSHOT:
-                pr.snapshot_heartbeats += 1
+                # Only a heartbeat sent after the latest chunk, answered while that chunk is
+                # not, shows a loss; a slow chunk round trip is progress not yet seen.
+                if msg.context == snapshot_mark(pr.snapshot_seq):
+                    pr.snapshot_heartbeats += 1
                 if pr.snapshot_heartbeats < self.snapshot_retry:
                     return
-                pr.become_probe()  # the snapshot was lost: probe, then send it again
+                if self._resend_chunk(msg.src, pr):  # the chunk was lost: send it again
+                    return
+                pr.become_probe()  # the snapshot is gone: probe, then send the latest one
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()

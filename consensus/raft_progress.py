@@ -9,8 +9,12 @@ A follower is in one of two states:
 
 - ``SNAPSHOT``: the entries the follower needs are compacted; the leader sent it a snapshot
   (at ``pending_snapshot``) and sends nothing else until an acknowledgement shows the follower
-  can continue from the log, or until the snapshot is given up as lost
-  (``snapshot_heartbeats`` answered heartbeats later; it is then sent again).
+  can continue from the log, or until the snapshot is given up as lost: heartbeats sent
+  *after* its latest chunk came back answered while that chunk was not (``snapshot_seq``
+  names the chunk a heartbeat followed, ``snapshot_heartbeats`` counts such answers); that
+  chunk (at ``snapshot_offset``) is then sent again. A slow chunk round trip is not a loss:
+  only its acknowledgement, or an answer to a later message on the same ordered stream without
+  it, tells.
 """
 
 from __future__ import annotations
@@ -72,7 +76,13 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.recent_active = False
         self.pending_snapshot = 0
+        self.snapshot_seq = 0
+        """Snapshot chunks sent to this follower (the latest one's number)."""
+        self.snapshot_offset = 0
+        """Where the latest chunk sent starts."""
+        """Snapshot chunks sent to this follower (the latest one's number)."""
         self.snapshot_heartbeats = 0
+        """Answers to heartbeats sent after chunk ``snapshot_seq``, which is not acknowledged."""
 
     def __repr__(self) -> str:
         return (
@@ -101,10 +111,17 @@ class Progress:
         """A snapshot at ``index`` was sent; pause until it is acknowledged or given up."""
         self.state = ProgressState.SNAPSHOT
         self.pending_snapshot = index
-        self.snapshot_heartbeats = 0
+        self.sent_snapshot_chunk(0)
         self.next = index + 1
         self.probe_sent = False
         self.inflights.reset()
+
+    def sent_snapshot_chunk(self, offset: int) -> None:
+        """A chunk of the pending snapshot starting at ``offset`` left: heartbeats count from
+        it."""
+        self.snapshot_seq += 1
+        self.snapshot_offset = offset
+        self.snapshot_heartbeats = 0
 
     def is_paused(self) -> bool:
         """True when the leader must not send another append now."""

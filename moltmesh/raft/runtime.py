@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -42,6 +43,21 @@ log = logging.getLogger("moltmesh.raft.runtime")
 
 TIMINGS = {"lan": RaftConfig.lan, "local": RaftConfig.local, "wan": RaftConfig.wan}
 
+MSG_FRACTION_OF_FRAME = 4
+"""A Raft message (an append's entries, a snapshot chunk) is at most this fraction of a mesh
+frame: a batch of several messages, the envelope and msgpack framing fit around it."""
+
+
+def raft_config(timing: str, max_frame_bytes: int) -> RaftConfig:
+    """The ``timing`` preset with ``max_bytes_per_msg`` capped at a quarter of the mesh's
+    frame limit, so no Raft message is too large to send (a snapshot goes in chunks of that
+    size)."""
+    rc = TIMINGS[timing]()
+    cap = max(1024, max_frame_bytes // MSG_FRACTION_OF_FRAME)
+    if rc.max_bytes_per_msg > cap:
+        rc = dataclasses.replace(rc, max_bytes_per_msg=cap)
+    return rc.validate()
+
 
 class RaftRuntime:
     """See the module docstring."""
@@ -52,15 +68,17 @@ class RaftRuntime:
         rc = config.raft
         self.storage = DiskStorage.open(config.data_dir / "raft", fsync=rc.fsync)
         service = mesh.service
+        frame = config.mesh.max_frame_bytes
         self.transport = MeshTransport(service.streams, service.peers)
         self.driver = RaftDriver(
-            service.node_id, self.storage, TIMINGS[rc.timing](),
+            service.node_id, self.storage, raft_config(rc.timing, frame),
             lambda dst, msgs: self.kv.send_raft(dst, msgs),
             snapshot_entries=rc.snapshot_entries,
         )  # fmt: skip
         self.kv = ClusterKv(
-            self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s
-        )
+            self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s,
+            max_frame_bytes=frame,
+        )  # fmt: skip
         self._boot_task: asyncio.Task[None] | None = None
         self.meshsync = MeshSync(self.kv, service, config.mesh.swim)
         self.autopilot = Autopilot(

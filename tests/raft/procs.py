@@ -14,8 +14,13 @@ from moltmesh.cli import main
 from moltmesh.mesh import store
 from tests.integration.nodeproc import NodeProcess, running_node
 
-ENV = {"MOLTMESH_MESH_SWIM": "local", "MOLTMESH_RAFT_TIMING": "local",
+ENV = {"MOLTMESH_MESH_SWIM": "local", "MOLTMESH_RAFT_TIMING": "lan",
        "MOLTMESH_RAFT_STABILIZATION_S": "2"}  # fmt: skip
+"""Raft's ``lan`` timing (150-300 ms elections, 50 ms heartbeats), not ``local`` (20-40 ms): on
+a loaded 2-core CI machine a node process is routinely stalled for more than 20 ms, and with
+``local`` timing the group then changed leader several times a second (terms in the hundreds
+within a minute) and a snapshot transfer or a write could not finish. Nothing here measures
+election speed (bench/raft_mesh.py does)."""
 FLAGS = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0")
 
 
@@ -84,4 +89,11 @@ def mesh_of(root: Path, n: int) -> Iterator[tuple[list[Path], dict[Path, NodePro
 
 
 def start(data_dir: Path, seed: str) -> contextlib.AbstractContextManager[NodeProcess]:
+    """Restart the node of ``data_dir`` (on a new port) with ``seed``: the address of a node
+    that is running now (a killed node's old address leads nowhere)."""
     return running_node(data_dir, *FLAGS, "--seed", seed, env=ENV)
+
+
+def address_of(data_dir: Path) -> str:
+    """The stream address the running node of ``data_dir`` listens on (a seed for others)."""
+    return (store.mesh_dir(data_dir) / "stream-address").read_text().strip()

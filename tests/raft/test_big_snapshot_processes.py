@@ -20,9 +20,9 @@ import pytest
 from moltmesh.mesh import store
 from tests.mesh.test_processes import counter, metrics
 from tests.raft import procs
-from tests.raft.procs import http, mesh_of, start, status, wait_for
+from tests.raft.procs import address_of, http, mesh_of, start, status, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # 6 node starts: 60+ s at load 15
 
 FRAME = 1024 * 1024
 VALUES = 56
@@ -49,7 +49,7 @@ def test_a_voter_and_a_follower_catch_up_through_a_snapshot_over_the_frame_cap(
     monkeypatch.setitem(procs.ENV, "MOLTMESH_RAFT_SNAPSHOT_ENTRIES", "16")
     monkeypatch.setitem(procs.ENV, "MOLTMESH_RAFT_MAX_LEARNERS", "0")
     monkeypatch.setitem(procs.ENV, "MOLTMESH_RAFT_STABILIZATION_S", "120")  # the voter stays
-    with mesh_of(tmp_path, 4) as (dirs, nodes, seed), contextlib.ExitStack() as stack:
+    with mesh_of(tmp_path, 4) as (dirs, nodes, _seed), contextlib.ExitStack() as stack:
         by_id = {store.load(d).node_id: d for d in dirs}
         a = nodes[dirs[0]]
         st = wait_for(lambda: len((s := status(a)).get("voters", [])) == 3 and s.get("leader")
@@ -71,6 +71,7 @@ def test_a_voter_and_a_follower_catch_up_through_a_snapshot_over_the_frame_cap(
         snaps = list((live_dirs[0] / "raft" / "snap").glob("snap-*.snap"))
         assert snaps and snaps[0].stat().st_size > 2 * FRAME, snaps
 
+        seed = address_of(live_dirs[0])  # the founder's may be dead (it may be the lagging one)
         voter = stack.enter_context(start(lagging, seed))
         follow = stack.enter_context(start(follower, seed))
         last = f"big/{VALUES - 1:03d}"

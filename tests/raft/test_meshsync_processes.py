@@ -27,7 +27,7 @@ from tests.mesh.test_processes import counter, metrics
 from tests.raft import procs
 from tests.raft.procs import _cli, http, mesh_of, start, status, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # 6 node starts: 60+ s at load 15
 
 
 def sync(node) -> dict:  # type: ignore[no-untyped-def]

@@ -55,6 +55,7 @@ from consensus.raft_membership import (
 )
 from consensus.raft_progress import Progress
 from consensus.raft_read import ReadRequest
+from consensus.raft_snapshot import SnapshotReceiver
 from consensus.raft_state import RaftState
 from consensus.raft_types import (
     ConfChanged,
@@ -211,6 +212,13 @@ class RaftNode(RaftState):
     def progress(self, peer: NodeId) -> Progress | None:
         """The leader's replication progress of ``peer`` (``None`` when not leader)."""
         return self._leader.progress.get(peer) if self._leader else None
+
+    @property
+    def snapshot_receiver(self) -> SnapshotReceiver:
+        """The follower side of InstallSnapshot: chunks put back together, counters
+        (``installed``, ``refused``, ``last_error``). A driver whose state machine always seals
+        its snapshots (the KV) sets ``require_sealed`` so unchecked data is never installed."""
+        return self._snap_rx
 
     # --- driving ---------------------------------------------------------------------------------
 

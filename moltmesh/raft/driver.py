@@ -3,7 +3,9 @@
 Contract order for every ``Ready`` (``consensus.raft_types.Ready``): hand the leader's early
 messages (``Ready.early``: appends and heartbeats, thesis §10.2.1) to the transport, which
 writes them at once, so followers receive and fsync them while this node fsyncs; install a
-snapshot, then persist the hard state and entries with ONE write and ONE fsync (none when only
+snapshot (restored into a new KV store first: a snapshot that does not restore is refused before
+anything of it reaches the disk), then persist the hard state and entries with ONE write and ONE
+fsync (none when only
 the commit index changed, see ``DiskStorage.save``), then hand the other messages (votes,
 acknowledgements) to the transport, then apply committed entries to the KV machine, then answer
 reads, then ``advance`` (which is when the leader counts its own entries toward commit).
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consensus.errors import ConfChangeError, NotLeader
+from consensus.errors import ConfChangeError, DecodeError, NotLeader
 from consensus.kv import KvResult, KvStore
 from consensus.messages import ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
@@ -80,6 +82,7 @@ class Stats:
     reads: int = 0
     readies: int = 0
     snapshots: int = 0
+    snapshots_refused: int = 0  # installed snapshots that did not restore: not persisted
     fsync_count: int = 0
     fsync_sum: float = 0.0
     fsync_buckets: list[int] = field(default_factory=lambda: [0] * len(FSYNC_BUCKETS))
@@ -134,9 +137,7 @@ class RaftDriver:
         else:
             self.kv = KvStore(retain=kv_retain)
         self._rng = random.Random(seed)
-        self.node = RaftNode(
-            node_id, (), storage, config, self._rng, now=now_us(), applied=self.kv.applied_index
-        )
+        self.node = self._new_node()
         self._proposals: dict[int, _Proposal] = {}
         self._deadlines: list[tuple[float, int]] = []  # heap of (loop time, index) to expire
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -158,11 +159,18 @@ class RaftDriver:
             return False
         entries, hs = bootstrap_entries([self.node_id])
         self.storage.save(hs, entries)
-        self.node = RaftNode(self.node_id, (), self.storage, self.config, self._rng,
-                             now=now_us(), applied=self.kv.applied_index)  # fmt: skip
+        self.node = self._new_node()
         self._wake.set()
         log_event(log, "raft.bootstrapped", node=self.node_id)
         return True
+
+    def _new_node(self) -> RaftNode:
+        """A ``RaftNode`` over the storage as persisted (at start, after a bootstrap, after a
+        refused snapshot). KV snapshots are sealed, so unsealed ones are refused."""
+        node = RaftNode(self.node_id, (), self.storage, self.config, self._rng, now=now_us(),
+                        applied=self.kv.applied_index)  # fmt: skip
+        node.snapshot_receiver.require_sealed = True
+        return node
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -341,6 +349,13 @@ class RaftDriver:
     def _handle_ready(self, rd: Ready) -> None:
         self.stats.readies += 1
         node = self.node
+        restored: KvStore | None = None
+        if rd.snapshot is not None:
+            try:  # checked and decoded before anything of it is persisted
+                restored = KvStore.restore(rd.snapshot.data)
+            except DecodeError as e:  # SnapshotCorruptError included
+                self._refuse_snapshot(rd, e)
+                return
         # A leader's Ready that only commits (nothing to persist alongside, so nothing for the
         # followers' disks to overlap with) answers its clients first: its messages (the new
         # commit index) are sent by a callback queued after the clients' wake-ups.
@@ -363,8 +378,8 @@ class RaftDriver:
         elif len(rd.messages) > rd.early:
             self._send_grouped(rd.messages[rd.early :])
         # 3. apply
-        if rd.snapshot is not None:
-            self.kv = KvStore.restore(rd.snapshot.data)
+        if restored is not None:
+            self.kv = restored
         for e in rd.committed:
             self._apply(e)
         # 4. reads
@@ -394,6 +409,18 @@ class RaftDriver:
             self._maybe_snapshot()
         if conf_changed and self.on_conf_change is not None:
             self.on_conf_change()
+
+    def _refuse_snapshot(self, rd: Ready, error: Exception) -> None:
+        """A snapshot handed over whole that does not restore: nothing of this Ready is
+        persisted or sent (as if the node had crashed before its fsync, which Raft tolerates),
+        and the node is rebuilt from its storage; the leader sends a snapshot again. Counted
+        and logged; the driver keeps running."""
+        assert rd.snapshot is not None
+        self.stats.snapshots_refused += 1
+        log_event(log, "raft.snapshot_refused", node=self.node_id, index=rd.snapshot.meta.index,
+                  error=str(error), level=logging.ERROR)  # fmt: skip
+        self.node = self._new_node()
+        self._wake.set()
 
     def _send_grouped(self, messages: list[Message]) -> None:
         """One transport envelope per destination, messages in their order."""

@@ -8,11 +8,9 @@ or not.
 - **Reads** are linearizable by default: a member runs ReadIndex and reads its own copy; a
   non-member asks a member. ``consistency="stale"`` reads the local copy at once (what a
   partitioned node still serves).
-- **Non-members** follow committed state through a watch stream (FOLLOW requests to a voter or
-  learner: committed entries, or a KV snapshot once they are compacted) into a local
-  ``KvStore``. A snapshot comes in chunks that each fit one mesh frame and is installed only
-  whole and checked (size and SHA-256); a stream cut short or corrupt is refused and counted
-  (``stats``).
+- **Non-members** follow committed state through a watch stream into a local ``KvStore``
+  (``moltmesh.raft.follow``: committed entries, or a KV snapshot in checked chunks once they
+  are compacted).
 - **Frames**: nothing sent is larger than the mesh frame limit (``max_frame_bytes``): Raft
   messages for one peer are split over several batches, and an answer that cannot fit is
   replaced by a ``TOO_LARGE`` refusal (``ReplyTooLarge`` at the caller).
@@ -24,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consensus.errors import DecodeError, NotLeader, StorageError
+from consensus.errors import DecodeError, NotLeader
 from consensus.kv import KvStore
 from consensus.kv_types import (
     Cas,
@@ -47,10 +44,10 @@ from consensus.kv_types import (
 )
 from consensus.messages import decode as decode_raft
 from consensus.messages import encode as encode_raft
-from consensus.raft_snapshot import SnapshotCorruptError, SnapshotDownload
 from moltmesh.mesh.streams import Peer
 from moltmesh.mesh.wire import MAX_FRAME_BYTES, Channel, Envelope
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
+from moltmesh.raft.follow import FollowStats, FollowStream
 from moltmesh.raft.proto import (
     RAFT_MESH_CODEC,
     KvOp,
@@ -67,24 +64,11 @@ from moltmesh.raft.tasks import cancel_and_wait
 log = logging.getLogger("moltmesh.raft.kv")
 
 Send = Callable[[str, Channel, bytes], bool]
-FOLLOW_POLL_S = 1.0
 ENVELOPE_OVERHEAD = 1024
 """Bytes of a mesh frame that are not the body (envelope fields: two ids of at most 64
 characters, version, channel, msgpack headers), rounded up."""
 MAX_CHUNK_BYTES = 4 * 2**20
 """Largest FOLLOW snapshot chunk or entry batch, whatever the frame limit."""
-
-
-@dataclass
-class FollowStats:
-    """What this node's KV service sent and received in pieces (``/v1/raft/status``)."""
-
-    snapshot_chunks: int = 0  # FOLLOW snapshot chunks received
-    snapshots_installed: int = 0  # followed snapshots installed whole and checked
-    snapshots_refused: int = 0  # followed snapshots refused: cut short, too long or corrupt
-    last_refusal: str = ""
-    raft_batches: int = 0  # RAFT envelopes sent (several per Ready when they would not fit one)
-    oversize_dropped: int = 0  # a single message or answer too large for any frame: not sent
 
 
 class ReplyTooLarge(Exception):
@@ -128,13 +112,10 @@ class ClusterKv:
         self.max_body = self.chunk_bytes = 0
         self.set_frame_limit(max_frame_bytes or _frame_limit_of(send))
         self.stats = FollowStats()
-        self._download: SnapshotDownload | None = None
-        self._follow_target: str | None = None
-        self._served_sha: tuple[int, int, bytes] = (0, 0, b"")  # (index, size, sha256)
         self._peers = peers
         self.default_timeout = default_timeout
-        self.follow_kv = KvStore(retain=driver.kv.retain)  # same history as the members keep
-        self._follow_changed = asyncio.Event()
+        self.follow = FollowStream(driver, self.stats, self.call, self._pick_member, self._note,
+                                   self._forget, lambda: self.chunk_bytes)  # fmt: skip
         self._members_hint: tuple[str, ...] = ()
         self._leader_hint: str | None = None
         self._ids = itertools.count(1)
@@ -146,7 +127,7 @@ class ClusterKv:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._follow_task = asyncio.create_task(self._follow_loop(), name="kv-follow")
+        self._follow_task = asyncio.create_task(self.follow.run(), name="kv-follow")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._follow_task, *self._tasks)
@@ -163,22 +144,27 @@ class ClusterKv:
         """Snapshots and messages sent in pieces: the follow stream's counters (``stats``) and
         the Raft receiver's (InstallSnapshot streams installed and refused)."""
         doc: dict[str, object] = dataclasses.asdict(self.stats)
-        rx = getattr(self.driver.node, "_snap_rx", None)
-        doc["raft_snapshots_installed"] = getattr(rx, "installed", 0)
-        doc["raft_snapshots_refused"] = getattr(rx, "refused", 0)
-        doc["raft_last_refusal"] = getattr(rx, "last_error", "")
+        rx = self.driver.node.snapshot_receiver
+        doc["raft_snapshots_installed"] = rx.installed
+        doc["raft_snapshots_refused"] = rx.refused
+        doc["raft_last_refusal"] = rx.last_error
         return doc
 
     # --- the local copy ----------------------------------------------------------------------
 
     @property
+    def follow_kv(self) -> KvStore:
+        """The copy followed while this node is not a group member."""
+        return self.follow.kv
+
+    @property
     def local(self) -> KvStore:
         """The copy reads are served from: the Raft state machine on a member, the followed
         copy elsewhere."""
-        return self.driver.kv if self.driver.is_member() else self.follow_kv
+        return self.driver.kv if self.driver.is_member() else self.follow.kv
 
     def _changed_event(self) -> asyncio.Event:
-        return self.driver.applied_event() if self.driver.is_member() else self._follow_changed
+        return self.driver.applied_event() if self.driver.is_member() else self.follow.changed
 
     def members(self) -> tuple[str, ...]:
         if self.driver.is_member():
@@ -339,6 +325,10 @@ class ClusterKv:
             members = [p for p in self._peers() if p != self.node_id]
         return self._rng.choice(sorted(members)) if members else None
 
+    def _forget(self, member: str) -> None:
+        """``member`` did not answer: ask another one next."""
+        self._members_hint = tuple(m for m in self._members_hint if m != member)
+
     def _note(self, reply: KvReply) -> None:
         if reply.members:
             self._members_hint = reply.members
@@ -369,11 +359,11 @@ class ClusterKv:
         except DecodeError:
             return None
         mine = [m for m in msgs if getattr(m, "src", None) == peer.node_id]
-        rx = getattr(self.driver.node, "_snap_rx", None)  # the core's SnapshotReceiver
-        refused = getattr(rx, "refused", 0)
+        rx = self.driver.node.snapshot_receiver
+        refused = rx.refused
         self.driver.step(mine)
-        if getattr(rx, "refused", 0) > refused:
-            log.warning("%s; asked for it again", getattr(rx, "last_error", "snapshot refused"))
+        if rx.refused > refused:
+            log.warning("%s; asked for it again", rx.last_error or "snapshot refused")
         return None
 
     def _send(self, dst: str, channel: Channel, body: bytes) -> bool:
@@ -460,113 +450,7 @@ class ClusterKv:
                 return KvReply(req.id, KvStatus.UNAVAILABLE, e.reason, leader=d.leader())
             kvs, rev = self._read_local(req.key, req.prefix)
             return KvReply(req.id, KvStatus.OK, revision=rev, kvs=tuple(kvs), members=members)
-        return await self._answer_follow(req, members)
-
-    async def _answer_follow(self, req: KvRequest, members: tuple[str, ...]) -> KvReply:
-        d = self.driver
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(req.timeout_ms / 1000, FOLLOW_POLL_S)):
-                while d.kv.applied_index < req.from_index:
-                    await d.applied_event().wait()
-        applied = d.kv.applied_index
-        common = dict(leader=d.leader(), members=members, applied=applied)
-        if req.from_index > applied:
-            return KvReply(req.id, KvStatus.OK, **common)  # type: ignore[arg-type]
-        if req.from_index < d.storage.first_index():
-            return self._snapshot_chunk(req, common)
-        entries = d.storage.entries(req.from_index, applied + 1, max_bytes=self.chunk_bytes)
-        return KvReply(req.id, KvStatus.OK, entries=tuple(entries), **common)  # type: ignore[arg-type]
-
-    def _snapshot_chunk(self, req: KvRequest, common: dict[str, object]) -> KvReply:
-        """The chunk of our stored snapshot the follower asks for (from 0 when it was
-        receiving another one). The stored snapshot does not change while it is sent, unlike
-        the live store; a newer one replacing it makes the follower start over."""
-        try:
-            snap = self.driver.storage.snapshot()
-        except StorageError as e:
-            return KvReply(req.id, KvStatus.UNAVAILABLE, f"no snapshot to send: {e}")
-        index, data = snap.meta.index, snap.data
-        if self._served_sha[:2] != (index, len(data)):
-            self._served_sha = (index, len(data), hashlib.sha256(data).digest())
-        offset = req.snapshot_offset if req.snapshot_index == index else 0
-        offset = min(offset, len(data))
-        chunk = data[offset : offset + self.chunk_bytes]
-        return KvReply(req.id, KvStatus.OK, snapshot=chunk, snapshot_index=index,
-                       snapshot_offset=offset, snapshot_size=len(data),
-                       snapshot_sha256=self._served_sha[2], **common)  # type: ignore[arg-type]  # fmt: skip
-
-    # --- following (non-members) ---------------------------------------------------------------
-
-    async def _follow_loop(self) -> None:
-        while True:
-            if self.driver.is_member():
-                await asyncio.sleep(0.5)
-                continue
-            # One member at a time: a snapshot in chunks must come from one member's copy.
-            target = self._follow_target or self._pick_member()
-            if target is None:
-                await asyncio.sleep(0.5)
-                continue
-            dl = self._download
-            req = KvRequest(0, KvOp.FOLLOW, from_index=self.follow_kv.applied_index + 1,
-                            timeout_ms=int(FOLLOW_POLL_S * 1000),
-                            snapshot_index=dl.index if dl else 0,
-                            snapshot_offset=len(dl.data) if dl else 0)  # fmt: skip
-            try:
-                reply = await self.call(target, req, FOLLOW_POLL_S + 2.0)
-            except TimeoutError:
-                self._members_hint = tuple(m for m in self._members_hint if m != target)
-                self._follow_target = None
-                await asyncio.sleep(0.2)
-                continue
-            self._note(reply)
-            if reply.status is not KvStatus.OK:
-                self._follow_target = None
-                await asyncio.sleep(0.2)
-                continue
-            self._follow_target = target
-            self._apply_follow(reply)
-
-    def _take_snapshot_chunk(self, reply: KvReply) -> bool:
-        """Add a FOLLOW reply's snapshot chunk; True when it completed a checked snapshot,
-        now installed as the followed copy. A refused stream is dropped and counted; the
-        next request starts it over."""
-        self.stats.snapshot_chunks += 1
-        label = (reply.snapshot_index, reply.snapshot_size, reply.snapshot_sha256)
-        dl = self._download
-        if reply.snapshot_offset == 0:
-            dl = self._download = SnapshotDownload(*label)
-        elif dl is None or not dl.same(*label):
-            self._download = None  # the middle of a snapshot we do not hold: start over
-            return False
-        try:
-            if not dl.take(reply.snapshot_offset, reply.snapshot):
-                return False
-            store = KvStore.restore(bytes(dl.data))
-        except (SnapshotCorruptError, DecodeError) as e:
-            self._download = None
-            self.stats.snapshots_refused += 1
-            self.stats.last_refusal = f"from {self._follow_target}: {e}"
-            log.warning("followed snapshot refused, asking again: %s", self.stats.last_refusal)
-            return False
-        self._download = None
-        if store.applied_index < self.follow_kv.applied_index:
-            return False  # older than what we hold already
-        self.follow_kv = store
-        self.stats.snapshots_installed += 1
-        return True
-
-    def _apply_follow(self, reply: KvReply) -> None:
-        changed = False
-        if reply.snapshot_size:
-            changed = self._take_snapshot_chunk(reply)
-        for e in reply.entries:
-            if e.index == self.follow_kv.applied_index + 1:
-                self.follow_kv.apply_entry(e)
-                changed = True
-        if changed:
-            ev, self._follow_changed = self._follow_changed, asyncio.Event()
-            ev.set()
+        return await self.follow.answer(req, members)
 
 
 def _frame_limit_of(send: Send) -> int:

@@ -195,6 +195,7 @@ class _RaftCollector(Collector):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
             yield c
+        yield from self._transfer()
         h = HistogramMetricFamily(
             "moltmesh_raft_fsync_seconds", "Latency of one fsync of the Raft log (per Ready)."
         )
@@ -202,3 +203,38 @@ class _RaftCollector(Collector):
         buckets.append(("+Inf", float(s.fsync_count)))
         h.add_metric([], buckets, s.fsync_sum)
         yield h
+
+    def _transfer(self) -> Iterator[CounterMetricFamily]:
+        """Snapshots and messages sent in pieces: InstallSnapshot (``raft``) and the follow
+        stream (``follow``), snapshots refused when restoring, frames too large to send."""
+        rt = self.rt
+        f, rx = rt.kv.stats, rt.driver.node.snapshot_receiver
+        c = CounterMetricFamily("moltmesh_raft_transfer_chunks",
+                                "Snapshot chunks received by the follow stream.")  # fmt: skip
+        c.add_metric([], f.snapshot_chunks)
+        yield c
+        c = CounterMetricFamily("moltmesh_raft_transfer_snapshots_installed",
+                                "Snapshots installed whole and checked, by path.",
+                                labels=["path"])  # fmt: skip
+        c.add_metric(["raft"], rx.installed)
+        c.add_metric(["follow"], f.snapshots_installed)
+        yield c
+        c = CounterMetricFamily("moltmesh_raft_transfer_snapshots_refused",
+                                "Snapshots refused (cut short, too long, corrupt, not sealed, "
+                                "or not restorable), by path.", labels=["path"])  # fmt: skip
+        c.add_metric(["raft"], rx.refused)
+        c.add_metric(["follow"], f.snapshots_refused)
+        c.add_metric(["restore"], rt.driver.stats.snapshots_refused)
+        yield c
+        c = CounterMetricFamily("moltmesh_raft_transfer_oversize_dropped",
+                                "Bodies too large for a mesh frame, not sent, by where caught.",
+                                labels=["where"])  # fmt: skip
+        c.add_metric(["kv"], f.oversize_dropped)
+        c.add_metric(["transport"], rt.transport.oversize)
+        yield c
+        c = CounterMetricFamily(
+            "moltmesh_raft_transfer_raft_batches",
+            "RAFT envelopes sent (a Ready's messages split to fit frames).",
+        )
+        c.add_metric([], f.raft_batches)
+        yield c

@@ -11,6 +11,10 @@ nothing is queued or being sent for that peer, so a Raft message leaves in the e
 that produced it (a leader's appends reach the followers while its own fsync runs). Otherwise
 the body is queued, and the peer's sender task writes everything queued as one write with one
 ``drain``. Order per peer is kept either way.
+
+A body too large for a mesh frame (``LocalProtocolError`` from the framing) is dropped, counted
+in ``oversize`` and logged; the other bodies of its batch still go, and the peer's sender task
+keeps running.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import collections
 import logging
 from collections.abc import Callable
 
+from consensus.errors import LocalProtocolError
 from moltmesh.mesh.streams import MeshStreams, StreamError
 from moltmesh.mesh.wire import Channel
 from moltmesh.raft.tasks import cancel_and_wait
@@ -50,6 +55,7 @@ class MeshTransport:
         self.dropped = 0
         self.send_errors = 0
         self.sent_now = 0  # bodies written at once (the rest went through a sender task)
+        self.oversize = 0  # bodies too large for a frame: never sent
         self._peers: dict[str, _PeerQueue] = {}
         self._closed = False
 
@@ -61,9 +67,14 @@ class MeshTransport:
         if q is None:
             q = self._peers[dst] = _PeerQueue()
             q.task = asyncio.create_task(self._pump(dst, q), name=f"raft-send-{dst}")
-        if not q.items and not q.busy and self.streams.send_now(dst, channel, body):
-            self.sent_now += 1
-            return True
+        if not q.items and not q.busy:
+            try:
+                if self.streams.send_now(dst, channel, body):
+                    self.sent_now += 1
+                    return True
+            except LocalProtocolError as e:
+                self._oversize(dst, channel, len(body), e)
+                return False
         if len(q.items) >= self.max_queue:
             self.dropped += 1
             return False
@@ -85,7 +96,7 @@ class MeshTransport:
                 continue
             q.busy = True
             try:
-                await self.streams.send_many(dst, address, batch)
+                await self._send_batch(dst, address, batch)
             except StreamError as e:
                 self.send_errors += 1
                 # Whatever was queued meanwhile is stale; Raft resends what matters.
@@ -95,6 +106,25 @@ class MeshTransport:
                 await asyncio.sleep(0.05)  # a refused peer is not hammered
             finally:
                 q.busy = False
+
+    async def _send_batch(self, dst: str, address: str, batch: list[tuple[Channel, bytes]]) -> None:
+        """One write for ``batch``; if a body in it cannot be framed, the batch again one
+        body at a time without the ones that cannot (counted)."""
+        try:
+            await self.streams.send_many(dst, address, batch)
+            return
+        except LocalProtocolError:
+            pass  # nothing was written: framing happens before the write
+        for channel, body in batch:
+            try:
+                await self.streams.send_many(dst, address, [(channel, body)])
+            except LocalProtocolError as e:
+                self._oversize(dst, channel, len(body), e)
+
+    def _oversize(self, dst: str, channel: Channel, size: int, error: Exception) -> None:
+        self.oversize += 1
+        log.warning("not sent to %s: a %s body of %d bytes does not fit a mesh frame (%s)",
+                    dst, channel.name, size, error)  # fmt: skip
 
     async def close(self) -> None:
         self._closed = True

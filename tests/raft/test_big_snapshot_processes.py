@@ -84,7 +84,12 @@ def test_a_voter_and_a_follower_catch_up_through_a_snapshot_over_the_frame_cap(
         ft = status(follow)["transfer"]
         assert ft["snapshots_installed"] >= 1 and ft["snapshots_refused"] == 0, ft
         assert ft["snapshot_chunks"] >= 3, ft  # > 2 MiB in chunks of at most half a frame
+        installed = "moltmesh_raft_transfer_snapshots_installed_total"
+        assert counter(metrics(voter), installed + '{path="raft"') >= 1
+        assert counter(metrics(follow), installed + '{path="follow"') >= 1
         for node in (*live, voter, follow):
             assert status(node)["transfer"]["oversize_dropped"] == 0
             text = metrics(node)
             assert counter(text, 'moltmesh_mesh_dropped_frames_total{reason="oversize"') == 0
+            oversize = "moltmesh_raft_transfer_oversize_dropped_total"
+            assert counter(text, oversize + '{where="transport"') == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import logging
 import random
@@ -57,6 +58,7 @@ from moltmesh.raft.proto import (
     RaftBatch,
     decode,
     encode,
+    encode_batch,
     split_batches,
 )
 from moltmesh.raft.tasks import cancel_and_wait
@@ -120,6 +122,8 @@ class ClusterKv:
         self._leader_hint: str | None = None
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Future[KvReply]] = {}
+        self._call_deadlines: list[tuple[float, int]] = []  # heap of (loop time, call id)
+        self._call_timer: asyncio.TimerHandle | None = None  # fires at the heap's earliest
         self._tasks: set[asyncio.Task[None]] = set()
         self._follow_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
@@ -130,6 +134,9 @@ class ClusterKv:
         self._follow_task = asyncio.create_task(self.follow.run(), name="kv-follow")
 
     async def stop(self) -> None:
+        if self._call_timer is not None:
+            self._call_timer.cancel()
+            self._call_timer = None
         await cancel_and_wait(self._follow_task, *self._tasks)
 
     def set_frame_limit(self, max_frame_bytes: int) -> None:
@@ -210,12 +217,18 @@ class ClusterKv:
         end = loop.time() + timeout
         while True:
             changed = self._changed_event()
-            events = self.local.watch(prefix, since)
+            store = self.local
+            revision = store.revision
+            events = store.watch(prefix, since)
             if exact:
                 events = [e for e in events if e.key == prefix]
             left = end - loop.time()
             if events or left <= 0:
-                return events, self.local.revision
+                return events, revision
+            # Nothing under ``prefix`` up to ``revision``: the next look starts after it, so
+            # each wake-up scans only the changes since the last one (O(changes), not O(all
+            # changes since ``since``) per apply).
+            since = max(since, revision + 1)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, 1.0)):
                     await changed.wait()
@@ -336,18 +349,46 @@ class ClusterKv:
             self._leader_hint = reply.leader
 
     async def call(self, dst: str, req: KvRequest, timeout: float) -> KvReply:
-        """Send ``req`` to ``dst`` and wait for its reply; ``TimeoutError`` after ``timeout``."""
+        """Send ``req`` to ``dst`` and wait for its reply; ``TimeoutError`` after ``timeout``.
+
+        No timer per call: deadlines wait in one heap, and one timer handle, armed for the
+        earliest, fails the calls whose deadline passed."""
         rid = next(self._ids)
         req = dataclasses.replace(req, id=rid, timeout_ms=max(1, min(req.timeout_ms, 2**32 - 1)))
-        fut: asyncio.Future[KvReply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[KvReply] = loop.create_future()
         self._calls[rid] = fut
         try:
             if not self._send(dst, Channel.KV, encode(req)):
                 raise TimeoutError
-            async with asyncio.timeout(timeout):
-                return await fut
+            deadline = loop.time() + timeout
+            heapq.heappush(self._call_deadlines, (deadline, rid))
+            timer = self._call_timer
+            if timer is None or deadline < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._call_timer = loop.call_at(deadline, self._expire_calls)
+            return await fut
         finally:
             self._calls.pop(rid, None)
+
+    def _expire_calls(self) -> None:
+        """Fail the calls whose deadline passed (``TimeoutError``); re-arm for the next."""
+        self._call_timer = None
+        heap = self._call_deadlines
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while heap:
+            deadline, rid = heap[0]
+            fut = self._calls.get(rid)
+            if fut is None or fut.done():
+                heapq.heappop(heap)  # answered meanwhile
+                continue
+            if deadline > now:
+                self._call_timer = loop.call_at(deadline, self._expire_calls)
+                return
+            heapq.heappop(heap)
+            fut.set_exception(TimeoutError())
 
     async def on_raft(self, peer: Peer, env: Envelope) -> None:
         """RAFT channel handler: step every message of the batch (sent by ``peer`` only)."""
@@ -386,7 +427,7 @@ class ClusterKv:
                         size, dst, self.max_body)  # fmt: skip
         for batch in batches:
             self.stats.raft_batches += 1
-            self._send(dst, Channel.RAFT, encode(batch))
+            self._send(dst, Channel.RAFT, encode_batch(batch.messages))
 
     async def on_kv(self, peer: Peer, env: Envelope) -> None:
         """KV channel handler: replies resolve our calls; requests are served in a task."""

@@ -18,7 +18,10 @@ APPEND-ONLY: type ids and enum values are the protocol.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import msgpack
 
 from consensus.codec import U32, U64, Codec
 from consensus.kv_types import KeyValue
@@ -44,7 +47,11 @@ class KvStatus(enum.IntEnum):
     TOO_LARGE = 8  # the answer would not fit in one mesh frame (``reason`` says how large)
 
 
-@RAFT_MESH_CODEC.register(1)
+RAFT_BATCH_ID = 1
+"""``RaftBatch``'s type id in ``RAFT_MESH_CODEC`` (``encode_batch`` writes it)."""
+
+
+@RAFT_MESH_CODEC.register(RAFT_BATCH_ID)
 @dataclass(frozen=True, slots=True)
 class RaftBatch:
     messages: tuple[bytes, ...]
@@ -110,6 +117,32 @@ def split_batches(encoded: list[bytes], max_body: int) -> tuple[list[RaftBatch],
     if batch:
         batches.append(RaftBatch(tuple(batch)))
     return batches, too_big
+
+
+_RAFT_BATCH_TID = bytes((RAFT_BATCH_ID,))
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def encode_batch(encoded: Sequence[bytes]) -> bytes:
+    """The RAFT body ``encode(RaftBatch(tuple(encoded)))`` gives, byte for byte, built in one
+    join: the messages are already encoded, so the codec's schema pass over them and its
+    intermediate copies are skipped (the size is the caller's to check, as ``split_batches``
+    does)."""
+    pack = _PACKER
+    parts = [_RAFT_BATCH_TID, pack.pack_array_header(1), pack.pack_array_header(len(encoded))]
+    for m in encoded:
+        parts.append(_bin_header(len(m)))
+        parts.append(m)
+    return b"".join(parts)
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of ``n`` bytes (bin 8, 16 or 32)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
 
 
 def encode(msg: RaftBatch | KvRequest | KvReply) -> bytes:

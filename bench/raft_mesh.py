@@ -434,7 +434,7 @@ def reading(rows: list[tuple[str, dict[str, float]]], disk: dict[str, float], ki
             f" — fsync on adds {p50 - off:.2f} ms to the p50 of fsync off ({off:.2f} ms); "
             "one follower's fsync lies on each commit's path (the leader's own overlaps "
             f"it), and an isolated `fdatasync` on this disk is {sync:.2f} ms p50 (measured "
-            "apart, before the runs): the rest of the difference is the 3 processes' fsyncs "
+            "apart, before the runs): the rest is most likely the 3 processes' fsyncs "
             "queueing on one disk while they run (not measured apart). With fsync off the "
             "p50 is CPU: 3 Python processes (TLS, msgpack, asyncio) on 2 shared cores"
         )

@@ -139,7 +139,8 @@ class RaftDriver:
         self._rng = random.Random(seed)
         self.node = self._new_node()
         self._proposals: dict[int, _Proposal] = {}
-        self._deadlines: list[tuple[float, int]] = []  # heap of (loop time, index) to expire
+        self._deadlines: list[tuple[float, int, _Proposal]] = []  # (loop time, seq, proposal)
+        self._seq = itertools.count()  # heap tie-breaker: proposals are never compared
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -225,13 +226,27 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KvResult | None] = loop.create_future()
         what = f"no commit within {timeout} s (entry {index})"
-        self._proposals[index] = _Proposal(self.node.term, fut, what)
-        heapq.heappush(self._deadlines, (loop.time() + timeout, index))
+        p = self._track(index, _Proposal(self.node.term, fut, what))
+        heapq.heappush(self._deadlines, (loop.time() + timeout, next(self._seq), p))
         self._wake.set()
         try:
             return await fut
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index) is p:
+                del self._proposals[index]
+
+    def _track(self, index: int, p: _Proposal) -> _Proposal:
+        """Wait for ``index`` to apply with ``p``. A proposal of an earlier term still waiting
+        at the same index (this node lost leadership, its log was cut back, and it leads again)
+        can never commit there: it fails now (``Unavailable``) instead of waiting forever."""
+        old = self._proposals.get(index)
+        if old is not None and not old.future.done():
+            self.stats.proposals_failed += 1
+            old.future.set_exception(
+                Unavailable(f"not applied: leadership changed (entry {index} proposed again)")
+            )
+        self._proposals[index] = p
+        return p
 
     def _expire_proposals(self) -> float | None:
         """Fail the proposals whose deadline passed (``OutcomeUnknown``); returns the seconds
@@ -241,9 +256,8 @@ class RaftDriver:
             return None
         now = asyncio.get_running_loop().time()
         while heap:
-            deadline, index = heap[0]
-            p = self._proposals.get(index)
-            if p is None or p.future.done():
+            deadline, _, p = heap[0]
+            if p.future.done():
                 heapq.heappop(heap)
                 continue
             if deadline > now:
@@ -257,7 +271,7 @@ class RaftDriver:
         """Propose a membership change (leader only) and wait until it is applied here."""
         index = self.node.propose_conf_change(change, now_us())
         fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = _Proposal(self.node.term, fut)
+        p = self._track(index, _Proposal(self.node.term, fut))
         self._wake.set()
         try:
             async with asyncio.timeout(timeout):
@@ -265,7 +279,8 @@ class RaftDriver:
         except TimeoutError:
             raise OutcomeUnknown(f"membership change {change} not applied in {timeout} s") from None
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index) is p:
+                del self._proposals[index]
 
     async def read_barrier(self, timeout: float) -> int:
         """ReadIndex: wait until the local KV may serve a linearizable read; returns the index

@@ -1,14 +1,20 @@
 """The driver restores an installed snapshot before persisting it (issue 8): one that does not
-restore is refused, counted and never written, and the driver keeps its state and runs on."""
+restore is refused, counted and never written, and the driver keeps its state and runs on.
+A proposal whose index is proposed again fails at once rather than waiting forever."""
 
 from __future__ import annotations
+
+import asyncio
+import heapq
+
+import pytest
 
 from consensus.kv import KvStore
 from consensus.kv_types import Put, encode_command
 from consensus.messages import ConfState, Snapshot, SnapshotMeta
 from consensus.raft import RaftConfig
 from consensus.raft_snapshot import seal, snapshot_chunk
-from moltmesh.raft.driver import RaftDriver
+from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable, _Proposal
 from moltmesh.raft.wal import DiskStorage
 
 
@@ -48,3 +54,26 @@ def test_an_unsealed_snapshot_is_refused_by_the_receiver(tmp_path) -> None:
     install(d, b"x" * 64)  # KV snapshots are always sealed: unchecked bytes are not installed
     assert d.node.snapshot_receiver.refused == 1
     assert not d.storage.has_snapshot()
+
+
+async def test_a_proposal_replaced_at_its_index_fails_instead_of_waiting_forever(tmp_path) -> None:
+    """Leadership lost and won back with the log cut back: a new proposal lands at the index
+    of one still waiting. The old one can never commit there: it fails (503), and a deadline
+    of either never touches the other."""
+    d = driver(tmp_path)
+    loop = asyncio.get_running_loop()
+    old = _Proposal(2, loop.create_future(), "entry 7")
+    heapq.heappush(d._deadlines, (loop.time() + 0.01, 0, d._track(7, old)))
+    new = _Proposal(4, loop.create_future(), "entry 7")
+    heapq.heappush(d._deadlines, (loop.time() + 60, 1, d._track(7, new)))
+    with pytest.raises(Unavailable):
+        await old.future  # failed when its index was proposed again
+    await asyncio.sleep(0.02)
+    d._expire_proposals()  # the old deadline passed: it does not touch the new proposal
+    assert not new.future.done() and d._proposals[7] is new
+    d._deadlines.clear()
+    d._deadlines.append((loop.time() - 1, 2, new))
+    d._expire_proposals()  # its own deadline does
+    with pytest.raises(OutcomeUnknown):
+        await new.future
+    d.storage.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
@@ -22,7 +21,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,22 +29,12 @@ import psutil
 
 from bench.report import write_section
 from consensus.swim_config import lan, local, wan
-from moltmesh.cli import main as cli
 from moltmesh.mesh import store
-from tests.integration.nodeproc import NodeProcess, running_node
+from tests.integration.nodeproc import NodeProcess, run_cli, running_node
 
 PRESETS = {"lan": lan, "wan": wan, "local": local}
 FLAGS = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0",
          "--log-level", "warning")  # fmt: skip
-
-
-def run_cli(*argv: str) -> str:
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = cli(list(argv))
-    if code != 0:
-        raise RuntimeError(f"moltmesh {' '.join(argv)} failed")
-    return buf.getvalue()
 
 
 def view(data_dir: Path) -> dict[str, str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import os
 import signal
@@ -42,29 +41,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import write_section
-from moltmesh.cli import main as cli
 from moltmesh.mesh import store
-from tests.integration.nodeproc import NodeProcess, running_node
+from tests.integration.nodeproc import NodeProcess, run_cli, running_node
 
 FLAGS = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0",
          "--log-level", "warning")  # fmt: skip
 VALUE = b"v" * 100
 INFLIGHT = 64
-
-
-def run_cli(*argv: str) -> str:
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = cli(list(argv))
-    if code != 0:
-        raise RuntimeError(f"moltmesh {' '.join(argv)} failed")
-    return buf.getvalue()
 
 
 def pct(xs: list[float], p: float) -> float:

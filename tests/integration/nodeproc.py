@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moltmesh.cli import main as cli_main
 from moltmesh.client import Client
 
 START_TIMEOUT_S = 60.0
@@ -77,3 +79,14 @@ def running_node(
             proc.kill()
             proc.wait(10)
         reader.join(5)
+
+
+def run_cli(*argv: str) -> str:
+    """Run ``moltmesh <argv>`` in this process; its standard output, or RuntimeError naming the
+    command when it exits non-zero (e.g. ``mesh init`` / ``mesh token`` before starting nodes)."""
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = cli_main(list(argv))
+    if code != 0:
+        raise RuntimeError(f"moltmesh {' '.join(argv)} failed")
+    return buf.getvalue()

@@ -10,9 +10,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from moltmesh.cli import main
 from moltmesh.mesh import store
-from tests.integration.nodeproc import NodeProcess, running_node
+from tests.integration.nodeproc import NodeProcess, run_cli, running_node
 
 ENV = {"MOLTMESH_MESH_SWIM": "local", "MOLTMESH_RAFT_TIMING": "lan",
        "MOLTMESH_RAFT_STABILIZATION_S": "2"}  # fmt: skip
@@ -57,26 +56,15 @@ def wait_for(check, what: str, timeout: float = 90.0):  # type: ignore[no-untype
 
 
 def token(data_dir: Path) -> str:
-    out = _cli("mesh", "token", "--data-dir", str(data_dir))
+    out = run_cli("mesh", "token", "--data-dir", str(data_dir))
     return out.strip()
-
-
-def _cli(*argv: str) -> str:
-    import io
-    from contextlib import redirect_stdout
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main(list(argv))
-    assert code == 0, argv
-    return buf.getvalue()
 
 
 @contextlib.contextmanager
 def mesh_of(root: Path, n: int) -> Iterator[tuple[list[Path], dict[Path, NodeProcess], str]]:
     """``n`` nodes: the first ran ``mesh init``, the others joined by token and seed."""
     dirs = [root / f"n{i}" for i in range(n)]
-    _cli("mesh", "init", "--data-dir", str(dirs[0]))
+    run_cli("mesh", "init", "--data-dir", str(dirs[0]))
     procs: dict[Path, NodeProcess] = {}
     with contextlib.ExitStack() as stack:
         procs[dirs[0]] = stack.enter_context(running_node(dirs[0], *FLAGS, env=ENV))

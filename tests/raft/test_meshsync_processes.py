@@ -23,9 +23,10 @@ import signal
 import pytest
 
 from moltmesh.mesh import store
+from tests.integration.nodeproc import run_cli
 from tests.mesh.test_processes import counter, metrics
 from tests.raft import procs
-from tests.raft.procs import _cli, http, mesh_of, start, status, wait_for
+from tests.raft.procs import http, mesh_of, start, status, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # 6 node starts: 60+ s at load 15
 
@@ -66,7 +67,7 @@ def test_a_revocation_and_the_mesh_config_travel_through_the_kv(tmp_path, monkey
         # C goes down; A revokes B while C is away.
         c.stop(signal.SIGKILL)
         wait_for(lambda: refused(a, ids[2]) and refused(d, ids[2]), "C dead for A and D")
-        out = _cli("mesh", "revoke", "--data-dir", str(a_dir), ids[1])
+        out = run_cli("mesh", "revoke", "--data-dir", str(a_dir), ids[1])
         assert "revoked" in out, out
         serial = sync(a)["revocation_serial"]
         assert serial > before

@@ -71,20 +71,39 @@ I64 = Annotated[int, IntRange(-(2**63), 2**63 - 1)]
 
 
 class _Invalid(Exception):
-    """Internal: a value does not match its schema. Carries the field path."""
+    """Internal: a value does not match its schema. ``where`` collects the path segments from
+    the failing value outwards (appended as the error unwinds through the converters), so the
+    success path never builds a path string."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.where: list[str] = []
+
+    def path(self, root: str) -> str:
+        return root + "".join(reversed(self.where))
 
 
-_Fn = Callable[[Any, str], Any]
-"""A converter: (value, path) -> converted value; raises ``_Invalid``."""
+_Fn = Callable[[Any], Any]
+"""A converter: value -> converted value; raises ``_Invalid``."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Conv:
+    """A converter pair plus, for the generated dataclass code, how to check a value inline:
+    ``fast_enc(x)`` / ``fast_dec(x)`` give a Python expression over the variable named ``x``
+    that is true when the value passes unchanged (the converter runs only when it is false);
+    ``None``: the converter always runs. ``consts``: (unique name, object) pairs those
+    expressions refer to."""
+
     encode: _Fn
     decode: _Fn
+    fast_enc: Callable[[str], str] | None = None
+    fast_dec: Callable[[str], str] | None = None
+    consts: tuple[tuple[str, object], ...] = ()
+    lookup_dec: str | None = None
+    """Decoding by table: the name (in ``consts``) of a dict from the wire's int to the value;
+    a miss, or a value that is not an ``int``, goes to the converter."""
 
 
 T = TypeVar("T")
@@ -94,63 +113,115 @@ def _type_name(v: object) -> str:
     return type(v).__name__
 
 
+def _at(conv: _Fn, x: Any, seg: str) -> Any:
+    """``conv(x)``, the path segment ``seg`` added to its error."""
+    try:
+        return conv(x)
+    except _Invalid as e:
+        e.where.append(seg)
+        raise
+
+
 def _int_conv(lo: int, hi: int) -> _Conv:
-    def check(v: Any, path: str) -> int:
+    def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise _Invalid(path, f"expected int, got {_type_name(v)}")
+            raise _Invalid(f"expected int, got {_type_name(v)}")
         if not lo <= v <= hi:
-            raise _Invalid(path, f"int {v} out of range [{lo}, {hi}]")
+            raise _Invalid(f"int {v} out of range [{lo}, {hi}]")
         return int(v)
 
-    return _Conv(check, check)
+    def fast(x: str) -> str:
+        return f"(type({x}) is int and {lo} <= {x} <= {hi})"
+
+    return _Conv(check, check, fast, fast)
 
 
 def _exact_conv(py_type: type) -> _Conv:
-    def check(v: Any, path: str) -> Any:
+    def check(v: Any) -> Any:
         if type(v) is not py_type:
-            raise _Invalid(path, f"expected {py_type.__name__}, got {_type_name(v)}")
+            raise _Invalid(f"expected {py_type.__name__}, got {_type_name(v)}")
         return v
 
-    return _Conv(check, check)
+    def fast(x: str) -> str:
+        return f"(type({x}) is {py_type.__name__})"
+
+    return _Conv(check, check, fast, fast)
 
 
 def _enum_conv(cls: type[enum.IntEnum]) -> _Conv:
-    def enc(v: Any, path: str) -> int:
+    members = {int(m): m for m in cls}
+
+    def enc(v: Any) -> int:
         if not isinstance(v, cls):
-            raise _Invalid(path, f"expected {cls.__name__}, got {_type_name(v)}")
+            raise _Invalid(f"expected {cls.__name__}, got {_type_name(v)}")
         return int(v)
 
-    def dec(v: Any, path: str) -> enum.IntEnum:
+    def dec(v: Any) -> enum.IntEnum:
         if type(v) is not int:
-            raise _Invalid(path, f"expected {cls.__name__} (int), got {_type_name(v)}")
-        try:
-            return cls(v)
-        except ValueError:
-            raise _Invalid(path, f"unknown {cls.__name__} value {v}") from None
+            raise _Invalid(f"expected {cls.__name__} (int), got {_type_name(v)}")
+        m = members.get(v)
+        if m is None:
+            raise _Invalid(f"unknown {cls.__name__} value {v}")
+        return m
 
-    return _Conv(enc, dec)
+    # Encoding leaves a member as is: msgpack packs an int subclass as the int it is.
+    const, table = f"_enum_{id(cls)}", f"_enum_members_{id(cls)}"
+    return _Conv(
+        enc,
+        dec,
+        lambda x: f"(type({x}) is {const})",
+        None,
+        ((const, cls), (table, members)),
+        lookup_dec=table,
+    )
 
 
 def _optional_conv(inner: _Conv) -> _Conv:
-    def enc(v: Any, path: str) -> Any:
-        return None if v is None else inner.encode(v, path)
+    def enc(v: Any) -> Any:
+        return None if v is None else inner.encode(v)
 
-    def dec(v: Any, path: str) -> Any:
-        return None if v is None else inner.decode(v, path)
+    def dec(v: Any) -> Any:
+        return None if v is None else inner.decode(v)
 
-    return _Conv(enc, dec)
+    fe, fd = inner.fast_enc, inner.fast_dec
+    return _Conv(
+        enc,
+        dec,
+        None if fe is None else (lambda x: f"({x} is None or {fe(x)})"),
+        None if fd is None else (lambda x: f"({x} is None or {fd(x)})"),
+        inner.consts,
+    )
+
+
+def _item_error(conv: _Fn, v: Any) -> _Invalid:
+    """The error of the first item of ``v`` that ``conv`` refuses, its index in the path."""
+    for i, x in enumerate(v):
+        try:
+            conv(x)
+        except _Invalid as e:
+            e.where.append(f"[{i}]")
+            return e
+    return _Invalid("inconsistent item conversion")  # pragma: no cover - conv is pure
 
 
 def _var_tuple_conv(item: _Conv) -> _Conv:
-    def enc(v: Any, path: str) -> list[Any]:
-        if not isinstance(v, tuple):
-            raise _Invalid(path, f"expected tuple, got {_type_name(v)}")
-        return [item.encode(x, f"{path}[{i}]") for i, x in enumerate(v)]
+    ienc, idec = item.encode, item.decode
 
-    def dec(v: Any, path: str) -> tuple[Any, ...]:
+    def enc(v: Any) -> list[Any]:
+        if not isinstance(v, tuple):
+            raise _Invalid(f"expected tuple, got {_type_name(v)}")
+        try:
+            return [ienc(x) for x in v]
+        except _Invalid:
+            raise _item_error(ienc, v) from None
+
+    def dec(v: Any) -> tuple[Any, ...]:
         if type(v) is not tuple:
-            raise _Invalid(path, f"expected array, got {_type_name(v)}")
-        return tuple(item.decode(x, f"{path}[{i}]") for i, x in enumerate(v))
+            raise _Invalid(f"expected array, got {_type_name(v)}")
+        try:
+            return tuple([idec(x) for x in v])
+        except _Invalid:
+            raise _item_error(idec, v) from None
 
     return _Conv(enc, dec)
 
@@ -158,61 +229,111 @@ def _var_tuple_conv(item: _Conv) -> _Conv:
 def _fixed_tuple_conv(items: list[_Conv]) -> _Conv:
     n = len(items)
 
-    def enc(v: Any, path: str) -> list[Any]:
+    def enc(v: Any) -> list[Any]:
         if not isinstance(v, tuple) or len(v) != n:
-            raise _Invalid(path, f"expected tuple of {n}, got {_type_name(v)}")
-        return [c.encode(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v, strict=True))]
+            raise _Invalid(f"expected tuple of {n}, got {_type_name(v)}")
+        return [_at(c.encode, x, f"[{i}]") for i, (c, x) in enumerate(zip(items, v, strict=True))]
 
-    def dec(v: Any, path: str) -> tuple[Any, ...]:
+    def dec(v: Any) -> tuple[Any, ...]:
         if type(v) is not tuple or len(v) != n:
-            raise _Invalid(path, f"expected array of {n}, got {_type_name(v)}")
+            raise _Invalid(f"expected array of {n}, got {_type_name(v)}")
         return tuple(
-            c.decode(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(items, v, strict=True))
+            _at(c.decode, x, f"[{i}]") for i, (c, x) in enumerate(zip(items, v, strict=True))
         )
 
     return _Conv(enc, dec)
 
 
 def _dict_conv(key: _Conv, val: _Conv) -> _Conv:
-    def enc(v: Any, path: str) -> dict[Any, Any]:
+    def enc(v: Any) -> dict[Any, Any]:
         if not isinstance(v, dict):
-            raise _Invalid(path, f"expected dict, got {_type_name(v)}")
-        out = {key.encode(k, f"{path}.key"): val.encode(x, f"{path}[{k!r}]") for k, x in v.items()}
+            raise _Invalid(f"expected dict, got {_type_name(v)}")
+        out = {_at(key.encode, k, ".key"): _at(val.encode, x, f"[{k!r}]") for k, x in v.items()}
         try:
             return dict(sorted(out.items()))
         except TypeError:
-            raise _Invalid(path, "dict keys are not mutually comparable") from None
+            raise _Invalid("dict keys are not mutually comparable") from None
 
-    def dec(v: Any, path: str) -> dict[Any, Any]:
+    def dec(v: Any) -> dict[Any, Any]:
         if type(v) is not dict:
-            raise _Invalid(path, f"expected map, got {_type_name(v)}")
-        return {key.decode(k, f"{path}.key"): val.decode(x, f"{path}[{k!r}]") for k, x in v.items()}
+            raise _Invalid(f"expected map, got {_type_name(v)}")
+        return {_at(key.decode, k, ".key"): _at(val.decode, x, f"[{k!r}]") for k, x in v.items()}
 
     return _Conv(enc, dec)
 
 
 def _dataclass_conv(cls: type, fields: list[tuple[str, _Conv]]) -> _Conv:
-    names = [name for name, _ in fields]
-    convs = [conv for _, conv in fields]
+    """Encoder and decoder of ``cls``, generated as straight-line code: each field is checked
+    inline where its converter says how (``_Conv.fast_enc``/``fast_dec``) and handed to its
+    converter only otherwise (which converts it, or raises with the reason and the path)."""
     n = len(fields)
+    name = cls.__name__
+    ns: dict[str, Any] = {"CLS": cls, "_Invalid": _Invalid, "_at": _at, "_tn": _type_name}
+    xs = ", ".join(f"x{i}" for i in range(n))
+    enc = [
+        "def enc(v):",
+        "    if type(v) is not CLS:",
+        f"        raise _Invalid('expected {name}, got ' + _tn(v))",
+    ]
+    dec = [
+        "def dec(v):",
+        "    if type(v) is not tuple:",
+        f"        raise _Invalid('expected array for {name}, got ' + _tn(v))",
+        f"    if len(v) != {n}:",
+        f"        raise _Invalid('{name} needs {n} fields, got ' + str(len(v)))",
+    ]
+    if n:
+        dec.append(f"    ({xs},) = v")
+    for i, (fname, conv) in enumerate(fields):
+        ns[f"enc{i}"], ns[f"dec{i}"] = conv.encode, conv.decode
+        ns.update(conv.consts)
+        enc.append(f"    x{i} = v.{fname}")
+        for lines, fast, fn in ((enc, conv.fast_enc, "enc"), (dec, conv.fast_dec, "dec")):
+            call = f"x{i} = _at({fn}{i}, x{i}, {'.' + fname!r})"
+            if fn == "dec" and conv.lookup_dec is not None:
+                lines += [
+                    f"    if type(x{i}) is int and (y := {conv.lookup_dec}.get(x{i})) is not None:",
+                    f"        x{i} = y",
+                    "    else:",
+                    f"        {call}",
+                ]
+            elif fast is None:
+                lines.append(f"    {call}")
+            else:
+                lines += [f"    if not {fast(f'x{i}')}:", f"        {call}"]
+    enc.append(f"    return [{xs}]")
+    if _plain_slots(cls, [f for f, _ in fields]):
+        # The dataclass' own __init__ would only store the fields (through the frozen
+        # class's slow setattr): store them through the slots directly.
+        ns["_new"] = object.__new__
+        dec.append("    o = _new(CLS)")
+        for i, (fname, _) in enumerate(fields):
+            ns[f"set{i}"] = cls.__dict__[fname].__set__
+            dec.append(f"    set{i}(o, x{i})")
+        dec.append("    return o")
+    else:
+        dec += [
+            "    try:",
+            f"        return CLS({xs})",
+            "    except (TypeError, ValueError) as exc:",
+            f"        raise _Invalid('{name} rejected its fields: ' + str(exc)) from None",
+        ]
+    exec("\n".join(enc + dec), ns)  # our own generated code, from the schema alone
+    return _Conv(ns["enc"], ns["dec"])
 
-    def enc(v: Any, path: str) -> list[Any]:
-        if type(v) is not cls:
-            raise _Invalid(path, f"expected {cls.__name__}, got {_type_name(v)}")
-        return [c.encode(getattr(v, name), f"{path}.{name}") for name, c in fields]
 
-    def dec(v: Any, path: str) -> Any:
-        if type(v) is not tuple:
-            raise _Invalid(path, f"expected array for {cls.__name__}, got {_type_name(v)}")
-        if len(v) != n:
-            raise _Invalid(path, f"{cls.__name__} needs {n} fields, got {len(v)}")
-        values = [c.decode(x, f"{path}.{name}") for name, c, x in zip(names, convs, v, strict=True)]
-        try:
-            return cls(*values)
-        except (TypeError, ValueError) as exc:
-            raise _Invalid(path, f"{cls.__name__} rejected its fields: {exc}") from None
-
-    return _Conv(enc, dec)
+def _plain_slots(cls: type, names: list[str]) -> bool:
+    """Does ``cls`` keep each field in a slot of its own, with nothing run at construction
+    beyond storing the fields (a dataclass-generated ``__init__``, no ``__post_init__``)?"""
+    init = cls.__dict__.get("__init__")
+    params = getattr(cls, "__dataclass_params__", None)
+    return (
+        params is not None
+        and params.init
+        and getattr(getattr(init, "__code__", None), "co_filename", "") == "<string>"
+        and not hasattr(cls, "__post_init__")
+        and all(isinstance(cls.__dict__.get(f), types.MemberDescriptorType) for f in names)
+    )
 
 
 class _Compiler:
@@ -326,9 +447,9 @@ class Codec(Generic[T]):
             raise EncodeError(f"{self.name}: {type(msg).__name__} is not a registered message")
         conv = self._compiler.dataclass(type(msg))
         try:
-            body = msgpack.packb(conv.encode(msg, type(msg).__name__), use_bin_type=True)
+            body = msgpack.packb(conv.encode(msg), use_bin_type=True)
         except _Invalid as exc:
-            raise EncodeError(f"{self.name}: {exc}") from None
+            raise EncodeError(f"{self.name}: {exc.path(type(msg).__name__)}: {exc}") from None
         frame = bytes((tid,)) + body
         if len(frame) > self.max_size:
             raise EncodeError(f"{self.name}: frame of {len(frame)} bytes > limit {self.max_size}")
@@ -349,14 +470,14 @@ class Codec(Generic[T]):
         conv = self._compiler.dataclass(cls)  # schemas compile at registration time in practice
         try:
             obj = msgpack.unpackb(
-                bytes(data[1:]), raw=False, use_list=False, strict_map_key=False, timestamp=0
+                memoryview(data)[1:], raw=False, use_list=False, strict_map_key=False, timestamp=0
             )
         except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, ...)
             raise DecodeError(f"{self.name}: malformed msgpack ({type(exc).__name__})") from None
         try:
-            return conv.decode(obj, cls.__name__)
+            return conv.decode(obj)
         except _Invalid as exc:
-            raise DecodeError(f"{self.name}: {exc}") from None
+            raise DecodeError(f"{self.name}: {exc.path(cls.__name__)}: {exc}") from None
         except Exception as exc:  # defensive: nothing but DecodeError may leave decode()
             raise DecodeError(
                 f"{self.name}: invalid {cls.__name__} ({type(exc).__name__})"

@@ -61,7 +61,10 @@ class RuntimeConfig:
     workers: int = 2  # thread pool running slow models off the event loop
     inline_threshold_ms: float = 1.0  # models measured faster than this run on the loop itself
     warmup_runs: int = 3
-    max_inflight: int = 8  # requests executing at once
+    # requests for one model that arrive together run as one batch of up to this many rows
+    # (models whose inputs and outputs share a dynamic first axis); 1 turns batching off
+    max_batch: int = 32
+    max_inflight: int = 8  # runs executing at once (a batch is one run)
     max_queue: int = 64  # requests waiting beyond max_inflight; more get 429
     default_deadline_ms: float = 30_000.0  # deadline when a request names none
 
@@ -191,6 +194,7 @@ class NodeConfig:
             ),
             (self.runtime.workers >= 1, "runtime.workers must be at least 1"),
             (self.runtime.max_inflight >= 1, "runtime.max_inflight must be at least 1"),
+            (self.runtime.max_batch >= 1, "runtime.max_batch must be at least 1"),
             (self.runtime.max_queue >= 0, "runtime.max_queue must be 0 or more"),
             (self.runtime.default_deadline_ms > 0, "runtime.default_deadline_ms must be positive"),
             (

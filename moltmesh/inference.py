@@ -9,6 +9,10 @@ Contract:
 - Runs expected (warm-up time at batch 1 × the request's batch) to take less than
   ``inline_threshold_ms`` run on the event loop itself — the thread hop costs more than they
   do; slower ones run in a thread pool of ``workers``.
+- Requests for a ``batchable`` model that arrive together (in one turn of the event loop) run as
+  one batch of up to ``max_batch`` rows (``moltmesh.batching``); a batch takes one slot and runs
+  inline or in the pool by its expected time like any request. Requests in an open batch count
+  as waiting. A lone client's requests skip batching (the batcher goes idle).
 - ``close`` stops admitting, waits for admitted work, then closes the sessions.
 """
 
@@ -28,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from prometheus_client import Histogram
 
+from moltmesh.batching import Batcher
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
 from moltmesh.logs import log_event
@@ -83,8 +88,9 @@ class Slots:
             return True
         return False
 
-    async def wait(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a slot (``TimeoutError`` then; none is held)."""
+    async def wait(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds (None: no limit) for a slot (``TimeoutError`` then;
+        none is held)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -131,17 +137,19 @@ class InferenceService:
         self._capacity = config.max_inflight + config.max_queue
         self._default_deadline_s = config.default_deadline_ms / 1000
         self._inline_threshold_s = config.inline_threshold_ms / 1000
-        self._waiting = 0
-        self._running = 0
+        self._waiting = 0  # waiting for a slot
+        self._batched = 0  # in a batch that has not finished
+        self._running = 0  # runs (a batch is one) executing
         self._admitted = 0
         self._drained = asyncio.Event()
         self._drained.set()
         self._accepting = False
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="moltmesh-infer")
         # The gauges read the counters when scraped, instead of being set twice per request.
-        metrics.queue_depth.set_function(lambda: self._waiting)
+        metrics.queue_depth.set_function(lambda: self._waiting + self._batched)
         metrics.inflight.set_function(lambda: self._running)
         self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
+        self._batchers: dict[Runtime, Batcher] = {}
 
     @property
     def ready(self) -> bool:
@@ -164,6 +172,11 @@ class InferenceService:
                     self._pool, self._repository.load, entry.name, version, variant, options
                 )
                 runtimes[version] = runtime
+                if runtime.batchable and self._config.max_batch > 1:
+                    sizes = self._metrics.batch_requests.labels(entry.name)
+                    self._batchers[runtime] = Batcher(
+                        _ModelExecutor(self, runtime), self._config.max_batch, sizes.observe
+                    )
                 log_event(
                     log, "model.loaded", model=entry.name, version=version, variant=variant,
                     load_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -205,12 +218,12 @@ class InferenceService:
 
     @property
     def queue_depth(self) -> int:
-        """Requests admitted and waiting for an execution slot."""
-        return self._waiting
+        """Requests admitted and waiting for an execution slot or for their batch to finish."""
+        return self._waiting + self._batched
 
     @property
     def inflight(self) -> int:
-        """Requests executing now (inline or in a worker thread)."""
+        """Runs executing now (inline or in a worker thread; a batch is one run)."""
         return self._running
 
     async def infer(
@@ -230,7 +243,7 @@ class InferenceService:
         if not self._accepting:
             raise NotReady("node is not accepting requests")
         runtime = self.runtime(model, version)
-        if self._waiting + self._running >= self._capacity:
+        if self._waiting + self._batched + self._running >= self._capacity:
             self._metrics.rejected.labels("queue_full").inc()
             raise Overloaded(
                 f"request queue is full ({self._config.max_queue} waiting)",
@@ -241,20 +254,65 @@ class InferenceService:
             deadline = now + self._default_deadline_s
         elif deadline <= now:
             raise DeadlineExceeded("deadline passed before the request could run")
-        inline = _expected_run_seconds(runtime, inputs) < self._inline_threshold_s
         self._enter()
         try:
-            if not self._slots.try_take():
-                await self._wait_for_slot(deadline)
-            # A slot is held from here; each branch releases it when the run really ends.
-            if inline:
-                result = self._run_inline(runtime, inputs, outputs)
+            batcher = self._batchers.get(runtime)
+            joined = batcher.join(inputs, outputs, deadline) if batcher is not None else None
+            if joined is None:
+                result = await self._execute(runtime, inputs, outputs, deadline)
             else:
-                result = await self._run_in_pool(runtime, inputs, outputs, deadline)
+                result = await self._await_batch(joined, deadline)
         finally:
             self._leave()
         meta = runtime.metadata
         return InferResult(meta.name, meta.version, meta.variant, self._node_id, "local", result)
+
+    async def _execute(
+        self,
+        runtime: Runtime,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        deadline: float,
+    ) -> dict[str, np.ndarray]:
+        """Take a slot (waiting until ``deadline``), then run inline or in the pool."""
+        if not self._slots.try_take():
+            await self._wait_for_slot(deadline)
+        return await self._run_holding_slot(runtime, inputs, outputs, deadline)
+
+    async def _run_holding_slot(
+        self,
+        runtime: Runtime,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        deadline: float,
+    ) -> dict[str, np.ndarray]:
+        """Run inline or in the pool by expected time; each branch frees the slot at the end."""
+        if _expected_run_seconds(runtime, inputs) < self._inline_threshold_s:
+            return self._run_inline(runtime, inputs, outputs)
+        return await self._run_in_pool(runtime, inputs, outputs, deadline)
+
+    async def _await_batch(
+        self, joined: asyncio.Future[dict[str, np.ndarray]], deadline: float
+    ) -> dict[str, np.ndarray]:
+        """This request's rows of its batch's outputs, or ``DeadlineExceeded`` at ``deadline``.
+
+        One timer instead of ``asyncio.wait_for`` (which costs a second future and callbacks
+        per request); the batcher skips a member that has expired.
+        """
+        self._batched += 1
+        expiry = asyncio.get_running_loop().call_later(
+            deadline - time.monotonic(), self._expire, joined
+        )
+        try:
+            return await joined
+        finally:
+            expiry.cancel()
+            self._batched -= 1
+
+    def _expire(self, joined: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        if not joined.done():
+            self._metrics.rejected.labels("deadline").inc()
+            joined.set_exception(DeadlineExceeded("deadline passed while the request's batch ran"))
 
     async def _wait_for_slot(self, deadline: float) -> None:
         self._waiting += 1
@@ -324,7 +382,7 @@ class InferenceService:
             raise DeadlineExceeded("deadline passed while the model was running") from None
 
     def _retry_after(self, runtime: Runtime) -> int:
-        backlog = (self._waiting + self._running) / self._config.max_inflight
+        backlog = (self._waiting + self._batched + self._running) / self._config.max_inflight
         return max(1, math.ceil(backlog * runtime.typical_run_seconds))
 
     def _enter(self) -> None:
@@ -351,6 +409,27 @@ class InferenceService:
         for model in self._models.values():
             for runtime in model.runtimes.values():
                 runtime.close()
+
+
+class _ModelExecutor:
+    """The service's slots and threads as a ``moltmesh.batching.Executor`` for one model."""
+
+    def __init__(self, service: InferenceService, runtime: Runtime) -> None:
+        self._service = service
+        self._runtime = runtime
+
+    async def acquire(self) -> None:
+        slots = self._service._slots
+        if not slots.try_take():
+            await slots.wait(None)
+
+    def release(self) -> None:
+        self._service._slots.release()
+
+    async def run(
+        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, deadline: float
+    ) -> dict[str, np.ndarray]:
+        return await self._service._run_holding_slot(self._runtime, inputs, outputs, deadline)
 
 
 def _expected_run_seconds(runtime: Runtime, inputs: Mapping[str, np.ndarray]) -> float:

@@ -43,11 +43,18 @@ class NodeMetrics:
             "moltmesh_inference_seconds", "Model execution time alone.",
             ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.batch_requests = Histogram(
+            "moltmesh_batch_requests", "Requests stacked into one batched run (dynamic batching).",
+            ["model"], buckets=(2, 4, 8, 16, 32, 64, 128), registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
-            "moltmesh_queue_depth", "Requests admitted and waiting for an execution slot.",
+            "moltmesh_queue_depth",
+            "Requests admitted and waiting for an execution slot or their batch.",
             registry=r,
         )  # fmt: skip
-        self.inflight = Gauge("moltmesh_inflight", "Requests executing now.", registry=r)
+        self.inflight = Gauge(
+            "moltmesh_inflight", "Runs executing now (a batch of requests is one run).", registry=r
+        )
         self.rejected = Counter(
             "moltmesh_rejected", "Requests refused before execution, by reason.",
             ["reason"], registry=r,

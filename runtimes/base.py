@@ -188,10 +188,16 @@ class Runtime(Protocol):
       (all of them when ``outputs`` is ``None`` or empty), in the order requested.
     - ``typical_run_seconds`` is the median duration of a run measured at load (warm-up, batch of
       1); a node uses it to decide between running inline and on a worker pool.
+    - ``batchable`` is True when the first axis of every input and output is one shared dynamic
+      batch axis: the rows of separate requests may then be stacked into one ``run`` and its
+      outputs split back, row ``i`` of each output answering row ``i`` of the inputs.
     - ``close()`` releases the model; later ``run`` calls raise ``RuntimeClosed``. It is idempotent.
     """
 
     metadata: ModelMetadata
+
+    @property
+    def batchable(self) -> bool: ...
 
     @property
     def typical_run_seconds(self) -> float: ...

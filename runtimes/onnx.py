@@ -94,6 +94,21 @@ def _dim_names(dims: Sequence[object] | None) -> list[str | None]:
     return [d if isinstance(d, str) else None for d in dims or ()]
 
 
+def _shared_batch_axis(session: ort.InferenceSession) -> bool:
+    """True when every input and output's first dim is the same symbolic name (a batch axis).
+
+    An anonymous dynamic dim does not count: nothing says that the outputs' first axis follows
+    the inputs' one.
+    """
+    firsts = set()
+    for arg in (*session.get_inputs(), *session.get_outputs()):
+        dims = arg.shape or ()
+        if not dims or not isinstance(dims[0], str) or not dims[0]:
+            return False
+        firsts.add(dims[0])
+    return len(firsts) == 1
+
+
 def _check_labels(metadata: ModelMetadata) -> None:
     """Warn when no output's last dimension has one entry per label (a misplaced labels.txt)."""
     if metadata.labels is None:
@@ -176,6 +191,7 @@ class OnnxRuntime:
         self._validator = InputValidator(
             self.metadata, {arg.name: _dim_names(arg.shape) for arg in session.get_inputs()}
         )
+        self._batchable = _shared_batch_axis(session)
         self._session: ort.InferenceSession | None = session
         self._typical_run_seconds = self._warm_up(session)
         log.debug(
@@ -186,6 +202,11 @@ class OnnxRuntime:
             self.path,
             self._typical_run_seconds,
         )
+
+    @property
+    def batchable(self) -> bool:
+        """Whether every input and output starts with the same named dynamic axis."""
+        return self._batchable
 
     @property
     def typical_run_seconds(self) -> float:

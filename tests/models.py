@@ -20,8 +20,12 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-def tiny_classifier(path: Path) -> Path:
-    """x FP32 [N, 3] -> probs FP32 [N, 4] (MatMul + Softmax) and logits FP32 [N, 4]."""
+def tiny_classifier(path: Path, output_batch_dim: str = "N") -> Path:
+    """x FP32 [N, 3] -> probs FP32 [N, 4] (MatMul + Softmax) and logits FP32 [N, 4].
+
+    ``output_batch_dim`` names the outputs' first axis (another name: the graph no longer says
+    that it is the inputs' batch axis, so a node does not batch the model).
+    """
     weights = numpy_helper.from_array((np.arange(12, dtype=np.float32).reshape(3, 4) - 6) / 10, "W")
     graph = helper.make_graph(
         [
@@ -31,8 +35,8 @@ def tiny_classifier(path: Path) -> Path:
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
         [
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4]),
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [output_batch_dim, 4]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [output_batch_dim, 4]),
         ],
         [weights],
     )

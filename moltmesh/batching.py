@@ -1,0 +1,264 @@
+"""Dynamic batching: requests for one model that arrive together run as one batch.
+
+A busy node answers many small requests for the same model at once (32 cameras, one patch each).
+Run one by one, each pays onnxruntime's per-call cost and evicts the HTTP stack's working set
+from the CPU caches; stacked along the batch axis they run as one call. Nothing waits for a batch
+to fill: a batch holds the requests that joined it before the event loop's next turn.
+
+Contract (``Batcher``; loop-confined, call it on the event loop's thread):
+
+- ``join(inputs, outputs, deadline)`` returns a future for the request's outputs, or ``None``
+  when the request should run on its own (its inputs disagree on the batch size, or the batcher
+  is idle: see below). Requests join the open batch of the same *shape key* (input names,
+  dtypes, every dimension but the first, requested outputs) while it holds fewer than
+  ``max_batch`` rows.
+- A batch opened in one turn of the loop asks the ``Executor`` for a slot in the next one, after
+  every request of the current turn has had its chance to join, and stays open to newcomers
+  until it has the slot (a busy model collects a bigger batch). Then it runs
+  (``executor.run(inputs, outputs, deadline)`` with the rows stacked in joining order and the
+  latest member deadline) and each future gets its own rows of every output (views, no copies).
+  A member whose deadline (``time.monotonic()``) has passed when its batch starts gets
+  ``DeadlineExceeded`` instead of running.
+- A request cancelled before its batch runs is left out; one cancelled later is ignored.
+- Whatever ``run`` raises is every member's error, except ``InvalidInput`` (one member's
+  values may be what the model rejects) and outputs without the batch's rows: then each member
+  runs again on its own, so each gets its own answer or error.
+- Idle detection, so a lone client never pays for a batch: after ``IDLE_AFTER`` batches in a
+  row that held one request, ``join`` answers ``None`` except for every ``PROBE_EVERY``-th
+  request, which opens a batch again; a probe that collects a second request turns batching on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from moltmesh.errors import DeadlineExceeded
+from runtimes.errors import InvalidInput, RunFailed
+
+Outputs = dict[str, np.ndarray]
+
+IDLE_AFTER = 8  # single-request batches in a row before the batcher goes idle
+PROBE_EVERY = 16  # while idle, every this many-th request opens a batch to look for company
+
+
+class Executor(Protocol):
+    """Where batches run: execution slots and the run itself (the owner's admission and threads).
+
+    Loop-confined like the batcher.
+    """
+
+    async def acquire(self) -> None:
+        """Take an execution slot, waiting as long as it takes (cancellable)."""
+
+    def release(self) -> None:
+        """Give back a slot taken with ``acquire`` and not used."""
+
+    async def run(
+        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, deadline: float
+    ) -> Outputs:
+        """Run with a slot held (from ``acquire``); the slot is freed when the run ends."""
+        ...
+
+
+class _Batch:
+    """Requests waiting to run together: their inputs, row counts and futures, in join order."""
+
+    __slots__ = ("deadlines", "futures", "inputs", "key", "outputs", "rows", "total")
+
+    def __init__(self, key: tuple[Any, ...], outputs: Sequence[str] | None) -> None:
+        self.key = key
+        self.outputs = outputs
+        self.inputs: list[Mapping[str, np.ndarray]] = []
+        self.rows: list[int] = []
+        self.deadlines: list[float] = []
+        self.futures: list[asyncio.Future[Outputs]] = []
+        self.total = 0
+
+
+class Batcher:
+    """Coalesces concurrent requests for one model into batched runs (see the module contract).
+
+    ``executor`` runs one (possibly stacked) request and returns its outputs; the owner supplies
+    admission, slots and the choice of thread. ``on_batch(size)`` is told the number of requests
+    in each batch that runs (for metrics).
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        max_batch: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 2:
+            raise ValueError(f"max_batch must be at least 2, got {max_batch}")
+        self._executor = executor
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._open: dict[tuple[Any, ...], _Batch] = {}
+        self._active = True
+        self._singles = 0
+        self._until_probe = 0
+
+    @property
+    def active(self) -> bool:
+        """True while requests are being batched (False: idle, only probes open batches)."""
+        return self._active
+
+    def join(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, deadline: float
+    ) -> asyncio.Future[Outputs] | None:
+        """The future of this request's outputs in a batch, or None to run it on its own."""
+        rows = _rows(inputs)
+        if rows is None or rows > self._max_batch:
+            return None
+        key = _shape_key(inputs, outputs)
+        batch = self._open.get(key)
+        if batch is None or batch.total + rows > self._max_batch:
+            if not self._active:
+                if self._until_probe > 0:
+                    self._until_probe -= 1
+                    return None
+                self._until_probe = PROBE_EVERY - 1
+            batch = _Batch(key, outputs)
+            self._open[key] = batch
+            asyncio.get_running_loop().create_task(self._run(batch))
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        batch.inputs.append(inputs)
+        batch.rows.append(rows)
+        batch.deadlines.append(deadline)
+        batch.futures.append(future)
+        batch.total += rows
+        return future
+
+    async def _run(self, batch: _Batch) -> None:
+        """Take a slot for ``batch`` (open to newcomers meanwhile), close it, run its members."""
+        try:
+            await self._executor.acquire()
+        except BaseException as exc:
+            self._close(batch)
+            for future in batch.futures:
+                _fail(future, exc)
+            raise
+        self._close(batch)
+        self._learn(len(batch.futures))
+        now = time.monotonic()
+        live = []
+        for i, future in enumerate(batch.futures):
+            if future.done():
+                continue
+            if batch.deadlines[i] <= now:
+                future.set_exception(DeadlineExceeded("deadline passed before the batch ran"))
+            else:
+                live.append(i)
+        if not live:
+            self._executor.release()
+            return
+        if len(live) == 1:
+            i = live[0]
+            await self._run_alone(
+                batch.inputs[i], batch.outputs, batch.deadlines[i], batch.futures[i], held=True
+            )
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(live))
+        names = list(batch.inputs[live[0]])
+        stacked = {n: np.concatenate([batch.inputs[i][n] for i in live]) for n in names}
+        try:
+            deadline = max(batch.deadlines[i] for i in live)
+            result = await self._executor.run(stacked, batch.outputs, deadline)
+        except InvalidInput:
+            result = None
+        except BaseException as exc:
+            for i in live:
+                _fail(batch.futures[i], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        total = sum(batch.rows[i] for i in live)
+        if result is None or any(a.ndim == 0 or a.shape[0] != total for a in result.values()):
+            for i in live:  # each on its own, for its own answer or error
+                await self._run_alone(
+                    batch.inputs[i], batch.outputs, batch.deadlines[i], batch.futures[i]
+                )
+            return
+        start = 0
+        for i in live:
+            end = start + batch.rows[i]
+            future = batch.futures[i]
+            if not future.done():
+                future.set_result({name: a[start:end] for name, a in result.items()})
+            start = end
+
+    async def _run_alone(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        deadline: float,
+        future: asyncio.Future[Outputs],
+        held: bool = False,
+    ) -> None:
+        """Run one member on its own (``held``: its slot is taken already)."""
+        try:
+            if not held:
+                await self._executor.acquire()
+            result = await self._executor.run(dict(inputs), outputs, deadline)
+        except BaseException as exc:
+            _fail(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not future.done():
+            future.set_result(result)
+
+    def _close(self, batch: _Batch) -> None:
+        if self._open.get(batch.key) is batch:
+            del self._open[batch.key]
+
+    def _learn(self, size: int) -> None:
+        """Idle detection from the size of each batch that closes."""
+        if size > 1:
+            self._active = True
+            self._singles = 0
+            return
+        self._singles += 1
+        if self._active and self._singles >= IDLE_AFTER:
+            self._active = False
+            self._until_probe = PROBE_EVERY - 1
+
+
+def _fail(future: asyncio.Future[Outputs], exc: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(exc, Exception):
+        future.set_exception(exc)
+    else:  # cancellation of the batch's task: the members cannot be answered
+        future.set_exception(
+            RunFailed("batch", f"the batch was interrupted ({type(exc).__name__})")
+        )
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
+    """The batch size the inputs agree on, or None (no inputs, a scalar, or a disagreement)."""
+    rows = None
+    for value in inputs.values():
+        if not isinstance(value, np.ndarray) or value.ndim == 0:
+            return None
+        if rows is None:
+            rows = value.shape[0]
+        elif value.shape[0] != rows:
+            return None
+    return rows or None
+
+
+def _shape_key(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None) -> tuple[Any, ...]:
+    """What must be equal for two requests to stack: names, dtypes, trailing dims, outputs."""
+    wanted = tuple(outputs) if outputs else None
+    if len(inputs) == 1:  # the common case, without sorting
+        for name, value in inputs.items():
+            return (wanted, name, value.dtype, value.shape[1:])
+    return (wanted, *((n, inputs[n].dtype, inputs[n].shape[1:]) for n in sorted(inputs)))

@@ -113,6 +113,9 @@ class Batcher:
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, deadline: float
     ) -> asyncio.Future[Outputs] | None:
         """The future of this request's outputs in a batch, or None to run it on its own."""
+        if not self._active and not self._open and self._until_probe > 0:
+            self._until_probe -= 1  # idle, and no batch to join: the cheapest way out
+            return None
         rows = _rows(inputs)
         if rows is None or rows > self._max_batch:
             return None

@@ -63,7 +63,15 @@ from bench.serve_load import (
     time_call,
 )
 from bench.serve_profile import breakdown, profile_server
-from bench.serve_report import CLIENTS, ENDPOINTS, Cell, floor_label, print_tables, summarise
+from bench.serve_report import (
+    CLIENTS,
+    ENDPOINTS,
+    Cell,
+    floor_label,
+    paced_label,
+    print_tables,
+    summarise,
+)
 from bench.serve_server import bundled_model_present
 from moltmesh import v2
 from moltmesh.client import decode_answer
@@ -152,9 +160,10 @@ def check_answers(binary: tuple[int, dict, bytes], as_json: tuple[int, dict, byt
 
 
 def floor_timings(
-    model_path: str, image: np.ndarray, count: int, intra_op_threads: int | None
+    model_path: str, image: np.ndarray, count: int, intra_op_threads: int | None, idle_us: float
 ) -> dict[str, list[float]]:
-    """``session.run`` with the node's session options, and the node's ``Runtime.run``."""
+    """``session.run`` with the node's session options, back to back and after ``idle_us`` of
+    sleep each (see ``paced_label``), and the node's ``Runtime.run``."""
     import onnxruntime as ort
 
     from runtimes.onnx import OnnxOptions, OnnxRuntime
@@ -172,12 +181,16 @@ def floor_timings(
         session.run(None, feed)
         runtime.run(feed)
     label = floor_label(intra_op_threads)
-    return {
+    out = {
         label: time_call(lambda: session.run(None, feed), count, 5.0),
         label.replace("session.run", "Runtime.run"): time_call(
             lambda: runtime.run(feed), count, 5.0
         ),
     }
+    if intra_op_threads is None and idle_us > 0:
+        run = lambda: session.run(None, feed)  # noqa: E731
+        out[paced_label(idle_us)] = time_call(run, count, 5.0, idle_s=idle_us / 1e6)
+    return out
 
 
 def codec_timings(bodies: dict[str, Request], count: int) -> dict[str, float]:
@@ -297,7 +310,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             for intra in sorted(
                 {s.intra_op_threads for s in specs}, key=lambda i: (i is not None, i)
             ):
-                got = floor_timings(model_path, image, args.floor_count, intra)
+                got = floor_timings(model_path, image, args.floor_count, intra, args.idle_us)
                 for name, values in got.items():
                     floor.setdefault(name, []).extend(values)
             for server in servers:
@@ -352,6 +365,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-seconds", type=float, default=3.0, help="cap per cell and round")
     parser.add_argument("--floor-count", type=int, default=1000, help="session.run per round")
+    parser.add_argument(
+        "--idle-us", type=float, default=150.0,
+        help="also time session.run with the thread asleep this long before each call (as a "
+        "1-client server's loop sleeps between requests); 0 skips it",
+    )  # fmt: skip
     parser.add_argument("--codec-count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the input image")
     parser.add_argument(

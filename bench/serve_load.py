@@ -261,12 +261,20 @@ async def run_lean_load(
     return LoadResult(latencies, clock() - started)
 
 
-def time_call(fn: Callable[[], Any], count: int, max_seconds: float) -> list[float]:
-    """Call ``fn`` up to ``count`` times (stopping after ``max_seconds``); durations in seconds."""
+def time_call(
+    fn: Callable[[], Any], count: int, max_seconds: float, idle_s: float = 0.0
+) -> list[float]:
+    """Call ``fn`` up to ``count`` times (stopping after ``max_seconds``); durations in seconds.
+
+    ``idle_s`` > 0: the thread sleeps that long before each call (untimed), as a server's loop
+    sleeps in epoll between one client's requests, instead of calling back to back.
+    """
     out: list[float] = []
     clock = time.perf_counter
     stop_at = clock() + max_seconds
     while len(out) < count and clock() < stop_at:
+        if idle_s:
+            time.sleep(idle_s)
         t0 = clock()
         fn()
         out.append(clock() - t0)

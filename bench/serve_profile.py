@@ -8,8 +8,9 @@ server CPU per request spent in this component" even when py-spy also samples ti
 spent runnable but waiting for a CPU on a loaded machine (it cannot tell the two apart).
 
 Native code shows up under the innermost Python frame that called it: onnxruntime's kernels
-under ``Session.run``, the event loop's own C code (uvloop, or asyncio's selector and socket
-calls) under ``Runner.run`` or the asyncio frames.
+under ``Session.run`` or, where ``OnnxRuntime.run`` calls the compiled session directly, under
+``OnnxRuntime.run`` (whose own few lines are charged there too), the event loop's own C code
+(uvloop, or asyncio's selector and socket calls) under ``Runner.run`` or the asyncio frames.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from pathlib import Path
 
 # (component, test on the innermost frame "function (path:line)") — first match wins.
 COMPONENTS: list[tuple[str, Callable[[str], bool]]] = [
-    ("onnxruntime `Session.run` (C++ kernels)", lambda f: f.startswith("Session.run (")),
+    (
+        "onnxruntime session run (C++ kernels)",
+        lambda f: f.startswith("Session.run (") or f.startswith("OnnxRuntime.run ("),
+    ),
     ("onnxruntime Python wrapper", lambda f: "onnxruntime/" in f),
     ("`runtimes/` (input checks, `OnnxRuntime.run`)", lambda f: "runtimes/" in f),
     ("moltmesh v2 codec (`v2.py`, its json calls)", lambda f: "moltmesh/v2.py" in f),

@@ -145,6 +145,46 @@ def test_binary_infer_with_requested_outputs(node: NodeProcess):
     np.testing.assert_allclose(logits, tiny_reference(x)["logits"], rtol=1e-5)
 
 
+def test_concurrent_clients_each_get_their_own_answer(node: NodeProcess):
+    """Requests that arrive together may run as one batch: each answer must still be its own."""
+    import asyncio
+
+    import aiohttp
+
+    seed = 5
+    rng = np.random.default_rng(seed)
+    inputs = [
+        rng.standard_normal((int(rng.integers(1, 4)), 3)).astype(np.float32) for _ in range(48)
+    ]
+
+    async def one(session: aiohttp.ClientSession, x: np.ndarray) -> np.ndarray:
+        header = json.dumps(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                         "parameters": {"binary_data_size": x.nbytes}}],
+             "parameters": {"binary_data_output": True}}
+        ).encode()  # fmt: skip
+        headers = {"Authorization": f"Bearer {node.token}", v2.HEADER_LENGTH: str(len(header))}
+        url = node.url + "/v2/models/tiny/infer"
+        async with session.post(url, data=header + x.tobytes(), headers=headers) as r:
+            assert r.status == 200, await r.text()
+            body = await r.read()
+            n = int(r.headers[v2.HEADER_LENGTH])
+        outputs = {o["name"]: o for o in json.loads(body[:n])["outputs"]}
+        sizes = [o["parameters"]["binary_data_size"] for o in json.loads(body[:n])["outputs"]]
+        offset = n + sum(sizes[: list(outputs).index("probs")])
+        return np.frombuffer(body[offset : offset + x.shape[0] * 16], np.float32).reshape(-1, 4)
+
+    async def all_at_once() -> list[np.ndarray]:
+        connector = aiohttp.TCPConnector(limit=len(inputs))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            return await asyncio.gather(*(one(session, x) for x in inputs))
+
+    for x, probs in zip(inputs, asyncio.run(all_at_once()), strict=True):
+        np.testing.assert_allclose(
+            probs, tiny_reference(x)["probs"], rtol=1e-5, err_msg=f"seed {seed}"
+        )
+
+
 def test_tritonclient_works_unchanged(node: NodeProcess):
     import tritonclient.http as httpclient
 

@@ -100,6 +100,7 @@ class Batcher:
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._open: dict[tuple[Any, ...], _Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._active = True
         self._singles = 0
         self._until_probe = 0
@@ -129,7 +130,9 @@ class Batcher:
                 self._until_probe = PROBE_EVERY - 1
             batch = _Batch(key, outputs)
             self._open[key] = batch
-            asyncio.get_running_loop().create_task(self._run(batch))
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         batch.inputs.append(inputs)
         batch.rows.append(rows)

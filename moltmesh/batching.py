@@ -17,8 +17,9 @@ Contract (``Batcher``; loop-confined, call it on the event loop's thread):
   until it has the slot (a busy model collects a bigger batch). Then it runs
   (``executor.run(inputs, outputs, deadline)`` with the rows stacked in joining order and the
   latest member deadline) and each future gets its own rows of every output (views, no copies).
-  A member whose deadline (``time.monotonic()``) has passed when its batch starts gets
-  ``DeadlineExceeded`` instead of running.
+  A member whose deadline (``time.monotonic()``) passes before its batch has answered gets
+  ``DeadlineExceeded`` then (one timer per batch, at its earliest pending deadline); a batch
+  that starts leaves expired members out.
 - A request cancelled before its batch runs is left out; one cancelled later is ignored.
 - Whatever ``run`` raises is every member's error, except ``InvalidInput`` (one member's
   values may be what the model rejects) and outputs without the batch's rows: then each member
@@ -68,7 +69,9 @@ class Executor(Protocol):
 class _Batch:
     """Requests waiting to run together: their inputs, row counts and futures, in join order."""
 
-    __slots__ = ("deadlines", "futures", "inputs", "key", "outputs", "rows", "total")
+    __slots__ = (
+        "armed", "deadlines", "futures", "inputs", "key", "outputs", "rows", "timer", "total"
+    )  # fmt: skip
 
     def __init__(self, key: tuple[Any, ...], outputs: Sequence[str] | None) -> None:
         self.key = key
@@ -78,6 +81,8 @@ class _Batch:
         self.deadlines: list[float] = []
         self.futures: list[asyncio.Future[Outputs]] = []
         self.total = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed = float("inf")  # the deadline the timer is set for
 
 
 class Batcher:
@@ -139,10 +144,41 @@ class Batcher:
         batch.deadlines.append(deadline)
         batch.futures.append(future)
         batch.total += rows
+        if deadline < batch.armed:
+            self._arm(batch, deadline)
         return future
+
+    def _arm(self, batch: _Batch, deadline: float) -> None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+        batch.armed = deadline
+        delay = deadline - time.monotonic()
+        batch.timer = asyncio.get_running_loop().call_later(delay, self._expire, batch)
+
+    def _expire(self, batch: _Batch) -> None:
+        """The batch's timer: fail members whose deadline has passed, re-arm for the next."""
+        batch.timer, batch.armed = None, float("inf")
+        now = time.monotonic()
+        pending = float("inf")
+        for future, deadline in zip(batch.futures, batch.deadlines, strict=True):
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(DeadlineExceeded("deadline passed while its batch ran"))
+            else:
+                pending = min(pending, deadline)
+        if pending < float("inf"):
+            self._arm(batch, pending)
 
     async def _run(self, batch: _Batch) -> None:
         """Take a slot for ``batch`` (open to newcomers meanwhile), close it, run its members."""
+        try:
+            await self._run_batch(batch)
+        finally:
+            if batch.timer is not None:
+                batch.timer.cancel()
+
+    async def _run_batch(self, batch: _Batch) -> None:
         try:
             await self._executor.acquire()
         except BaseException as exc:

@@ -261,7 +261,7 @@ class InferenceService:
             if joined is None:
                 result = await self._execute(runtime, inputs, outputs, deadline)
             else:
-                result = await self._await_batch(joined, deadline)
+                result = await self._await_batch(joined)
         finally:
             self._leave()
         meta = runtime.metadata
@@ -292,27 +292,17 @@ class InferenceService:
         return await self._run_in_pool(runtime, inputs, outputs, deadline)
 
     async def _await_batch(
-        self, joined: asyncio.Future[dict[str, np.ndarray]], deadline: float
+        self, joined: asyncio.Future[dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray]:
-        """This request's rows of its batch's outputs, or ``DeadlineExceeded`` at ``deadline``.
-
-        One timer instead of ``asyncio.wait_for`` (which costs a second future and callbacks
-        per request); the batcher skips a member that has expired.
-        """
+        """This request's rows of its batch's outputs (the batcher enforces the deadline)."""
         self._batched += 1
-        expiry = asyncio.get_running_loop().call_later(
-            deadline - time.monotonic(), self._expire, joined
-        )
         try:
             return await joined
-        finally:
-            expiry.cancel()
-            self._batched -= 1
-
-    def _expire(self, joined: asyncio.Future[dict[str, np.ndarray]]) -> None:
-        if not joined.done():
+        except DeadlineExceeded:
             self._metrics.rejected.labels("deadline").inc()
-            joined.set_exception(DeadlineExceeded("deadline passed while the request's batch ran"))
+            raise
+        finally:
+            self._batched -= 1
 
     async def _wait_for_slot(self, deadline: float) -> None:
         self._waiting += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,6 +96,20 @@ async def test_a_batch_waiting_for_a_slot_takes_newcomers():
     await asyncio.gather(first, *later, overflow)  # type: ignore[arg-type]
     assert run.calls == [4, 1]
     assert run.slots.try_take()  # every slot was given back
+
+
+async def test_a_deadline_that_passes_while_the_batch_waits_fails_that_member_at_once():
+    run = Recorder()
+    await run.acquire()  # the model is busy and stays so until the short deadline has passed
+    batcher = Batcher(run, max_batch=4)
+    patient = batcher.join(rows(1), None, FAR)
+    hurried = batcher.join(rows(2), None, time.monotonic() + 0.05)
+    with pytest.raises(DeadlineExceeded):
+        await hurried  # woken by the batch's timer, not by the batch
+    assert run.calls == [] and not patient.done()  # type: ignore[union-attr]
+    run.release()
+    result = await patient  # type: ignore[misc]
+    assert run.calls == [1] and result["y"][0, 0] == 2.0
 
 
 async def test_a_member_the_model_rejects_fails_alone():

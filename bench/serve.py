@@ -282,7 +282,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     image = sample_image(args.seed)
     specs = server_specs(args)
     cells: dict[tuple[str, str, str, int], Cell] = {}
-    floor: dict[str, list[float]] = {}
+    floor: dict[str, list[list[float]]] = {}  # per round
     info: dict[str, Any] = {"fallback": fallback, "pinned": pin, "servers": {}}
     info["load_before"] = os.getloadavg()[0]
     requests_for = {1: args.requests_1, 32: args.requests_32}
@@ -312,7 +312,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 got = floor_timings(model_path, image, args.floor_count, intra, args.idle_us)
                 for name, values in got.items():
-                    floor.setdefault(name, []).extend(values)
+                    floor.setdefault(name, []).append(values)
             for server in servers:
                 reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
                 reqs["hello"] = Request("GET", server.ready["hello_url"], {})
@@ -357,7 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(CLIENTS),
         help="load generators, comma-separated: lean (judged), aiohttp (for comparison)",
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests-1", type=int, default=800, help="per round, 1 client")
     parser.add_argument("--requests-32", type=int, default=2500, help="per round, 32 clients")
     parser.add_argument(

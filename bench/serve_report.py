@@ -40,12 +40,14 @@ class Cell:
     """Measurements of one (server, endpoint, clients) combination, pooled over rounds."""
 
     latencies: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)  # the same latencies, per round
     rates: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
 
     def add(self, latencies: list[float], rate: float, server_cpu_s: float, client_cpu_s: float):
         self.latencies += latencies
+        self.rounds.append(latencies)
         self.rates.append(rate)
         self.server_cpu_s += server_cpu_s
         self.client_cpu_s += client_cpu_s
@@ -62,6 +64,26 @@ class Cell:
     def cpu_us(self, spent_s: float) -> float:
         return spent_s / len(self.latencies) * US
 
+    def round_p50s(self) -> list[float]:
+        """The p50 latency in µs of each round."""
+        return [percentile(r, 50) * US for r in self.rounds]
+
+
+def paired_overhead(hello: Cell, infer: Cell, run: list[list[float]]) -> float:
+    """Median over rounds of p50(infer) − p50(hello) − p50(run), each from the same round.
+
+    Pairing within a round cancels the drift of a shared machine between rounds.
+    """
+    runs = [percentile(r, 50) * US for r in run]
+    return statistics.median(
+        i - h - r for h, i, r in zip(hello.round_p50s(), infer.round_p50s(), runs, strict=True)
+    )
+
+
+def paired_ratio(hello: Cell, infer: Cell) -> float:
+    """Median over rounds of req/s(infer) / req/s(hello), each pair from the same round."""
+    return statistics.median(i / h for h, i in zip(hello.rates, infer.rates, strict=True))
+
 
 def floor_label(intra_op_threads: int | None) -> str:
     """The floor row measured with the node's default session options, or with ``intra N``."""
@@ -73,25 +95,26 @@ def paced_label(idle_us: float) -> str:
     return f"session.run, after {idle_us:.0f} µs idle"
 
 
-def _floor_rows(floor: dict[str, list[float]]) -> list[list[str]]:
+def _floor_rows(floor: dict[str, list[list[float]]]) -> list[list[str]]:
+    pooled = {name: [x for r in rounds for x in r] for name, rounds in floor.items()}
     return [["(in-process)", "", name, "1", f"{percentile(v, 50) * US:.0f}",
              f"{percentile(v, 99) * US:.0f}", f"{len(v) / sum(v):,.0f}", "", ""]
-            for name, v in floor.items()]  # fmt: skip
+            for name, v in pooled.items()]  # fmt: skip
 
 
 def _overhead(cells: dict[tuple[str, str, str, int], Cell], label: str, client: str,
-              run_p50: float) -> float | None:  # fmt: skip
-    """p50(infer binary) − p50(hello) − p50(session.run) at 1 client, or None if not measured."""
+              run: list[list[float]]) -> float | None:  # fmt: skip
+    """``paired_overhead`` of infer binary at 1 client, or None if not measured."""
     hello, binary = cells.get((label, client, "hello", 1)), cells.get((label, client, "binary", 1))
     if hello is None or binary is None:
         return None
-    return binary.p(50) - hello.p(50) - run_p50
+    return paired_overhead(hello, binary, run)
 
 
 def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[str]], str]:
     """Rows of the main table (header first), and the Markdown body for docs/benchmarks.md."""
     cells: dict[tuple[str, str, str, int], Cell] = res["cells"]
-    floor: dict[str, list[float]] = res["floor"]
+    floor: dict[str, list[list[float]]] = res["floor"]
     info, specs = res["info"], res["specs"]
     header = ["server", "client", "endpoint", "clients", "p50 µs", "p99 µs", "req/s",
               "server CPU µs/req", "client CPU µs/req"]  # fmt: skip
@@ -104,18 +127,18 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
     for spec in specs:
         hello1, bin1, json1 = (cells[(spec.label, "lean", e, 1)] for e in ENDPOINTS)
         hello32, bin32, json32 = (cells[(spec.label, "lean", e, 32)] for e in ENDPOINTS)
-        run_p50 = percentile(floor[floor_label(spec.intra_op_threads)], 50) * US
-        overhead = bin1.p(50) - hello1.p(50) - run_p50
+        run = floor[floor_label(spec.intra_op_threads)]
+        run_p50 = statistics.median(percentile(r, 50) * US for r in run)
+        overhead = paired_overhead(hello1, bin1, run)
         paced = floor.get(paced_label(args.idle_us)) if spec.intra_op_threads is None else None
-        paced_overhead = (f"{bin1.p(50) - hello1.p(50) - percentile(paced, 50) * US:.0f} µs"
-                          if paced else "n/a")  # fmt: skip
-        with_aiohttp = _overhead(cells, spec.label, "aiohttp", run_p50)
+        paced_overhead = f"{paired_overhead(hello1, bin1, paced):.0f} µs" if paced else "n/a"
+        with_aiohttp = _overhead(cells, spec.label, "aiohttp", run)
         aio_hello32 = cells.get((spec.label, "aiohttp", "hello", 32))
         aio_bin32 = cells.get((spec.label, "aiohttp", "binary", 32))
-        aio_ratio = (f"{aio_bin32.rate / aio_hello32.rate:.2f}×" if aio_hello32 and aio_bin32
+        aio_ratio = (f"{paired_ratio(aio_hello32, aio_bin32):.2f}×" if aio_hello32 and aio_bin32
                      else "n/a")  # fmt: skip
         cpu_overhead = bin1.cpu_us(bin1.server_cpu_s) - hello1.cpu_us(hello1.server_cpu_s) - run_p50
-        ratio = bin32.rate / hello32.rate
+        ratio = paired_ratio(hello32, bin32)
         ok1, ok2 = overhead <= OVERHEAD_TARGET_US, ratio >= RATE_TARGET
         if spec.judged:
             verdicts += [ok1, ok2]
@@ -129,7 +152,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
             f"| {spec.label}{_kind(spec)} | {overhead:.0f} µs "
             f"{_mark(ok1)} | {paced_overhead} | {cpu_overhead:.0f} µs | "
             f"{ratio:.2f}× {_mark(ok2)} | "
-            f"{json1.p(50) - bin1.p(50):.0f} µs | {json32.rate / hello32.rate:.2f}× | "
+            f"{json1.p(50) - bin1.p(50):.0f} µs | {paired_ratio(hello32, json32):.2f}× | "
             + (f"{with_aiohttp:.0f} µs" if with_aiohttp is not None else "n/a")
             + f" | {aio_ratio} |"
         )
@@ -175,7 +198,10 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "",
         "Targets (binary tensors, judged with the `lean` client): overhead = p50(infer) − "
         "p50(hello) − p50(session.run with the same session options) at 1 client, target ≤ 150 "
-        "µs; req/s ratio infer / hello at 32 clients, target ≥ 0.35×. The third column takes "
+        "µs; req/s ratio infer / hello at 32 clients, target ≥ 0.35×. Both are paired: "
+        "computed within each round from that round's cells (measured minutes apart at most) "
+        "and then the median over rounds is taken, so drift of the shared machine between "
+        "rounds cancels. The third column takes "
         f"the `{paced_label(args.idle_us)}` row as p50(run) instead: the same session, but the "
         "thread sleeps before each call as a 1-client server's loop sleeps between requests "
         "(on this VM a run that follows an idle CPU is slower than one in a busy loop, which "

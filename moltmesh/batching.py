@@ -12,9 +12,11 @@ Contract (``Batcher``; loop-confined, call it on the event loop's thread):
   is idle: see below). Requests join the open batch of the same *shape key* (input names,
   dtypes, every dimension but the first, requested outputs) while it holds fewer than
   ``max_batch`` rows.
-- A batch opened in one turn of the loop asks the ``Executor`` for a slot in the next one, after
-  every request of the current turn has had its chance to join, and stays open to newcomers
-  until it has the slot (a busy model collects a bigger batch). Then it runs
+- A batch stays open to newcomers while it grows: it opens in one turn of the loop and, every
+  two turns (a request read in one turn reaches ``join`` in the next), closes if nobody joined
+  meanwhile or it is full; then it asks the ``Executor`` for a slot and still takes newcomers
+  until it has one (a busy model collects a bigger batch). A burst of requests that arrive over
+  a few turns thus runs as one batch, at the price of two turns per growth step. Then it runs
   (``executor.run(inputs, outputs, deadline)`` with the rows stacked in joining order and the
   latest member deadline) and each future gets its own rows of every output (views, no copies).
   A member whose deadline (``time.monotonic()``) passes before its batch has answered gets
@@ -180,6 +182,12 @@ class Batcher:
 
     async def _run_batch(self, batch: _Batch) -> None:
         try:
+            while batch.total < self._max_batch:
+                before = batch.total
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if batch.total == before:
+                    break
             await self._executor.acquire()
         except BaseException as exc:
             self._close(batch)

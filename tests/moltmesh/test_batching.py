@@ -72,6 +72,21 @@ async def test_requests_of_one_turn_run_as_one_batch_and_get_their_own_rows():
         np.testing.assert_array_equal(result["y"], [[2 * i], [2 * i + 1]])
 
 
+async def test_a_batch_grows_while_requests_keep_arriving_then_closes_when_quiet():
+    run = Recorder()
+    batcher = Batcher(run, max_batch=32)
+    futures = [batcher.join(rows(0), None, FAR)]
+    for v in range(1, 6):  # one more request every turn, as a burst read over several turns
+        await asyncio.sleep(0)
+        futures.append(batcher.join(rows(v), None, FAR))
+    for _ in range(5):  # quiet for a full growth step (two turns): the batch closes and runs
+        await asyncio.sleep(0)
+    late = batcher.join(rows(9), None, FAR)
+    results = await asyncio.gather(*futures, late)  # type: ignore[arg-type]
+    assert run.calls == [6, 1]
+    assert [r["y"][0, 0] for r in results] == [0, 2, 4, 6, 8, 10, 18]
+
+
 async def test_different_shapes_and_outputs_do_not_mix_and_max_batch_splits():
     run = Recorder()
     batcher = Batcher(run, max_batch=2)

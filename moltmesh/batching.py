@@ -2,8 +2,9 @@
 
 A busy node answers many small requests for the same model at once (32 cameras, one patch each).
 Run one by one, each pays onnxruntime's per-call cost and evicts the HTTP stack's working set
-from the CPU caches; stacked along the batch axis they run as one call. Nothing waits for a batch
-to fill: a batch holds the requests that joined it before the event loop's next turn.
+from the CPU caches; stacked along the batch axis they run as one call. No timer waits for a
+batch to fill: a batch holds the requests that arrive while it keeps growing, turn by turn of
+the event loop, and while its model is busy.
 
 Contract (``Batcher``; loop-confined, call it on the event loop's thread):
 
@@ -92,7 +93,7 @@ class Batcher:
 
     ``executor`` runs one (possibly stacked) request and returns its outputs; the owner supplies
     admission, slots and the choice of thread. ``on_batch(size)`` is told the number of requests
-    in each batch that runs (for metrics).
+    in each batch that runs (for metrics). ``model`` names the model in errors.
     """
 
     def __init__(
@@ -100,12 +101,14 @@ class Batcher:
         executor: Executor,
         max_batch: int,
         on_batch: Callable[[int], None] | None = None,
+        model: str = "model",
     ) -> None:
         if max_batch < 2:
             raise ValueError(f"max_batch must be at least 2, got {max_batch}")
         self._executor = executor
         self._max_batch = max_batch
         self._on_batch = on_batch
+        self._model = model
         self._open: dict[tuple[Any, ...], _Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._active = True
@@ -192,7 +195,7 @@ class Batcher:
         except BaseException as exc:
             self._close(batch)
             for future in batch.futures:
-                _fail(future, exc)
+                self._fail(future, exc)
             raise
         self._close(batch)
         self._learn(len(batch.futures))
@@ -225,7 +228,7 @@ class Batcher:
             result = None
         except BaseException as exc:
             for i in live:
-                _fail(batch.futures[i], exc)
+                self._fail(batch.futures[i], exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -258,12 +261,21 @@ class Batcher:
                 await self._executor.acquire()
             result = await self._executor.run(dict(inputs), outputs, deadline)
         except BaseException as exc:
-            _fail(future, exc)
+            self._fail(future, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         if not future.done():
             future.set_result(result)
+
+    def _fail(self, future: asyncio.Future[Outputs], exc: BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(exc, Exception):
+            future.set_exception(exc)
+        else:  # cancellation of the batch's task: the members cannot be answered
+            reason = f"its batch was interrupted ({type(exc).__name__})"
+            future.set_exception(RunFailed(self._model, reason))
 
     def _close(self, batch: _Batch) -> None:
         if self._open.get(batch.key) is batch:
@@ -279,17 +291,6 @@ class Batcher:
         if self._active and self._singles >= IDLE_AFTER:
             self._active = False
             self._until_probe = PROBE_EVERY - 1
-
-
-def _fail(future: asyncio.Future[Outputs], exc: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(exc, Exception):
-        future.set_exception(exc)
-    else:  # cancellation of the batch's task: the members cannot be answered
-        future.set_exception(
-            RunFailed("batch", f"the batch was interrupted ({type(exc).__name__})")
-        )
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:

@@ -175,7 +175,10 @@ class InferenceService:
                 if runtime.batchable and self._config.max_batch > 1:
                     sizes = self._metrics.batch_requests.labels(entry.name)
                     self._batchers[runtime] = Batcher(
-                        _ModelExecutor(self, runtime), self._config.max_batch, sizes.observe
+                        _ModelExecutor(self, runtime),
+                        self._config.max_batch,
+                        sizes.observe,
+                        model=entry.name,
                     )
                 log_event(
                     log, "model.loaded", model=entry.name, version=version, variant=variant,

@@ -61,6 +61,7 @@ __all__ = [
     "EventKind",
     "FutureRevisionError",
     "KeyValue",
+    "KvCapture",
     "KvResult",
     "KvStore",
     "Ok",
@@ -254,16 +255,20 @@ class KvStore:
 
     def snapshot(self) -> bytes:
         """The whole state as deterministic, sealed bytes (same applied entries → same bytes)."""
-        snap = KvSnapshot(
-            SNAPSHOT_FORMAT,
+        return self.capture().encode()
+
+    def capture(self) -> KvCapture:
+        """The state as of now, held without copying the values (they are immutable): its
+        ``encode()`` gives what ``snapshot()`` gives now, whatever is applied meanwhile, and may
+        run on another thread (a driver encodes a large store off its event loop)."""
+        return KvCapture(
             self._applied,
             self._revision,
             self._compacted,
             self._retain,
-            tuple(self.items()),
+            list(self._keys.values()),
             tuple(self._events),
         )
-        return seal(KV_SNAPSHOT_CODEC.encode(snap))
 
     @classmethod
     def restore(cls, data: bytes) -> KvStore:
@@ -281,3 +286,42 @@ class KvStore:
         store._keys = {kv.key: kv for kv in snap.keys}
         store._events = list(snap.events)
         return store
+
+
+class KvCapture:
+    """A ``KvStore``'s state at one applied index (``KvStore.capture``), to encode later."""
+
+    __slots__ = ("applied_index", "compacted", "events", "keys", "retain", "revision")
+
+    def __init__(
+        self,
+        applied_index: int,
+        revision: int,
+        compacted: int,
+        retain: int,
+        keys: list[KeyValue],
+        events: tuple[Event, ...],
+    ) -> None:
+        self.applied_index = applied_index
+        self.revision = revision
+        self.compacted = compacted
+        self.retain = retain
+        self.keys = keys
+        self.events = events
+
+    def encode(self) -> bytes:
+        """The sealed snapshot bytes (``KvStore.snapshot`` of the store when captured)."""
+        snap = KvSnapshot(
+            SNAPSHOT_FORMAT,
+            self.applied_index,
+            self.revision,
+            self.compacted,
+            self.retain,
+            tuple(sorted(self.keys, key=_key_of)),
+            self.events,
+        )
+        return seal(KV_SNAPSHOT_CODEC.encode(snap))
+
+
+def _key_of(kv: KeyValue) -> str:
+    return kv.key

@@ -39,6 +39,7 @@ from moltmesh.inference import InferenceService, InferResult
 from moltmesh.logs import log_event
 from moltmesh.mesh.http import MeshRef, add_mesh_routes
 from moltmesh.metrics import NodeMetrics
+from moltmesh.raft.compaction import settle_gc
 from moltmesh.raft.http import RaftRef, add_raft_routes
 from runtimes.repository import ModelRepository
 
@@ -124,6 +125,7 @@ class Node:
         except BaseException:
             await self.stop()
             raise
+        settle_gc(full=True)  # what start built lives on: full collections skip it
         log_event(
             log, "node.started", node=self.node_id, tier=tier, models=self._service.model_names(),
             api=self.api_url, startup_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -13,7 +13,10 @@ A leader's Ready that only commits (no entries) applies and wakes its clients be
 messages are written (they follow in a callback queued behind the clients' wake-ups, still ahead
 of the next Ready). Everything that arrived since the last Ready (messages, proposals, ticks)
 goes out in the next one: batching falls out of the loop (one append per follower and one
-fsync cover every proposal made meanwhile).
+fsync cover every proposal made meanwhile). A write that fsyncs runs on a WAL thread of its
+own while this loop waits for it without blocking: messages are received and stepped and
+clients propose meanwhile, so the disk's time is when the next batch gathers (the core may be
+stepped while a Ready is outstanding; the next Ready is taken only after ``advance``).
 
 Outcomes of a proposal (what the HTTP layer maps to status codes):
 
@@ -29,6 +32,7 @@ every write acknowledged before the read began.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import heapq
 import itertools
@@ -45,8 +49,9 @@ from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
 from consensus.raft_types import ConfChanged, LeaderChanged, ReadIndexFailed, Ready, Role
 from moltmesh.logs import log_event
+from moltmesh.raft.compaction import Compactor
 from moltmesh.raft.tasks import cancel_and_wait
-from moltmesh.raft.wal import DiskStorage
+from moltmesh.raft.wal import DiskStorage, PendingWrite
 
 log = logging.getLogger("moltmesh.raft")
 
@@ -81,7 +86,6 @@ class Stats:
     proposals_failed: int = 0
     reads: int = 0
     readies: int = 0
-    snapshots: int = 0
     snapshots_refused: int = 0  # installed snapshots that did not restore: not persisted
     fsync_count: int = 0
     fsync_sum: float = 0.0
@@ -93,6 +97,16 @@ class Stats:
         for i, b in enumerate(FSYNC_BUCKETS):
             if seconds <= b:
                 self.fsync_buckets[i] += 1
+
+
+@dataclass(slots=True)
+class _ReadyStep:
+    """A Ready between its disk write and the rest (see ``RaftDriver._handle_ready``)."""
+
+    node: RaftNode
+    after_apply: bool
+    restored: KvStore | None
+    write: PendingWrite | None
 
 
 @dataclass
@@ -126,12 +140,14 @@ class RaftDriver:
         self.config = config
         self._send = send
         self.snapshot_entries = snapshot_entries
+        self.compactor = Compactor(storage, snapshot_entries, self._wake_threadsafe)
         self.stats = Stats()
         storage.fsync_hook = self.stats.observe_fsync
         if bootstrap and self.is_empty():
             entries, hs = bootstrap_entries([node_id])
             storage.save(hs, entries)
             log_event(log, "raft.bootstrapped", node=node_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
         if storage.has_snapshot():
             self.kv = KvStore.restore(storage.snapshot().data)
         else:
@@ -147,6 +163,9 @@ class RaftDriver:
         self._applied = asyncio.Event()  # set and replaced on every apply
         self._leader_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._disk: concurrent.futures.ThreadPoolExecutor | None = None
+        """The WAL thread: fsyncing writes run there (``_handle_ready_async``)."""
+        self._disk_job: concurrent.futures.Future[None] | None = None
         self.on_conf_change: Callable[[], None] | None = None
 
     def is_empty(self) -> bool:
@@ -176,11 +195,22 @@ class RaftDriver:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.compactor.start(self.node_id)
+        if self.storage.fsync and self._disk is None:
+            self._disk = concurrent.futures.ThreadPoolExecutor(1, f"raft-wal-{self.node_id}")
         self._task = asyncio.create_task(self._run(), name=f"raft-{self.node_id}")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        job, self._disk_job = self._disk_job, None
+        if job is not None:  # a write still running on the WAL thread ends before the close
+            concurrent.futures.wait([job])  # (at most one fsync; a queued one was cancelled)
+        if self._disk is not None:
+            self._disk.shutdown(wait=True)
+            self._disk = None
+        self.compactor.stop()
         for p in self._proposals.values():
             if not p.future.done():
                 p.future.set_exception(OutcomeUnknown("the node stopped"))
@@ -329,6 +359,7 @@ class RaftDriver:
     async def _run(self) -> None:
         late_check = False  # an overdue election timer got its one look at the network
         while True:
+            self.compactor.poll()  # between Readies: no log write is prepared
             node = self.node  # replaced once by a late ``bootstrap``
             now = now_us()
             deadline = node.next_deadline()
@@ -347,7 +378,7 @@ class RaftDriver:
             expiry = self._expire_proposals()
             if node.has_ready():
                 try:
-                    self._handle_ready(node.ready())
+                    await self._handle_ready_async(node.ready())
                 except Exception:
                     log.exception("raft ready handling failed; stopping the driver")
                     raise
@@ -362,6 +393,36 @@ class RaftDriver:
                     await self._wake.wait()
 
     def _handle_ready(self, rd: Ready) -> None:
+        """Handle ``rd`` whole on this thread (the disk write included)."""
+        step = self._ready_persist(rd)
+        if step is None:
+            return
+        if step.write is not None:
+            self.storage.write(step.write)
+        self._ready_apply(rd, step)
+
+    async def _handle_ready_async(self, rd: Ready) -> None:
+        """Handle ``rd``; a write that fsyncs runs on the WAL thread, so this loop keeps
+        receiving messages and proposals meanwhile (they go out in the next Ready: the batch
+        grows while the disk works)."""
+        step = self._ready_persist(rd)
+        if step is None:
+            return
+        w = step.write
+        if w is not None:
+            if w.fsync and self._disk is not None:
+                job = self._disk.submit(self.storage.write, w)
+                self._disk_job = job
+                await asyncio.wrap_future(job)
+                self._disk_job = None
+            else:
+                self.storage.write(w)
+        self._ready_apply(rd, step)
+
+    def _ready_persist(self, rd: Ready) -> _ReadyStep | None:
+        """Steps 0 and 1 up to the disk write: the leader's early messages, a snapshot
+        installed, the write prepared; ``None`` when the Ready was refused (its snapshot did
+        not restore)."""
         self.stats.readies += 1
         node = self.node
         restored: KvStore | None = None
@@ -370,7 +431,7 @@ class RaftDriver:
                 restored = KvStore.restore(rd.snapshot.data)
             except DecodeError as e:  # SnapshotCorruptError included
                 self._refuse_snapshot(rd, e)
-                return
+                return None
         # A leader's Ready that only commits (nothing to persist alongside, so nothing for the
         # followers' disks to overlap with) answers its clients first: its messages (the new
         # commit index) are sent by a callback queued after the clients' wake-ups.
@@ -383,18 +444,27 @@ class RaftDriver:
             self._send_grouped(rd.messages[: rd.early])
         # 1. persist (snapshot, hard state, entries), one fsync
         if rd.snapshot is not None:
+            self.compactor.wait()  # the leader's snapshot replaces ours
             self.storage.apply_snapshot(rd.snapshot)
-        self.storage.save(rd.hard_state, rd.entries)
+        return _ReadyStep(
+            node, after_apply, restored, self.storage.prepare(rd.hard_state, rd.entries)
+        )
+
+    def _ready_apply(self, rd: Ready, step: _ReadyStep) -> None:
+        """Steps 2 to 5, once the write is durable: send, apply, reads, advance."""
+        node = step.node
+        if step.write is not None:
+            self.storage.finish(step.write)
         # 2. send what had to wait for the disk
-        if after_apply:
+        if step.after_apply:
             if rd.messages:
                 # FIFO with the loop's other callbacks: before this loop's next Ready
                 asyncio.get_running_loop().call_soon(self._send_grouped, rd.messages)
         elif len(rd.messages) > rd.early:
             self._send_grouped(rd.messages[rd.early :])
         # 3. apply
-        if restored is not None:
-            self.kv = restored
+        if step.restored is not None:
+            self.kv = step.restored
         for e in rd.committed:
             self._apply(e)
         # 4. reads
@@ -421,9 +491,15 @@ class RaftDriver:
         if rd.committed or rd.snapshot is not None:
             ev_applied, self._applied = self._applied, asyncio.Event()
             ev_applied.set()
-            self._maybe_snapshot()
+            self.compactor.maybe_start(self.node.applied_index, self.node.conf_state, self.kv)
         if conf_changed and self.on_conf_change is not None:
             self.on_conf_change()
+
+    def _wake_threadsafe(self) -> None:
+        """Wake the Ready loop from another thread (a snapshot file is written)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     def _refuse_snapshot(self, rd: Ready, error: Exception) -> None:
         """A snapshot handed over whole that does not restore: nothing of this Ready is
@@ -459,19 +535,6 @@ class RaftDriver:
             p.future.set_exception(
                 Unavailable(f"not applied: leadership changed (entry {e.index} is another's)")
             )
-
-    def _maybe_snapshot(self) -> None:
-        applied = self.node.applied_index
-        if applied - max(self.storage.snapshot_index(), self.storage.first_index() - 1) < (
-            self.snapshot_entries
-        ):
-            return
-        if applied != self.kv.applied_index:
-            return
-        self.storage.save_snapshot(
-            applied, self.node.conf_state, self.kv.snapshot(), keep=min(1000, applied // 4)
-        )
-        self.stats.snapshots += 1
 
     # --- status ----------------------------------------------------------------
 

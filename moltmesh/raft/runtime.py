@@ -190,7 +190,8 @@ class _RaftCollector(Collector):
             ("moltmesh_raft_proposals_failed", "Proposals lost or timed out.",
              s.proposals_failed),
             ("moltmesh_raft_reads", "Linearizable (ReadIndex) reads started here.", s.reads),
-            ("moltmesh_raft_snapshots", "KV snapshots taken (log compactions).", s.snapshots),
+            ("moltmesh_raft_snapshots", "KV snapshots taken (log compactions).",
+             d.compactor.taken),
         ):  # fmt: skip
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)

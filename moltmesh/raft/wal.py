@@ -111,6 +111,22 @@ def _read_records(path: Path, last: bool) -> tuple[list[object], int]:
     return out, pos
 
 
+class PendingWrite:
+    """One ``save`` between its steps: the encoded records, whether to fsync them, and what the
+    in-memory log takes once they are written. ``fsync_seconds``: how long the fsync took."""
+
+    __slots__ = ("blob", "entries", "fsync", "fsync_seconds", "hard_state")
+
+    def __init__(
+        self, blob: bytes, fsync: bool, hard_state: HardState | None, entries: Sequence[Entry]
+    ) -> None:
+        self.blob = blob
+        self.fsync = fsync
+        self.hard_state = hard_state
+        self.entries = entries
+        self.fsync_seconds: float | None = None
+
+
 class DiskStorage:
     """A ``Storage`` for the core, persisted under ``root`` (see the module docstring).
 
@@ -246,9 +262,24 @@ class DiskStorage:
         commit index is a hint that Raft does not need durably (a restarted node learns it
         again from the leader; every entry it covers is already durable), so applying a
         commit never waits for the disk. It becomes durable with the next fsync, and a crash
-        before that only leaves a torn or older commit record, which recovery handles."""
+        before that only leaves a torn or older commit record, which recovery handles.
+
+        ``save`` is ``prepare``, ``write`` and ``finish`` in a row; a driver that waits for the
+        disk off its event loop calls them itself (``write`` on another thread)."""
+        w = self.prepare(hard_state, entries, sync=sync)
+        if w is not None:
+            self.write(w)
+            self.finish(w)
+
+    def prepare(
+        self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = False
+    ) -> PendingWrite | None:
+        """The first step of ``save`` (on the caller's thread): encode the records, start a new
+        segment when the current one is full; ``None`` when there is nothing to write. One
+        prepared write at a time: ``write`` and ``finish`` it before preparing the next, and
+        call nothing else that writes (``save_snapshot``, ``apply_snapshot``) in between."""
         if hard_state is None and not entries:
-            return
+            return None
         old = self.mem.hard_state
         sync = (
             sync
@@ -270,18 +301,29 @@ class DiskStorage:
                 )
             )
         blob = b"".join(parts)
-        assert self._fd is not None
-        os.write(self._fd, blob)
         self._seg_size += len(blob)
-        if self.fsync and sync:
+        return PendingWrite(blob, self.fsync and sync, hard_state, entries)
+
+    def write(self, w: PendingWrite) -> None:
+        """The second step: write the records and fsync them when needed. Touches only the
+        segment file, so it may run on another thread while the caller's thread reads the
+        in-memory log."""
+        assert self._fd is not None
+        os.write(self._fd, w.blob)
+        if w.fsync:
             t0 = time.perf_counter()
             os.fdatasync(self._fd)
-            if self.fsync_hook is not None:
-                self.fsync_hook(time.perf_counter() - t0)
-        if entries:
-            self.mem.append(entries)
-        if hard_state is not None:
-            self.mem.set_hard_state(hard_state)
+            w.fsync_seconds = time.perf_counter() - t0
+
+    def finish(self, w: PendingWrite) -> None:
+        """The last step (on the caller's thread, after ``write`` returned): the in-memory log
+        and hard state take the written records."""
+        if w.fsync_seconds is not None and self.fsync_hook is not None:
+            self.fsync_hook(w.fsync_seconds)
+        if w.entries:
+            self.mem.append(w.entries)
+        if w.hard_state is not None:
+            self.mem.set_hard_state(w.hard_state)
 
     def _write_snapshot_file(self, snap: Snapshot) -> None:
         meta = snap.meta
@@ -317,9 +359,28 @@ class DiskStorage:
 
     def save_snapshot(self, index: int, conf: ConfState, data: bytes, keep: int = 0) -> Snapshot:
         """Snapshot the state machine as of ``index`` and compact the log up to
-        ``index - keep`` (lagging followers may still read the ``keep`` entries before it)."""
-        snap = self.mem.create_snapshot(index, conf, data)
+        ``index - keep`` (lagging followers may still read the ``keep`` entries before it).
+
+        The same as ``write_snapshot`` then ``finish_snapshot``: a driver that writes large
+        snapshots off its event loop calls them itself (``write_snapshot`` on another thread,
+        the snapshot built with ``SnapshotMeta(index, storage.term(index), conf)``)."""
+        snap = Snapshot(SnapshotMeta(index, self.mem.term(index), conf), data)
+        self.write_snapshot(snap)
+        return self.finish_snapshot(snap, keep)
+
+    def write_snapshot(self, snap: Snapshot) -> None:
+        """Write ``snap``'s file durably (tmp, fsync, rename, fsync dir) and remove the older
+        ones. Touches only the snapshot directory, so it may run on another thread while the
+        log is written; no other snapshot may be written or installed meanwhile."""
         self._write_snapshot_file(snap)
+
+    def finish_snapshot(self, snap: Snapshot, keep: int = 0) -> Snapshot:
+        """After ``write_snapshot`` (on the caller's thread, with no write prepared): the
+        in-memory log holds ``snap`` and is compacted up to ``index - keep``; segments holding
+        only compacted entries are removed. Raises ``SnapshotOutOfDateError`` when a newer
+        snapshot is held."""
+        index = snap.meta.index
+        snap = self.mem.create_snapshot(index, snap.meta.conf_state, snap.data)
         upto = max(index - keep, self.mem.first_index() - 1)
         self.mem.compact(upto)
         # drop segments whose entries all lie at or below ``upto`` (the next one starts after)

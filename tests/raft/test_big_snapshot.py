@@ -74,6 +74,13 @@ async def fill(net: FramedNet, count: int = VALUES) -> int:
     return last
 
 
+async def settled(net: FramedNet) -> None:
+    """Wait until no node is writing a snapshot (they are written off the Ready loop): the
+    snapshots a test then looks at, or sends, are the ones its writes made."""
+    await eventually(lambda: not any(n.driver.compactor.busy for n in net.nodes.values()),
+                     30, "snapshots written")  # fmt: skip
+
+
 async def roles(net: FramedNet) -> tuple[LocalNode, LocalNode]:
     """Once 3 voters are in: a voter that does not lead, and the node following by stream."""
     await eventually(
@@ -142,6 +149,7 @@ async def test_lagging_voter_and_follower_catch_up_through_a_snapshot_over_the_f
         cut(net, lagging.id)
         cut(net, follower.id)
         last = await fill(net)
+        await settled(net)
         snap = a.driver.storage.snapshot()
         assert len(snap.data) > MAX_FRAME_BYTES  # the point: no single frame could carry it
         assert a.driver.storage.first_index() > lagging.driver.kv.applied_index + 1
@@ -174,6 +182,7 @@ async def test_corrupt_chunks_are_refused_counted_and_sent_again(tmp_path):
         cut(net, lagging.id)
         cut(net, follower.id)
         last = await fill(net, 40)  # 2.5 MiB: the frame limit is 1 MiB here
+        await settled(net)  # a newer snapshot would restart the transfer the test tampers with
         raft_hits: list[object] = []
         kv_hits: list[object] = []
         raft_tamper = flip_once(InstallSnapshot, lambda m: m.offset > 0, raft_hits)  # type: ignore[attr-defined]
@@ -217,6 +226,7 @@ async def test_a_follow_stream_cut_short_is_refused(tmp_path):
         cut(net, follower.id)
         for i in range(12):
             await a.kv.put(f"k{i}", value(i)[:20_000])
+        await settled(net)  # the log is compacted: the follower needs the snapshot
         hits: list[object] = []
 
         def truncate_once(src: str, dst: str, channel: Channel, body: bytes) -> bytes:

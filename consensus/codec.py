@@ -49,6 +49,9 @@ import msgpack
 
 from consensus.errors import DecodeError, EncodeError, LocalProtocolError
 
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
 MSGPACK_INT_MIN = -(2**63)
 MSGPACK_INT_MAX = 2**64 - 1
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
@@ -403,6 +406,8 @@ class Codec(Generic[T]):
         self._by_id: dict[int, type] = {}
         self._id_of: dict[type, int] = {}
         self._compiler = _Compiler()
+        self._enc: dict[type, tuple[bytes, _Fn]] = {}  # class -> (type byte, encoder)
+        self._dec: dict[int, _Fn] = {}  # type id -> decoder
 
     def register(self, type_id: int) -> Callable[[type[T]], type[T]]:
         """Class decorator: register a frozen, slotted dataclass under ``type_id`` (0–255)."""
@@ -442,18 +447,26 @@ class Codec(Generic[T]):
 
     def encode(self, msg: T) -> bytes:
         """Encode a registered message; raises ``EncodeError`` on schema mismatch or oversize."""
-        tid = self._id_of.get(type(msg))
-        if tid is None:
-            raise EncodeError(f"{self.name}: {type(msg).__name__} is not a registered message")
-        conv = self._compiler.dataclass(type(msg))
+        how = self._enc.get(type(msg))
+        if how is None:
+            how = self._encoder(type(msg))
+        prefix, enc = how
         try:
-            body = msgpack.packb(conv.encode(msg), use_bin_type=True)
+            frame = prefix + _packb(enc(msg), use_bin_type=True)
         except _Invalid as exc:
             raise EncodeError(f"{self.name}: {exc.path(type(msg).__name__)}: {exc}") from None
-        frame = bytes((tid,)) + body
         if len(frame) > self.max_size:
             raise EncodeError(f"{self.name}: frame of {len(frame)} bytes > limit {self.max_size}")
         return frame
+
+    def _encoder(self, cls: type) -> tuple[bytes, _Fn]:
+        """The type byte and compiled encoder of ``cls`` (cached for the next ``encode``)."""
+        tid = self._id_of.get(cls)
+        if tid is None:
+            raise EncodeError(f"{self.name}: {cls.__name__} is not a registered message")
+        how = (bytes((tid,)), self._compiler.dataclass(cls).encode)
+        self._enc[cls] = how
+        return how
 
     def decode(self, data: bytes) -> T:
         """Decode one frame; raises ``DecodeError`` (only) on any invalid input."""
@@ -464,23 +477,26 @@ class Codec(Generic[T]):
         if len(data) < 2:
             raise DecodeError(f"{self.name}: frame too short ({len(data)} bytes)")
         tid = data[0]
-        cls = self._by_id.get(tid)
-        if cls is None:
-            raise DecodeError(f"{self.name}: unknown message type {tid}")
-        conv = self._compiler.dataclass(cls)  # schemas compile at registration time in practice
+        dec = self._dec.get(tid)
+        if dec is None:
+            cls = self._by_id.get(tid)
+            if cls is None:
+                raise DecodeError(f"{self.name}: unknown message type {tid}")
+            dec = self._dec[tid] = self._compiler.dataclass(cls).decode
         try:
-            obj = msgpack.unpackb(
+            obj = _unpackb(
                 memoryview(data)[1:], raw=False, use_list=False, strict_map_key=False, timestamp=0
             )
         except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, ...)
             raise DecodeError(f"{self.name}: malformed msgpack ({type(exc).__name__})") from None
         try:
-            return conv.decode(obj)
+            return dec(obj)  # type: ignore[no-any-return]
         except _Invalid as exc:
-            raise DecodeError(f"{self.name}: {exc.path(cls.__name__)}: {exc}") from None
+            name = self._by_id[tid].__name__
+            raise DecodeError(f"{self.name}: {exc.path(name)}: {exc}") from None
         except Exception as exc:  # defensive: nothing but DecodeError may leave decode()
             raise DecodeError(
-                f"{self.name}: invalid {cls.__name__} ({type(exc).__name__})"
+                f"{self.name}: invalid {self._by_id[tid].__name__} ({type(exc).__name__})"
             ) from None
 
     def check_schemas(self) -> None:

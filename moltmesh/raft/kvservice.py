@@ -45,6 +45,7 @@ from consensus.kv_types import (
 )
 from consensus.messages import decode as decode_raft
 from consensus.messages import encode as encode_raft
+from consensus.raft_types import Role
 from moltmesh.mesh.streams import Peer
 from moltmesh.mesh.wire import MAX_FRAME_BYTES, Channel, Envelope
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
@@ -276,7 +277,22 @@ class ClusterKv:
 
     async def _write(self, cmd: KvCommand, timeout: float | None) -> WriteResult:
         timeout = self.default_timeout if timeout is None else timeout
-        reply = await self.propose(encode_command(cmd), timeout)
+        data = encode_command(cmd)
+        d = self.driver
+        if d.node.role is Role.LEADER:  # proposed here: the result maps straight to ours
+            try:
+                result = await d.propose(data, timeout)
+            except NotLeader:
+                pass  # a transfer under way: the general path finds the leader
+            else:
+                if isinstance(result, Ok):
+                    return WriteResult(result.revision, result.prev, result.changed)
+                if isinstance(result, CasFailed):
+                    assert isinstance(cmd, Cas)
+                    raise CasMismatch(cmd.key, cmd.expected, result.current, result.revision)
+                reason = result.reason if isinstance(result, Rejected) else "not a KV command"
+                raise ValueError(f"rejected by the state machine: {reason}")
+        reply = await self.propose(data, timeout)
         if reply.status is KvStatus.CAS_FAILED:
             assert isinstance(cmd, Cas)
             raise CasMismatch(cmd.key, cmd.expected, reply.current, reply.revision)

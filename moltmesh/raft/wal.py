@@ -293,7 +293,7 @@ class DiskStorage:
             self._new_segment(entries[0].index)
             hard_state = hard_state or self.mem.hard_state  # each segment restates it
         pack = self._packer.pack  # one Packer: packb would build one per record
-        parts = [_frame(pack((_REC_ENTRY, e.index, e.term, e.kind.value, e.data))) for e in entries]
+        parts = [_frame(pack((_REC_ENTRY, e.index, e.term, e.kind, e.data))) for e in entries]
         if hard_state is not None:
             parts.append(
                 _frame(

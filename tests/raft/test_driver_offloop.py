@@ -1,40 +1,37 @@
-"""The driver waits for the disk off its event loop (issue 8, throughput): a write that fsyncs
-runs on the WAL thread while the loop keeps taking proposals, which then go out together in the
-next Ready; a KV snapshot is encoded and written on a thread of its own while the group keeps
-committing, and the log is compacted only once that snapshot is durable."""
+"""What the driver does not make wait on the disk (issue 8, throughput): committed entries it
+already holds durably are applied before the next batch's write; a KV snapshot is encoded and
+written on a thread of its own while the group keeps committing, and the log is compacted only
+once that snapshot is durable."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from consensus.kv import KvStore
 from consensus.kv_types import Put, encode_command
 from consensus.raft import RaftConfig
 from consensus.raft_types import Role
-from moltmesh.raft.driver import RaftDriver
+from moltmesh.raft.driver import RaftDriver, now_us
 from moltmesh.raft.wal import DiskStorage, PendingWrite
 
 
 class GatedStorage(DiskStorage):
-    """A ``DiskStorage`` whose log writes (``write``) or snapshot writes (``write_snapshot``)
-    wait for ``gate`` once ``hold_writes`` / ``hold_snapshots`` is set; ``writes`` records the
-    entry count of every log write, ``blocked`` is set when a write waits."""
+    """A ``DiskStorage`` whose snapshot writes (``write_snapshot``) wait for ``gate`` once
+    ``hold_snapshots`` is set (``blocked`` is set when one waits); ``on_write`` sees every log
+    write of entries."""
 
     def __init__(self, *a: object, **kw: object) -> None:
         super().__init__(*a, **kw)  # type: ignore[arg-type]
         self.gate = threading.Event()
         self.blocked = threading.Event()
-        self.hold_writes = self.hold_snapshots = False
-        self.writes: list[int] = []
-        self.write_threads: set[str] = set()
+        self.hold_snapshots = False
+        self.on_write: Callable[[PendingWrite], None] | None = None
 
     def write(self, w: PendingWrite) -> None:
-        if self.hold_writes and w.entries:
-            self.blocked.set()
-            self.gate.wait(10)
-        self.writes.append(len(w.entries))
-        self.write_threads.add(threading.current_thread().name)
+        if w.entries and self.on_write is not None:
+            self.on_write(w)
         super().write(w)
 
     def write_snapshot(self, snap) -> None:  # type: ignore[no-untyped-def]
@@ -66,31 +63,33 @@ async def wait_thread(event: threading.Event) -> None:
             await asyncio.sleep(0.002)
 
 
-async def test_proposals_made_while_the_disk_works_go_out_in_one_write(tmp_path) -> None:
+async def test_committed_entries_already_durable_apply_before_the_next_write(tmp_path) -> None:
+    """A sole voter commits a batch once it is durable; the next Ready carries that commit
+    and the next batch: the committed ones are applied (their clients answered) before the
+    next batch's write, not after its fsync."""
     storage = open_gated(tmp_path)
     d = RaftDriver("a", storage, RaftConfig.local(), lambda dst, msgs: None, bootstrap=True,
                    seed=3)  # fmt: skip
     await leading(d)
+    seen: list[tuple[int, int]] = []  # (first index written, KV applied index at the write)
+
+    def on_write(w: PendingWrite) -> None:
+        seen.append((w.entries[0].index, d.kv.applied_index))
+        if len(seen) == 1:  # while batch A is written, batch B is proposed
+            for i in range(4):
+                d.node.propose(encode_command(Put(f"b{i}", b"v")), now_us())
+
     try:
-        storage.hold_writes = True
-        first = asyncio.create_task(d.propose(encode_command(Put("k0", b"v")), 10))
-        await wait_thread(storage.blocked)  # its fsync waits on the WAL thread...
-        storage.hold_writes = False
-        # ...and the loop still runs: 20 more proposals are taken meanwhile
-        rest = [asyncio.create_task(d.propose(encode_command(Put(f"k{i}", b"v")), 10))
-                for i in range(1, 21)]  # fmt: skip
-        await asyncio.sleep(0.05)
-        assert not first.done() and d.node.last_index == d.node.commit_index + 21
-        before = len(storage.writes)
-        storage.gate.set()
-        results = await asyncio.gather(first, *rest)
-        assert [r.revision for r in results] == sorted(r.revision for r in results)
-        # the 20 went to the disk together, in one write (one fsync) after the first
-        assert storage.writes[before:][:2] == [1, 20]
-        assert any(t.startswith("raft-wal") for t in storage.write_threads)
-        assert d.kv.get("k20") is not None
+        storage.on_write = on_write
+        await asyncio.gather(*(d.propose(encode_command(Put(f"a{i}", b"v")), 10)
+                               for i in range(4)))  # fmt: skip
+        async with asyncio.timeout(10):
+            while d.kv.get("b3") is None:
+                await asyncio.sleep(0.001)
+        (a_first, _), (b_first, b_applied) = seen[0], seen[1]
+        # B's Ready carried A's commit: A was applied before B's write, not after its fsync
+        assert b_first == a_first + 4 and b_applied == b_first - 1, seen
     finally:
-        storage.gate.set()
         await d.stop()
 
 

@@ -20,8 +20,9 @@ from consensus.kv import (
     Put,
     Rejected,
 )
-from consensus.kv_types import encode_command
+from consensus.kv_types import KV_SNAPSHOT_CODEC, encode_command
 from consensus.messages import Entry, EntryKind
+from consensus.raft_snapshot import seal
 
 
 def cmd(index: int, c: object) -> Entry:
@@ -153,3 +154,19 @@ def test_snapshot_restore_round_trip() -> None:
 def test_restore_rejects_foreign_bytes() -> None:
     with pytest.raises(DecodeError):
         KvStore.restore(b"\x01garbage")
+
+
+def test_a_capture_encodes_as_the_codec_does_and_ignores_later_applies() -> None:
+    """The snapshot's fast encoding (packed straight from the values) gives the codec's bytes
+    exactly; a capture keeps the state it was taken at while the store moves on."""
+    kv = KvStore(retain=50)
+    for i in range(1, 120):
+        cmd = Delete(f"k{i % 9}") if i % 5 == 0 else Put(f"k{i % 9}", b"v%d" % i)
+        kv.apply(i, encode_command(Cas("k1", 3, b"x") if i % 11 == 0 else cmd))
+    cap = kv.capture()
+    expected = seal(KV_SNAPSHOT_CODEC.encode(cap.snapshot()))
+    kv.apply(120, encode_command(Put("later", b"1")))
+    assert cap.encode() == expected == seal(KV_SNAPSHOT_CODEC.encode(cap.snapshot()))
+    back = KvStore.restore(cap.encode())
+    assert back.applied_index == 119 and back.get("later") is None
+    assert kv.snapshot() != cap.encode()

@@ -53,7 +53,7 @@ from consensus.raft_membership import (
     decode_change,
     encode_change,
 )
-from consensus.raft_progress import Progress
+from consensus.raft_progress import Progress, ProgressState
 from consensus.raft_read import ReadRequest
 from consensus.raft_snapshot import SnapshotReceiver
 from consensus.raft_state import RaftState
@@ -358,6 +358,17 @@ class RaftNode(RaftState):
             self._send(TimeoutNow(self._id, to, self._term))
         else:
             leader.send_append(to, send_if_empty=True)
+
+    def append_pending(self, peer: NodeId) -> bool:
+        """On a leader: entries proposed since the last ``ready()`` will go to ``peer`` in the
+        next one (it is replicating and its window is open), with the commit index then. A
+        driver holding a commit notice for ``peer`` (an empty append) may drop it: the next
+        append supersedes it."""
+        leader = self._leader
+        if leader is None or not leader.pending_append:
+            return False
+        pr = leader.progress.get(peer)
+        return pr is not None and pr.state is ProgressState.REPLICATE and not pr.is_paused()
 
     def has_ready(self) -> bool:
         """True when ``ready()`` has something to hand out (False while a Ready is outstanding)."""

@@ -170,3 +170,24 @@ def test_random_crashes_between_early_send_and_persist_keep_raft_safe() -> None:
         assert shortest > 0, f"seed {seed}: nothing applied"
         for a in applied:
             assert a[:shortest] == applied[0][:shortest], f"seed {seed}"
+
+
+def test_a_commit_notice_may_wait_for_the_next_append_when_entries_are_pending() -> None:
+    """``append_pending``: entries proposed since the last Ready reach a replicating follower
+    in the next one, carrying the commit index, so a driver may drop the empty append that
+    only announced the commit (not to a follower the next Ready would not reach)."""
+    net = Net(IDS3, seed=11, config=PLAIN)
+    net.elect("a")
+    lead = net["a"]
+    lead.propose(b"x", net.now)
+    net.deliver()  # replicated and committed everywhere: b and c replicate
+    assert not lead.append_pending("b")  # nothing proposed since
+    lead.propose(b"y", net.now)
+    assert lead.append_pending("b") and lead.append_pending("c")
+    rd = lead.ready()
+    per = _appends(rd.messages)
+    assert [len(per[f]) for f in ("b", "c")] == [1, 1]
+    assert all(aes[0].commit == lead.commit_index for aes in per.values())
+    assert not lead.append_pending("b")  # taken by that Ready
+    net._handle("a", rd)
+    assert not net["b"].append_pending("a")  # only a leader has appends pending

@@ -1,0 +1,52 @@
+"""Under a steady load the leader's commit notices ride on its next appends (issue 8,
+throughput): a commit-only Ready's empty appends are dropped for followers that the proposals
+made meanwhile reach in the next Ready, so most rounds cost one append and one acknowledgement
+per follower, not two. Every write still commits and reaches every voter."""
+
+from __future__ import annotations
+
+import asyncio
+
+from consensus.messages import AppendEntries
+from consensus.messages import decode as decode_raft
+from moltmesh.mesh.wire import Channel
+from moltmesh.raft.proto import RaftBatch, decode
+from tests.raft.localnet import LocalNet, eventually
+
+
+async def test_commit_notices_ride_on_the_next_append_under_load(tmp_path) -> None:
+    net = LocalNet(tmp_path, ["a", "b", "c"], max_learners=0)
+    await net.start()
+    try:
+        a = net.nodes["a"]
+        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
+                         "3 voters, a leads")  # fmt: skip
+        await a.kv.put("warm", b"1")
+        counts = {"with_entries": 0, "empty": 0}
+        inner = a.kv._send_raw
+
+        def count(dst: str, channel: Channel, body: bytes) -> bool:
+            if channel is Channel.RAFT:
+                batch = decode(body)
+                assert isinstance(batch, RaftBatch)
+                for raw in batch.messages:
+                    m = decode_raft(raw)
+                    if isinstance(m, AppendEntries):
+                        counts["with_entries" if m.entries else "empty"] += 1
+            return inner(dst, channel, body)
+
+        a.kv._send_raw = count
+
+        async def worker(w: int) -> None:
+            for i in range(20):
+                await a.kv.put(f"k{w}.{i}", b"v")
+
+        await asyncio.gather(*(worker(w) for w in range(32)))
+        a.kv._send_raw = inner
+        last = a.driver.node.last_index
+        await eventually(lambda: all(n.driver.kv.applied_index >= last for n in net.nodes.values()),
+                         10, "every voter applied every write")  # fmt: skip
+        assert all(n.driver.kv.get("k31.19") is not None for n in net.nodes.values())
+        assert counts["empty"] * 2 <= counts["with_entries"], counts
+    finally:
+        await net.stop()

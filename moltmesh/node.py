@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from moltmesh.mesh.discovered import DiscoveredPeers
     from moltmesh.mesh.runtime import MemberInfo, MeshRuntime
     from moltmesh.raft.kvservice import ClusterKv
+    from moltmesh.raft.runtime import RaftRuntime
 
 log = logging.getLogger("moltmesh.node")
 
@@ -160,7 +161,18 @@ class Node:
 
         port = int(self.api_url.rsplit(":", 1)[1]) if self.api_url else None
         runtime = MeshRuntime(self.config, models=self._served_models, api_port=port)
-        await runtime.start()
+        raft = None
+        if self.config.raft.enabled:
+            from moltmesh.raft.runtime import RaftRuntime
+
+            raft = RaftRuntime(self.config, runtime)
+            raft.attach()  # before the streams accept: a peer's Raft frame always finds it
+        try:
+            await runtime.start()
+        except BaseException:
+            if raft is not None:
+                await raft.stop()
+            raise
         self.mesh_ref.runtime = runtime
         self._collectors.append(runtime.collector())
         if self.config.discovery.enabled and runtime.driver is not None:
@@ -175,15 +187,16 @@ class Node:
             self._collectors.append(self._discovered.collector())
         for collector in self._collectors:
             self.metrics.registry.register(collector)
-        if self.config.raft.enabled:
-            await self._start_raft(runtime)
+        if raft is not None:
+            await self._start_raft(raft)
 
-    async def _start_raft(self, mesh: MeshRuntime) -> None:
+    async def _start_raft(self, raft: RaftRuntime) -> None:
         """Raft and the cluster KV over the running mesh (``node.kv``)."""
-        from moltmesh.raft.runtime import RaftRuntime
-
-        raft = RaftRuntime(self.config, mesh)
-        await raft.start()
+        try:
+            await raft.start()
+        except BaseException:
+            await raft.stop()
+            raise
         self.raft_ref.runtime = raft
         collector = raft.collector()
         self.metrics.registry.register(collector)

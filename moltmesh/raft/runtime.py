@@ -89,10 +89,17 @@ class RaftRuntime:
     def _health(self) -> list[MemberHealth]:
         return [MemberHealth(m.node, m.status, m.tier, m.age_s) for m in self.mesh.members()]
 
-    async def start(self) -> None:
+    def attach(self) -> None:
+        """Take the RAFT and KV channels of the mesh's streams. Called before the mesh starts
+        accepting (``Node`` does), no frame a peer sends this node early (a leader's appends
+        to a restarted follower) is dropped for want of a handler: it is stepped into the core,
+        which the driver runs once started. Idempotent; ``start`` calls it too."""
         handlers = self.mesh.service.streams.handlers
         handlers[Channel.RAFT] = self.kv.on_raft
         handlers[Channel.KV] = self.kv.on_kv
+
+    async def start(self) -> None:
+        self.attach()
         service = self.mesh.service
         members_doc = service.members_document
 

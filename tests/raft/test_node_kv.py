@@ -50,3 +50,26 @@ async def test_node_without_mesh_has_no_kv(tmp_path: Path):
     async with Node(config_for(tmp_path / "alone"), serve_api=False) as node:
         with pytest.raises(RuntimeError, match="mesh"):
             node.kv  # noqa: B018
+
+
+async def test_raft_channels_have_their_handlers_before_the_streams_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer may send Raft frames the moment this node's streams accept (a leader's appends
+    to a restarted follower): they must never be dropped for want of a handler."""
+    from moltmesh.mesh.streams import MeshStreams
+    from moltmesh.mesh.wire import Channel
+
+    seen: list[set[Channel]] = []
+    start = MeshStreams.start
+
+    async def recording_start(self: MeshStreams, host: str, port: int) -> tuple[str, int]:
+        seen.append(set(self.handlers))
+        return await start(self, host, port)
+
+    monkeypatch.setattr(MeshStreams, "start", recording_start)
+    data = tmp_path / "n"
+    assert main(["mesh", "init", "--data-dir", str(data)]) == 0
+    async with Node(config_for(data), serve_api=False) as node:
+        await node.kv.put("k", b"v")
+    assert seen and {Channel.RAFT, Channel.KV} <= seen[0]

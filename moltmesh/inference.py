@@ -261,10 +261,12 @@ class InferenceService:
         try:
             batcher = self._batchers.get(runtime)
             joined = batcher.join(inputs, outputs, deadline) if batcher is not None else None
-            if joined is None:
-                result = await self._execute(runtime, inputs, outputs, deadline)
-            else:
+            if joined is not None:
                 result = await self._await_batch(joined)
+            elif self._inline(runtime, inputs) and self._slots.try_take():
+                result = self._run_inline(runtime, inputs, outputs)  # no coroutine, no await
+            else:
+                result = await self._execute(runtime, inputs, outputs, deadline)
         finally:
             self._leave()
         meta = runtime.metadata
@@ -290,9 +292,13 @@ class InferenceService:
         deadline: float,
     ) -> dict[str, np.ndarray]:
         """Run inline or in the pool by expected time; each branch frees the slot at the end."""
-        if _expected_run_seconds(runtime, inputs) < self._inline_threshold_s:
+        if self._inline(runtime, inputs):
             return self._run_inline(runtime, inputs, outputs)
         return await self._run_in_pool(runtime, inputs, outputs, deadline)
+
+    def _inline(self, runtime: Runtime, inputs: Mapping[str, np.ndarray]) -> bool:
+        """Whether a run is expected to be quick enough for the event loop's thread."""
+        return _expected_run_seconds(runtime, inputs) < self._inline_threshold_s
 
     async def _await_batch(
         self, joined: asyncio.Future[dict[str, np.ndarray]]

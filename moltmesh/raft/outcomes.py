@@ -1,0 +1,76 @@
+"""The Raft driver's outcomes and bookkeeping: what a proposal ends with (``Unavailable``,
+``OutcomeUnknown``), a proposal waiting for its entry, the counters behind ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from consensus.kv import KvResult
+
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Unavailable(Exception):
+    """Not applied, and never will be from this attempt (HTTP 503); ``reason`` says why."""
+
+    def __init__(self, reason: str, leader: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.leader = leader
+
+
+class OutcomeUnknown(Exception):
+    """The deadline passed after the proposal left: it may or may not be applied (HTTP 504)."""
+
+
+def now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass
+class Stats:
+    """Counters for ``/metrics`` and status."""
+
+    proposals: int = 0
+    proposals_failed: int = 0
+    reads: int = 0
+    readies: int = 0
+    snapshots_refused: int = 0  # installed snapshots that did not restore: not persisted
+    fsync_count: int = 0
+    fsync_sum: float = 0.0
+    fsync_buckets: list[int] = field(default_factory=lambda: [0] * len(FSYNC_BUCKETS))
+
+    def observe_fsync(self, seconds: float) -> None:
+        self.fsync_count += 1
+        self.fsync_sum += seconds
+        for i, b in enumerate(FSYNC_BUCKETS):
+            if seconds <= b:
+                self.fsync_buckets[i] += 1
+
+
+class _Proposal:
+    """A proposal waiting for its entry to apply: its term, the caller's future and what an
+    ``OutcomeUnknown`` says (``what``, or built only then from ``index`` and ``timeout``)."""
+
+    __slots__ = ("future", "index", "term", "timeout", "what")
+
+    def __init__(
+        self,
+        term: int,
+        future: asyncio.Future[KvResult | None],
+        what: str = "",
+        index: int = 0,
+        timeout: float = 0.0,
+    ) -> None:
+        self.term = term
+        self.future = future
+        self.what = what
+        self.index = index
+        self.timeout = timeout
+
+    def unknown(self) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            self.what or f"no commit within {self.timeout} s (entry {self.index})"
+        )

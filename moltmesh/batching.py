@@ -47,7 +47,7 @@ from runtimes.errors import InvalidInput, RunFailed
 Outputs = dict[str, np.ndarray]
 
 IDLE_AFTER = 8  # single-request batches in a row before the batcher goes idle
-PROBE_EVERY = 16  # while idle, every this many-th request opens a batch to look for company
+PROBE_EVERY = 64  # while idle, every this many-th request opens a batch to look for company
 
 
 class Executor(Protocol):

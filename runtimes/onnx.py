@@ -212,7 +212,7 @@ class OnnxRuntime:
         )
         self._batchable = _shared_batch_axis(session)
         self._session: ort.InferenceSession | None = session
-        self._raw_run = _raw_run(session)
+        self._raw_run: Callable[..., list[Any]] | None = _raw_run(session)
         self._typical_run_seconds = self._warm_up(session)
         log.debug(
             "loaded model %s version %s variant %s from %s: typical run %.6f s",
@@ -261,13 +261,13 @@ class OnnxRuntime:
         dynamic dims that must agree do not), ``RunFailed`` for any other onnxruntime failure, and
         ``RuntimeClosed`` after ``close``.
         """
-        session = self._session
-        if session is None:
+        raw_run = self._raw_run  # before _session: close() clears them in the other order
+        if self._session is None or raw_run is None:
             raise RuntimeClosed(self.metadata.name)
         feed = self._validator.prepare_inputs(inputs)
         names = self._validator.check_outputs(outputs)
         try:
-            results = self._raw_run(list(names), feed, None)
+            results = raw_run(list(names), feed, None)
         except Exception as exc:  # onnxruntime's pybind exception types are not importable stably
             reason = _first_line(exc)
             if "INVALID_ARGUMENT" in reason or type(exc).__name__ == "InvalidArgument":
@@ -279,7 +279,8 @@ class OnnxRuntime:
 
     def close(self) -> None:
         """Release the session; idempotent. Runs already in progress finish normally."""
-        self._session = None
+        self._session = None  # first: run() reads _raw_run before _session
+        self._raw_run = None
 
     @property
     def closed(self) -> bool:

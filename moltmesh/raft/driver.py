@@ -9,9 +9,10 @@ fsync (none when only
 the commit index changed, see ``DiskStorage.save``), then hand the other messages (votes,
 acknowledgements) to the transport, then apply committed entries to the KV machine, then answer
 reads, then ``advance`` (which is when the leader counts its own entries toward commit).
-Committed entries below the Ready's new entries are already durable here: they are applied
-before the write (their clients do not wait for the next batch's fsync); only the committed
-entries among the Ready's own wait for it.
+On a leader, committed entries below the Ready's new entries are already durable here: they
+are applied before the write (their clients do not wait for the next batch's fsync); only the
+committed entries among the Ready's own wait for it. A follower applies after its
+acknowledgement leaves (the leader's next commit waits for it; nobody waits for the apply).
 A leader's Ready that only commits (no entries) applies and wakes its clients before its
 messages are written (they follow in a callback queued behind the clients' wake-ups, still ahead
 of the next Ready). Everything that arrived since the last Ready (messages, proposals, ticks)
@@ -94,7 +95,7 @@ class RaftDriver:
         send: Callable[[str, list[Message]], None],
         *,
         bootstrap: bool = False,
-        snapshot_entries: int = 10_000,
+        snapshot_entries: int = 50_000,
         kv_retain: int = 10_000,
         seed: int | None = None,
     ) -> None:
@@ -386,9 +387,11 @@ class RaftDriver:
             self.compactor.wait()  # the leader's snapshot replaces ours
             self.storage.apply_snapshot(rd.snapshot)
         early = 0
-        if rd.snapshot is None and rd.entries and rd.committed:
-            # Committed entries this node already holds durably (below the Ready's new ones)
-            # apply now: their clients need not wait for the next batch's fsync.
+        if rd.snapshot is None and rd.entries and rd.committed and node.role is Role.LEADER:
+            # Committed entries this leader already holds durably (below the Ready's new ones)
+            # apply now: their clients need not wait for the next batch's fsync. A follower
+            # applies after its acknowledgement leaves: the leader's next commit waits for that
+            # acknowledgement, and nobody waits for the follower's apply.
             first_new = rd.entries[0].index
             for e in rd.committed:
                 if e.index >= first_new:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from consensus.messages import AppendEntries
+from consensus.messages import AppendEntries, AppendResponse
 from consensus.messages import decode as decode_raft
 from moltmesh.mesh.wire import Channel
 from moltmesh.raft.proto import RaftBatch, decode
@@ -48,5 +48,53 @@ async def test_commit_notices_ride_on_the_next_append_under_load(tmp_path) -> No
                          10, "every voter applied every write")  # fmt: skip
         assert all(n.driver.kv.get("k31.19") is not None for n in net.nodes.values())
         assert counts["empty"] * 2 <= counts["with_entries"], counts
+    finally:
+        await net.stop()
+
+
+async def test_a_follower_acknowledges_before_it_applies(tmp_path) -> None:
+    """A follower's Ready that persists new entries and commits earlier ones sends its
+    acknowledgement before applying: the leader's next commit waits for that acknowledgement,
+    nobody waits for the follower's apply."""
+    net = LocalNet(tmp_path, ["a", "b", "c"], max_learners=0)
+    await net.start()
+    try:
+        a, b = net.nodes["a"], net.nodes["b"]
+        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
+                         "3 voters, a leads")  # fmt: skip
+        order: list[str] = []  # within one of b's Readies: "ack" / "apply", in order
+        checked = 0
+        send, handle, apply = b.kv._send_raw, b.driver._handle_ready, b.driver._apply
+
+        def record_send(dst: str, channel: Channel, body: bytes) -> bool:
+            if channel is Channel.RAFT:
+                batch = decode(body)
+                assert isinstance(batch, RaftBatch)
+                if any(isinstance(decode_raft(raw), AppendResponse) for raw in batch.messages):
+                    order.append("ack")
+            return send(dst, channel, body)
+
+        def record_apply(e):  # type: ignore[no-untyped-def]
+            order.append("apply")
+            apply(e)
+
+        def record_ready(rd):  # type: ignore[no-untyped-def]
+            nonlocal checked
+            order.clear()
+            handle(rd)
+            if rd.entries and rd.committed and rd.committed[0].index < rd.entries[0].index:
+                assert order.index("ack") < order.index("apply"), order
+                checked += 1
+
+        b.kv._send_raw = record_send
+        b.driver._handle_ready = record_ready
+        b.driver._apply = record_apply
+
+        async def worker(w: int) -> None:
+            for i in range(20):
+                await a.kv.put(f"k{w}.{i}", b"v")
+
+        await asyncio.gather(*(worker(w) for w in range(32)))
+        assert checked > 0  # the load produced such Readies on b
     finally:
         await net.stop()

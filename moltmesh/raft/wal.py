@@ -10,13 +10,24 @@ msgpack: ``[1, index, term, kind, data]`` (an entry) or ``[2, term, vote, commit
 An entry whose index is at or below the last one replaces that suffix (a follower's log
 truncation), exactly as ``MemoryStorage.append`` does, so replay is a plain fold.
 
-Recovery (``DiskStorage.open``): every segment is read in order. A bad record (short header,
+Preallocation: the last segment is kept zero-filled ``PREALLOCATE_BYTES`` ahead of its records
+(written zeros, not a sparse or ``fallocate``d range), so that a write lands in blocks the file
+already owns and its ``fdatasync`` flushes data only: no file-size change, no journal commit of
+the file system's metadata (on this VM's ext4, 3 processes fsyncing at once: 0.61 → 0.31 ms
+p50). A segment is truncated to its records, durably, before the next one is created, so only
+the last segment ends in zeros.
+
+Recovery (``DiskStorage.open``): every segment is read in order. In the last segment an all-zero
+record header is the end of the records (the preallocated tail). A bad record (short header,
 short payload or payload CRC mismatch; a damaged length field is always corruption, since it
 has its own CRC) is a *torn tail* only when it is the last record of the last
 segment (the write in flight when the process died; it was never acknowledged, since the
-fsync did not return): the file is truncated before it and the node goes on. A bad record
-anywhere else is silent corruption: ``WalCorruptError`` names the file and offset, and the
-node refuses to start rather than serve a log it cannot trust.
+fsync did not return): the file is truncated before it and the node goes on; so is anything
+but zeros after the end of the last segment's records (what landed of a torn write whose
+first block did not). A bad record anywhere else is silent corruption: ``WalCorruptError``
+names the file and offset, and the node refuses to start rather than serve a log it cannot
+trust. (A zeroed range inside the last segment cannot be told from its preallocated tail:
+the records after it are dropped as a torn write's would be, as etcd's WAL does.)
 
 Compaction: ``save_snapshot`` writes the snapshot file (tmp, fsync, rename, fsync dir),
 compacts the in-memory log and deletes whole segments that only hold compacted entries, and
@@ -51,6 +62,9 @@ _REC_ENTRY = 1
 _REC_HARD = 2
 SEGMENT_BYTES = 8 * 2**20
 """A segment is closed and a new one started once it grows past this size."""
+PREALLOCATE_BYTES = 2**20
+"""Zeros written ahead of the last segment's records whenever a write reaches its end."""
+_ZERO_HEADER = bytes(_HEADER.size)
 
 
 class WalCorruptError(ConsensusError):
@@ -76,15 +90,18 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _read_records(path: Path, last: bool) -> tuple[list[object], int]:
-    """Decode every record of ``path``; returns (payloads, length of the good prefix).
-    Raises ``WalCorruptError`` unless the only bad record is the tail of the last segment."""
+def _read_records(path: Path, last: bool) -> tuple[list[object], int, bool]:
+    """Decode every record of ``path``; returns (payloads, length of the good prefix, whether
+    only zeros follow it). Raises ``WalCorruptError`` unless the only bad record is the tail
+    of the last segment; there an all-zero header ends the records (the preallocated tail)."""
     buf = path.read_bytes()
     out: list[object] = []
     pos = 0
     while pos < len(buf):
         reason = ""
         end = pos
+        if last and buf[pos : pos + _HEADER.size].count(0) == min(_HEADER.size, len(buf) - pos):
+            break  # the preallocated zeros (or a torn write whose first block did not land)
         if len(buf) - pos < _HEADER.size:
             reason = "short record header"
             end = len(buf)
@@ -106,21 +123,30 @@ def _read_records(path: Path, last: bool) -> tuple[list[object], int]:
                 pos = end
                 continue
         if last and end >= len(buf):
-            return out, pos  # torn tail: the unacknowledged last write
+            return out, pos, False  # torn tail: the unacknowledged last write
         raise WalCorruptError(path, pos, reason)
-    return out, pos
+    return out, pos, buf.count(0, pos) == len(buf) - pos
 
 
 class PendingWrite:
-    """One ``save`` between its steps: the encoded records, whether to fsync them, and what the
-    in-memory log takes once they are written. ``fsync_seconds``: how long the fsync took."""
+    """One ``save`` between its steps: the encoded records, where they go in the last segment
+    (``offset``) and how many zeros to preallocate after them, whether to fsync them, and what
+    the in-memory log takes once they are written. ``fsync_seconds``: how long the fsync took."""
 
-    __slots__ = ("blob", "entries", "fsync", "fsync_seconds", "hard_state")
+    __slots__ = ("blob", "entries", "fsync", "fsync_seconds", "hard_state", "offset", "zeros")
 
     def __init__(
-        self, blob: bytes, fsync: bool, hard_state: HardState | None, entries: Sequence[Entry]
+        self,
+        blob: bytes,
+        offset: int,
+        zeros: int,
+        fsync: bool,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
     ) -> None:
         self.blob = blob
+        self.offset = offset
+        self.zeros = zeros
         self.fsync = fsync
         self.hard_state = hard_state
         self.entries = entries
@@ -145,7 +171,8 @@ class DiskStorage:
         self.torn_bytes = 0  # bytes dropped from a torn tail at the last open
         self._packer = msgpack.Packer()
         self._fd: int | None = None
-        self._seg_size = 0
+        self._seg_size = 0  # bytes of records in the last segment (where the next write goes)
+        self._alloc = 0  # bytes of the last segment's file: its records, then zeros
         self._segments: list[tuple[int, Path]] = []  # (first index, path), sorted
 
     # --- opening ----------------------------------------------------------------
@@ -164,12 +191,13 @@ class DiskStorage:
         hs = HardState()
         for i, (_, path) in enumerate(s._segments):
             last = i == len(s._segments) - 1
-            records, good = _read_records(path, last)
-            if good < path.stat().st_size:
+            records, good, zeros_after = _read_records(path, last)
+            if good < path.stat().st_size and not zeros_after:
                 s.torn_bytes = path.stat().st_size - good
                 with open(path, "r+b") as f:
                     f.truncate(good)
                     os.fsync(f.fileno())
+            s._seg_size = good
             for rec in records:
                 if not isinstance(rec, list) or not rec:
                     raise WalCorruptError(path, 0, "record is not a list")
@@ -193,7 +221,7 @@ class DiskStorage:
         if not snaps:
             return None
         path = snaps[-1]
-        records, good = _read_records(path, last=False)
+        records, good, _ = _read_records(path, last=False)
         if len(records) != 1:
             raise WalCorruptError(path, good, "a snapshot file holds one record")
         index, term, voters, learners, data = records[0]  # type: ignore[misc]
@@ -205,15 +233,21 @@ class DiskStorage:
             self._new_segment(self.mem.last_index() + 1)
             return
         path = self._segments[-1][1]
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._seg_size = path.stat().st_size
+        self._fd = os.open(path, os.O_WRONLY)
+        self._alloc = path.stat().st_size  # ``_seg_size``: where ``open`` found the records end
 
     def _new_segment(self, first: int) -> None:
         if self._fd is not None:
+            if self._alloc > self._seg_size:
+                # Only the last segment may end in zeros: this one loses its tail durably
+                # before the next exists (a crash in between leaves it the last one).
+                os.ftruncate(self._fd, self._seg_size)
+                if self.fsync:
+                    os.fsync(self._fd)
             os.close(self._fd)
         path = self.wal_dir / f"seg-{first:020d}.log"
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._seg_size = 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._seg_size = self._alloc = 0
         self._segments.append((first, path))
         if self.fsync:
             _fsync_dir(self.wal_dir)
@@ -301,15 +335,23 @@ class DiskStorage:
                 )
             )
         blob = b"".join(parts)
+        offset = self._seg_size
         self._seg_size += len(blob)
-        return PendingWrite(blob, self.fsync and sync, hard_state, entries)
+        zeros = 0
+        if self._seg_size > self._alloc:  # the write reaches the end: preallocate past it
+            zeros = PREALLOCATE_BYTES
+            self._alloc = self._seg_size + zeros
+        return PendingWrite(blob, offset, zeros, self.fsync and sync, hard_state, entries)
 
     def write(self, w: PendingWrite) -> None:
         """The second step: write the records and fsync them when needed. Touches only the
         segment file, so it may run on another thread while the caller's thread reads the
         in-memory log."""
         assert self._fd is not None
-        os.write(self._fd, w.blob)
+        if w.zeros:
+            os.pwritev(self._fd, [w.blob, bytes(w.zeros)], w.offset)
+        else:
+            os.pwrite(self._fd, w.blob, w.offset)
         if w.fsync:
             t0 = time.perf_counter()
             os.fdatasync(self._fd)

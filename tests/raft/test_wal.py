@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consensus.messages import ConfState, Entry, EntryKind, HardState
@@ -11,6 +13,15 @@ from moltmesh.raft.wal import DiskStorage, WalCorruptError
 
 def _entries(lo: int, hi: int, term: int = 1) -> list[Entry]:
     return [Entry(i, term, EntryKind.NORMAL, f"v{i}".encode()) for i in range(lo, hi)]
+
+
+def _last_segment(root: Path) -> Path:
+    return sorted((root / "wal").glob("seg-*.log"))[-1]
+
+
+def _records(seg: Path) -> bytes:
+    """The last segment's records, without its preallocated zeros."""
+    return seg.read_bytes()[: wal._read_records(seg, last=True)[1]]
 
 
 def test_restart_resumes_from_disk(tmp_path):
@@ -29,9 +40,8 @@ def test_torn_tail_is_dropped(tmp_path):
     s.save(HardState(1, None, 0), _entries(1, 4))
     s.save(None, _entries(4, 5))
     s.close()
-    seg = sorted((tmp_path / "wal").glob("seg-*.log"))[-1]
-    data = seg.read_bytes()
-    seg.write_bytes(data[:-3])  # the last record's write was cut short
+    seg = _last_segment(tmp_path)
+    seg.write_bytes(_records(seg)[:-3])  # the last record's write was cut short
     r = DiskStorage.open(tmp_path)
     assert r.last_index() == 3
     assert r.torn_bytes > 0
@@ -97,9 +107,57 @@ def test_a_lost_commit_record_only_lowers_the_commit_hint(tmp_path):
     s.save(HardState(1, "a", 0), _entries(1, 4))
     s.save(HardState(1, "a", 3), [])
     s.close()
-    seg = sorted((tmp_path / "wal").glob("seg-*.log"))[-1]
-    data = seg.read_bytes()
-    seg.write_bytes(data[:-2])  # the unsynced commit record was torn by a crash
+    seg = _last_segment(tmp_path)
+    seg.write_bytes(_records(seg)[:-2])  # the unsynced commit record was torn by a crash
     r = DiskStorage.open(tmp_path)
     assert r.hard_state == HardState(1, "a", 0)  # term and vote survive; commit is relearned
     assert r.last_index() == 3  # every entry was fsynced before it was acknowledged
+
+
+def test_the_last_segment_is_preallocated_and_resumes_at_its_records_end(tmp_path):
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, "a", 0), _entries(1, 4))
+    s.close()
+    seg = _last_segment(tmp_path)
+    records = _records(seg)
+    assert seg.stat().st_size >= len(records) + wal.PREALLOCATE_BYTES  # zeros written ahead
+    r = DiskStorage.open(tmp_path)
+    assert r.torn_bytes == 0 and r.last_index() == 3  # the zeros are no torn tail
+    r.save(None, _entries(4, 6))  # written right after the records, into the zeros
+    r.close()
+    assert _records(seg).startswith(records)
+    assert DiskStorage.open(tmp_path).entries(1, 6)[-1].data == b"v5"
+
+
+def test_what_landed_of_a_torn_write_after_the_records_is_dropped(tmp_path):
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, "a", 0), _entries(1, 4))
+    s.close()
+    seg = _last_segment(tmp_path)
+    end = len(_records(seg))
+    with open(seg, "r+b") as f:  # the write's first block stayed zero, a later one landed
+        f.seek(end + 600)
+        f.write(b"\x17" * 100)
+    r = DiskStorage.open(tmp_path)
+    assert r.last_index() == 3 and r.torn_bytes > 0
+    r.save(None, _entries(4, 5))
+    r.close()
+    assert DiskStorage.open(tmp_path).last_index() == 4
+
+
+def test_closed_segments_hold_no_zeros_and_a_zeroed_header_there_is_corruption(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(wal, "SEGMENT_BYTES", 64)  # a segment per save
+    s = DiskStorage.open(tmp_path)
+    for i in range(1, 6):
+        s.save(HardState(1, None, i), _entries(i, i + 1))
+    s.close()
+    first, *_ = segs = sorted((tmp_path / "wal").glob("seg-*.log"))
+    assert all(not p.read_bytes().endswith(b"\0") for p in segs[:-1])  # truncated at rotation
+    assert DiskStorage.open(tmp_path).last_index() == 5
+    data = bytearray(first.read_bytes())
+    data[:12] = bytes(12)  # a zeroed block where a closed segment's first record was
+    first.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="length damaged"):
+        DiskStorage.open(tmp_path)

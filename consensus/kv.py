@@ -139,6 +139,12 @@ class KvStore:
             return Rejected(f"not a KV command: {exc.reason}", self._revision)
         return self._execute(index, cmd)
 
+    def apply_command(self, index: int, cmd: KvCommand) -> KvResult:
+        """``apply`` of a command already decoded (the proposer's own, whose entry at
+        ``index`` encodes exactly ``cmd``)."""
+        self._advance(index)
+        return self._execute(index, cmd)
+
     def _advance(self, index: int) -> None:
         if index != self._applied + 1:
             raise LocalProtocolError(

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from consensus.errors import ConfChangeError, DecodeError, NotLeader
 from consensus.kv import KvResult, KvStore
+from consensus.kv_types import KvCommand
 from consensus.messages import AppendEntries, ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
@@ -198,9 +199,13 @@ class RaftDriver:
                         self._leader_seen.clear()
         return self.node.leader_id
 
-    async def propose(self, data: bytes, timeout: float) -> KvResult | None:
+    async def propose(
+        self, data: bytes, timeout: float, command: KvCommand | None = None
+    ) -> KvResult | None:
         """Propose on this node, which must lead (``NotLeader`` otherwise: the caller forwards).
         Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``.
+        ``command``: the KV command ``data`` encodes, when the caller has it (the entry then
+        applies here without being decoded again).
 
         No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
         wakes for the earliest), so a proposal costs a future and a heap push."""
@@ -209,7 +214,7 @@ class RaftDriver:
         self.stats.proposals += 1
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KvResult | None] = loop.create_future()
-        p = _Proposal(node.term, fut, "", index, timeout)
+        p = _Proposal(node.term, fut, "", index, timeout, command)
         old = self._proposals.get(index)
         if old is not None:
             self._track(index, p)
@@ -486,8 +491,12 @@ class RaftDriver:
     def _apply(self, e: Entry) -> None:
         if e.index <= self.kv.applied_index:
             return  # already reflected by a restored snapshot
-        result = self.kv.apply_entry(e)
         p = self._proposals.get(e.index)
+        if p is not None and p.command is not None and e.term == p.term:
+            # our own entry (same index and term): the command we encoded into it
+            result: KvResult | None = self.kv.apply_command(e.index, p.command)
+        else:
+            result = self.kv.apply_entry(e)
         if p is None or p.future.done():
             return
         if e.term == p.term:

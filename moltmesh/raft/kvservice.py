@@ -281,7 +281,7 @@ class ClusterKv:
         d = self.driver
         if d.node.role is Role.LEADER:  # proposed here: the result maps straight to ours
             try:
-                result = await d.propose(data, timeout)
+                result = await d.propose(data, timeout, cmd)
             except NotLeader:
                 pass  # a transfer under way: the general path finds the leader
             else:

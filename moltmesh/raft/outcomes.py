@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from consensus.kv import KvResult
+from consensus.kv_types import KvCommand
 
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -51,10 +52,11 @@ class Stats:
 
 
 class _Proposal:
-    """A proposal waiting for its entry to apply: its term, the caller's future and what an
-    ``OutcomeUnknown`` says (``what``, or built only then from ``index`` and ``timeout``)."""
+    """A proposal waiting for its entry to apply: its term, the caller's future, what an
+    ``OutcomeUnknown`` says (``what``, or built only then from ``index`` and ``timeout``) and
+    the decoded KV command when the proposer had it (its entry then applies without decoding)."""
 
-    __slots__ = ("future", "index", "term", "timeout", "what")
+    __slots__ = ("command", "future", "index", "term", "timeout", "what")
 
     def __init__(
         self,
@@ -63,7 +65,9 @@ class _Proposal:
         what: str = "",
         index: int = 0,
         timeout: float = 0.0,
+        command: KvCommand | None = None,
     ) -> None:
+        self.command = command
         self.term = term
         self.future = future
         self.what = what

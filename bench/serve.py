@@ -5,7 +5,9 @@ In ONE run, side by side, on loopback only:
 - ``session.run`` of the served model in-process at batch 1 (the floor), and ``Runtime.run``
   (the node's wrapper: input validation + run);
 - a bare aiohttp hello-world (``GET /hello``) served by a second AppRunner/TCPSite on the SAME
-  event loop as the node, in the node's server process;
+  event loop as the node, in the node's server process, and beside it ``POST /echo``, which
+  reads the binary infer request's body (same headers and bytes) and answers 40 bytes: what
+  aiohttp alone costs for a request of that shape (the POST floor; lean client only);
 - the node's ``POST /v2/models/defects/infer`` with binary tensors and with JSON tensors;
 - 1 and 32 concurrent clients, each a keep-alive connection, driven by two load generators in
   this process: ``lean`` (``bench.serve_load.LeanConnection``: prebuilt request bytes, reads the
@@ -65,6 +67,7 @@ from bench.serve_load import (
 from bench.serve_profile import breakdown, profile_server
 from bench.serve_report import (
     CLIENTS,
+    ECHO,
     ENDPOINTS,
     Cell,
     floor_label,
@@ -316,9 +319,14 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             for server in servers:
                 reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
                 reqs["hello"] = Request("GET", server.ready["hello_url"], {})
+                if "echo_url" in server.ready:  # not in a --baseline checkout older than it
+                    b = reqs["binary"]
+                    reqs[ECHO] = Request("POST", server.ready["echo_url"], b.headers, b.body)
                 for client in args.clients:
+                    floor_too = ECHO in reqs and client == "lean"  # the judged client only
+                    endpoints = (*ENDPOINTS, ECHO) if floor_too else ENDPOINTS
                     for clients in (1, 32):
-                        for endpoint in ENDPOINTS:
+                        for endpoint in endpoints:
                             lat, rate, scpu, ccpu = await measure_cell(
                                 server, reqs[endpoint], clients, requests_for[clients],
                                 args.warmup, args.max_seconds, client,

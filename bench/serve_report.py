@@ -19,8 +19,10 @@ from rich.table import Table
 from bench.report import percentile
 
 ENDPOINTS = ("hello", "binary", "json")
+ECHO = "echo"  # aiohttp's POST floor: the binary infer request to a bare handler
 CLIENTS = ("lean", "aiohttp")  # load generators; the targets are judged with the first
-LABELS = {"hello": "hello-world", "binary": "infer binary", "json": "infer JSON"}
+LABELS = {"hello": "hello-world", "binary": "infer binary", "json": "infer JSON",
+          ECHO: "POST echo (infer's body)"}  # fmt: skip
 OVERHEAD_TARGET_US = 150.0
 RATE_TARGET = 0.35
 US = 1e6
@@ -80,6 +82,13 @@ def paired_overhead(hello: Cell, infer: Cell, run: list[list[float]]) -> float:
     )
 
 
+def paired_diff(base: Cell, other: Cell) -> float:
+    """Median over rounds of p50(other) − p50(base), each pair from the same round (µs)."""
+    return statistics.median(
+        o - b for b, o in zip(base.round_p50s(), other.round_p50s(), strict=True)
+    )
+
+
 def paired_ratio(hello: Cell, infer: Cell) -> float:
     """Median over rounds of req/s(infer) / req/s(hello), each pair from the same round."""
     return statistics.median(i / h for h, i in zip(hello.rates, infer.rates, strict=True))
@@ -109,6 +118,36 @@ def _overhead(cells: dict[tuple[str, str, str, int], Cell], label: str, client: 
     if hello is None or binary is None:
         return None
     return paired_overhead(hello, binary, run)
+
+
+def _post_floor(cells: dict[tuple[str, str, str, int], Cell], specs: list[Any]) -> str:
+    """What the request's shape alone costs (``POST /echo`` against the hello-world), per
+    judged server that served it: how much of each target it takes before the model runs."""
+    parts = []
+    for spec in specs:
+        got = {(e, n): cells.get((spec.label, "lean", e, n)) for e in ("hello", ECHO, "binary")
+               for n in (1, 32)}  # fmt: skip
+        if not spec.judged or any(c is None for c in got.values()):
+            continue
+        hello32, echo32, bin32 = got[("hello", 32)], got[(ECHO, 32)], got[("binary", 32)]
+        cpu = {e: c.cpu_us(c.server_cpu_s) for (e, n), c in got.items() if n == 32}  # type: ignore[union-attr]
+        budget = cpu["hello"] / RATE_TARGET
+        parts.append(
+            f"{spec.label}: p50(echo) − p50(hello) at 1 client "
+            f"{paired_diff(got[('hello', 1)], got[(ECHO, 1)]):.0f} µs (part of the judged "
+            "overhead that is aiohttp's, before any moltmesh code runs); at 32 clients echo "
+            f"serves {paired_ratio(hello32, echo32):.2f}× the hello-world's req/s and infer "
+            f"binary {paired_ratio(echo32, bin32):.2f}× the echo's; server CPU per request "
+            f"hello {cpu['hello']:.0f} µs, echo {cpu[ECHO]:.0f}, infer {cpu['binary']:.0f}: "
+            f"0.35× the hello-world's rate on the one pinned core allows ≈ {budget:.0f} µs per "
+            f"infer, of which the POST floor leaves {budget - cpu[ECHO]:.0f} µs for the model "
+            f"and moltmesh (they take {cpu['binary'] - cpu[ECHO]:.0f})."
+        )  # fmt: skip
+    if not parts:
+        return ""
+    return ("The POST floor (`POST /echo`: the binary infer request, same headers and body, to "
+            "a bare aiohttp handler on the same loop that reads the body and answers 40 bytes; "
+            "paired medians over rounds): " + " ".join(parts))  # fmt: skip
 
 
 def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[str]], str]:
@@ -229,6 +268,9 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "CPU time per JSON request (median over all servers and both client counts); the rest "
         f"is moving a {ratio_bytes:.1f}× larger body through both HTTP stacks.",
     ]
+    floor_note = _post_floor(cells, specs)
+    if floor_note:
+        body += ["", floor_note]
     if "profile" in info:
         body += ["", *_profile_table(info["profile"])]
     if any(not spec.judged for spec in specs):

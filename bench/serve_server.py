@@ -5,8 +5,11 @@ server has its own interpreter and, when ``--cpu`` is given, its own core. Contr
 
 - It starts a ``Node`` (HTTP API on 127.0.0.1, port chosen by the OS, node defaults otherwise) and,
   on the **same event loop**, a second ``AppRunner``/``TCPSite`` serving ``GET /hello``, which
-  returns a 12-byte text body and does nothing else.
-- When both listen it prints ONE JSON line on stdout: ``infer_url``, ``hello_url``, ``token``,
+  returns a 12-byte text body and does nothing else, and ``POST /echo``, which reads the body
+  and answers its first 40 bytes as ``application/octet-stream`` (aiohttp's own cost of a
+  request shaped like a binary infer: the POST floor).
+- When both listen it prints ONE JSON line on stdout: ``infer_url``, ``hello_url``, ``echo_url``,
+  ``token``,
   ``loop`` (the running loop's class), ``model_path`` (the .onnx file the node serves for the
   model), ``variant``, ``inline`` (whether the node runs it on the loop) and ``pid``.
 - It stops cleanly on SIGTERM or SIGINT (hello site first, then the node) and exits 0.
@@ -125,12 +128,17 @@ async def serve(
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=HELLO_BODY)
 
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(body=body[:40], content_type="application/octet-stream")
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = web.Application()
     app.router.add_get("/hello", hello)
+    app.router.add_post("/echo", echo)
     runner = web.AppRunner(app, access_log=None)
     async with Node(config) as node:
         await runner.setup()
@@ -142,6 +150,7 @@ async def serve(
             ready = {
                 "infer_url": f"{node.api_url}/v2/models/{MODEL}/infer",
                 "hello_url": f"http://{host}:{port}/hello",
+                "echo_url": f"http://{host}:{port}/echo",
                 "token": node.api_token,
                 "loop": f"{type(loop).__module__}.{type(loop).__name__}",
                 "model_path": str(getattr(runtime, "path", "")),

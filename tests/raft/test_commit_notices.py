@@ -47,7 +47,9 @@ async def test_commit_notices_ride_on_the_next_append_under_load(tmp_path) -> No
         await eventually(lambda: all(n.driver.kv.applied_index >= last for n in net.nodes.values()),
                          10, "every voter applied every write")  # fmt: skip
         assert all(n.driver.kv.get("k31.19") is not None for n in net.nodes.values())
-        assert counts["empty"] * 2 <= counts["with_entries"], counts
+        # Without the feature every round sends an empty append too (1.3-1.4 per append with
+        # entries, measured); with it 0.1-0.2, up to 0.55 on a machine loaded 4 times over.
+        assert counts["empty"] < counts["with_entries"], counts
     finally:
         await net.stop()
 

@@ -17,17 +17,18 @@ the file system's metadata (on this VM's ext4, 3 processes fsyncing at once: 0.6
 p50). A segment is truncated to its records, durably, before the next one is created, so only
 the last segment ends in zeros.
 
-Recovery (``DiskStorage.open``): every segment is read in order. In the last segment an all-zero
-record header is the end of the records (the preallocated tail). A bad record (short header,
-short payload or payload CRC mismatch; a damaged length field is always corruption, since it
-has its own CRC) is a *torn tail* only when it is the last record of the last
-segment (the write in flight when the process died; it was never acknowledged, since the
-fsync did not return): the file is truncated before it and the node goes on; so is anything
-but zeros after the end of the last segment's records (what landed of a torn write whose
-first block did not). A bad record anywhere else is silent corruption: ``WalCorruptError``
-names the file and offset, and the node refuses to start rather than serve a log it cannot
-trust. (A zeroed range inside the last segment cannot be told from its preallocated tail:
-the records after it are dropped as a torn write's would be, as etcd's WAL does.)
+Recovery (``DiskStorage.open``): every segment is read in order. An all-zero record header
+followed by zeros only ends a segment's records (the preallocated tail; a closed segment has
+one only if the node ran with fsync off and crashed at a rotation). In the last segment, a
+*torn tail* (the write in flight when the process died, never acknowledged: its fsync did not
+return) is dropped, the file truncated before it, and the node goes on: a bad record (short
+header, damaged length, short payload, payload CRC mismatch) that reaches the end of the
+file or holds a ``SECTOR_BYTES`` block of zeros (a block that never reached the disk), or
+anything but zeros after an all-zero header (what landed of a write whose first block did
+not). Any other bad record, or zeros inside a closed segment, is silent corruption:
+``WalCorruptError`` names the file and offset, and the node refuses to start rather than
+serve a log it cannot trust. (A range of the last segment zeroed by the disk cannot be told
+from a write that did not land: the records after it are dropped, as etcd's WAL does.)
 
 Compaction: ``save_snapshot`` writes the snapshot file (tmp, fsync, rename, fsync dir),
 compacts the in-memory log and deletes whole segments that only hold compacted entries, and
@@ -64,6 +65,8 @@ SEGMENT_BYTES = 8 * 2**20
 """A segment is closed and a new one started once it grows past this size."""
 PREALLOCATE_BYTES = 2**20
 """Zeros written ahead of the last segment's records whenever a write reaches its end."""
+SECTOR_BYTES = 512
+"""The unit a disk writes whole (or not at all) that torn-write detection assumes."""
 _ZERO_HEADER = bytes(_HEADER.size)
 
 
@@ -90,54 +93,73 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _read_records(path: Path, last: bool) -> tuple[list[object], int, bool]:
-    """Decode every record of ``path``; returns (payloads, length of the good prefix, whether
-    only zeros follow it). Raises ``WalCorruptError`` unless the only bad record is the tail
-    of the last segment; there an all-zero header ends the records (the preallocated tail)."""
+def _holds_zero_sector(buf: bytes, start: int, stop: int) -> bool:
+    """Whether ``buf[start:stop]``, cut at ``SECTOR_BYTES`` boundaries of the file, has a piece
+    of zeros only: a block of a write that never reached the disk (as etcd's WAL tells a torn
+    write from corruption)."""
+    stop = min(stop, len(buf))
+    while start < stop:
+        cut = min((start // SECTOR_BYTES + 1) * SECTOR_BYTES, stop)
+        if buf.count(0, start, cut) == cut - start:
+            return True
+        start = cut
+    return False
+
+
+def _read_records(path: Path, last: bool) -> tuple[list[object], int, int]:
+    """Decode every record of ``path``; returns (payloads, length of the good prefix, torn
+    bytes after it: 0 when only zeros follow). An all-zero header ends a segment's records
+    when only zeros follow it. Raises ``WalCorruptError`` unless every bad byte is the last
+    segment's torn tail (see the module docstring)."""
     buf = path.read_bytes()
     out: list[object] = []
     pos = 0
     while pos < len(buf):
-        reason = ""
-        end = pos
-        if last and buf[pos : pos + _HEADER.size].count(0) == min(_HEADER.size, len(buf) - pos):
-            break  # the preallocated zeros (or a torn write whose first block did not land)
-        if len(buf) - pos < _HEADER.size:
-            reason = "short record header"
-            end = len(buf)
+        head = buf[pos : pos + _HEADER.size]
+        if head.count(0) == len(head):  # the preallocated zeros, or a write's lost first block
+            if buf.count(0, pos) == len(buf) - pos:
+                return out, pos, 0
+            if last:
+                return out, pos, len(buf[pos:].rstrip(b"\0"))
+            raise WalCorruptError(path, pos, "zeros inside a closed segment")
+        if len(head) < _HEADER.size:
+            reason, end = "short record header", len(buf)
         else:
             n, ncrc, crc = _HEADER.unpack_from(buf, pos)
             end = pos + _HEADER.size + n
-            payload = buf[pos + _HEADER.size : end]
             if zlib.crc32(n.to_bytes(4, "little")) != ncrc:
-                raise WalCorruptError(path, pos, "record length damaged (CRC mismatch)")
-            if end > len(buf):
+                reason, end = "record length damaged (CRC mismatch)", pos + _HEADER.size
+            elif end > len(buf):
                 reason = "short record"
-            elif zlib.crc32(payload) != crc:
+            elif zlib.crc32(buf[pos + _HEADER.size : end]) != crc:
                 reason = "CRC mismatch"
             else:
                 try:
-                    out.append(msgpack.unpackb(payload, use_list=True))
+                    out.append(msgpack.unpackb(buf[pos + _HEADER.size : end], use_list=True))
                 except Exception as e:
                     raise WalCorruptError(path, pos, f"undecodable record: {e}") from None
                 pos = end
                 continue
-        if last and end >= len(buf):
-            return out, pos, False  # torn tail: the unacknowledged last write
+        if last and (end >= len(buf) or _holds_zero_sector(buf, pos, end)):
+            return out, pos, len(buf[pos:].rstrip(b"\0"))  # the unacknowledged last write
         raise WalCorruptError(path, pos, reason)
-    return out, pos, buf.count(0, pos) == len(buf) - pos
+    return out, pos, 0
 
 
 class PendingWrite:
-    """One ``save`` between its steps: the encoded records, where they go in the last segment
-    (``offset``) and how many zeros to preallocate after them, whether to fsync them, and what
-    the in-memory log takes once they are written. ``fsync_seconds``: how long the fsync took."""
+    """One ``save`` between its steps: the encoded records, where they go (the ``segment``
+    opened for writing when prepared, at ``offset``) and how many zeros to preallocate after
+    them, whether to fsync them, and what the in-memory log takes once they are written.
+    ``fsync_seconds``: how long the fsync took."""
 
-    __slots__ = ("blob", "entries", "fsync", "fsync_seconds", "hard_state", "offset", "zeros")
+    __slots__ = (
+        "blob", "entries", "fsync", "fsync_seconds", "hard_state", "offset", "segment", "zeros"
+    )  # fmt: skip
 
     def __init__(
         self,
         blob: bytes,
+        segment: int,
         offset: int,
         zeros: int,
         fsync: bool,
@@ -145,6 +167,7 @@ class PendingWrite:
         entries: Sequence[Entry],
     ) -> None:
         self.blob = blob
+        self.segment = segment
         self.offset = offset
         self.zeros = zeros
         self.fsync = fsync
@@ -173,6 +196,7 @@ class DiskStorage:
         self._fd: int | None = None
         self._seg_size = 0  # bytes of records in the last segment (where the next write goes)
         self._alloc = 0  # bytes of the last segment's file: its records, then zeros
+        self._segment_serial = 0  # counts the segments opened for writing (see PendingWrite)
         self._segments: list[tuple[int, Path]] = []  # (first index, path), sorted
 
     # --- opening ----------------------------------------------------------------
@@ -191,9 +215,9 @@ class DiskStorage:
         hs = HardState()
         for i, (_, path) in enumerate(s._segments):
             last = i == len(s._segments) - 1
-            records, good, zeros_after = _read_records(path, last)
-            if good < path.stat().st_size and not zeros_after:
-                s.torn_bytes = path.stat().st_size - good
+            records, good, torn = _read_records(path, last)
+            if torn:
+                s.torn_bytes = torn
                 with open(path, "r+b") as f:
                     f.truncate(good)
                     os.fsync(f.fileno())
@@ -248,6 +272,7 @@ class DiskStorage:
         path = self.wal_dir / f"seg-{first:020d}.log"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._seg_size = self._alloc = 0
+        self._segment_serial += 1
         self._segments.append((first, path))
         if self.fsync:
             _fsync_dir(self.wal_dir)
@@ -323,7 +348,9 @@ class DiskStorage:
                 and (hard_state.term, hard_state.vote) != (old.term, old.vote)
             )
         )
-        if entries and self._seg_size > SEGMENT_BYTES:
+        if entries and self._seg_size > SEGMENT_BYTES and entries[0].index > self._segments[-1][0]:
+            # (a follower's truncation reaching below this segment's first entry stays in it:
+            # segments replay in the order of their first index, named after it)
             self._new_segment(entries[0].index)
             hard_state = hard_state or self.mem.hard_state  # each segment restates it
         pack = self._packer.pack  # one Packer: packb would build one per record
@@ -341,17 +368,22 @@ class DiskStorage:
         if self._seg_size > self._alloc:  # the write reaches the end: preallocate past it
             zeros = PREALLOCATE_BYTES
             self._alloc = self._seg_size + zeros
-        return PendingWrite(blob, offset, zeros, self.fsync and sync, hard_state, entries)
+        return PendingWrite(
+            blob, self._segment_serial, offset, zeros, self.fsync and sync, hard_state, entries
+        )
 
     def write(self, w: PendingWrite) -> None:
         """The second step: write the records and fsync them when needed. Touches only the
         segment file, so it may run on another thread while the caller's thread reads the
         in-memory log."""
         assert self._fd is not None
+        assert w.segment == self._segment_serial, "a prepared write outlived its segment"
         if w.zeros:
-            os.pwritev(self._fd, [w.blob, bytes(w.zeros)], w.offset)
+            written = os.pwritev(self._fd, [w.blob, bytes(w.zeros)], w.offset)
         else:
-            os.pwrite(self._fd, w.blob, w.offset)
+            written = os.pwrite(self._fd, w.blob, w.offset)
+        if written != len(w.blob) + w.zeros:
+            raise OSError(f"raft log: short write ({written} of {len(w.blob) + w.zeros} bytes)")
         if w.fsync:
             t0 = time.perf_counter()
             os.fdatasync(self._fd)

@@ -19,9 +19,23 @@ def _last_segment(root: Path) -> Path:
     return sorted((root / "wal").glob("seg-*.log"))[-1]
 
 
+def _records_end(seg: Path) -> int:
+    """Where the last segment's records end (its preallocated zeros follow)."""
+    return wal._read_records(seg, last=True)[1]
+
+
 def _records(seg: Path) -> bytes:
-    """The last segment's records, without its preallocated zeros."""
-    return seg.read_bytes()[: wal._read_records(seg, last=True)[1]]
+    return seg.read_bytes()[: _records_end(seg)]
+
+
+def _lose_block(seg: Path, at: int, written_from: int) -> None:
+    """A crash during the write that began at ``written_from``: the disk block holding byte
+    ``at`` never got that write, so what the write put there reads as before (zeros)."""
+    lo = at // wal.SECTOR_BYTES * wal.SECTOR_BYTES
+    data = bytearray(seg.read_bytes())
+    start = max(lo, written_from)
+    data[start : lo + wal.SECTOR_BYTES] = bytes(lo + wal.SECTOR_BYTES - start)
+    seg.write_bytes(bytes(data))
 
 
 def test_restart_resumes_from_disk(tmp_path):
@@ -38,16 +52,43 @@ def test_restart_resumes_from_disk(tmp_path):
 def test_torn_tail_is_dropped(tmp_path):
     s = DiskStorage.open(tmp_path)
     s.save(HardState(1, None, 0), _entries(1, 4))
-    s.save(None, _entries(4, 5))
     s.close()
     seg = _last_segment(tmp_path)
-    seg.write_bytes(_records(seg)[:-3])  # the last record's write was cut short
+    start = _records_end(seg)
+    s = DiskStorage.open(tmp_path)
+    s.save(None, [Entry(4, 1, EntryKind.NORMAL, b"x" * 1500)])  # spans 3-4 disk blocks
+    s.close()
+    _lose_block(seg, _records_end(seg) - 1, start)  # its last block never reached the disk
     r = DiskStorage.open(tmp_path)
     assert r.last_index() == 3
-    assert r.torn_bytes > 0
+    assert 0 < r.torn_bytes < 1500
     r.save(None, _entries(4, 6))  # the log goes on after the truncated tail
     r.close()
     assert DiskStorage.open(tmp_path).last_index() == 5
+
+
+def test_a_write_cut_at_the_end_of_the_file_is_a_torn_tail_too(tmp_path):
+    s = DiskStorage.open(tmp_path)  # as a log written before preallocation ends
+    s.save(HardState(1, None, 0), _entries(1, 4))
+    s.save(None, _entries(4, 5))
+    s.close()
+    seg = _last_segment(tmp_path)
+    seg.write_bytes(_records(seg)[:-3])
+    r = DiskStorage.open(tmp_path)
+    assert r.last_index() == 3 and r.torn_bytes > 0
+
+
+def test_a_damaged_last_record_without_a_lost_block_is_corruption(tmp_path):
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, None, 0), _entries(1, 4))
+    s.save(None, [Entry(4, 1, EntryKind.NORMAL, b"x" * 1500)])
+    s.close()
+    seg = _last_segment(tmp_path)
+    data = bytearray(seg.read_bytes())
+    data[_records_end(seg) - 700] ^= 0x01  # one flipped bit, every block written
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="CRC mismatch"):
+        DiskStorage.open(tmp_path)
 
 
 def test_corruption_in_the_middle_is_refused(tmp_path):
@@ -105,10 +146,13 @@ def test_only_a_commit_change_is_written_without_fsync(tmp_path):
 def test_a_lost_commit_record_only_lowers_the_commit_hint(tmp_path):
     s = DiskStorage.open(tmp_path)
     s.save(HardState(1, "a", 0), _entries(1, 4))
-    s.save(HardState(1, "a", 3), [])
     s.close()
     seg = _last_segment(tmp_path)
-    seg.write_bytes(_records(seg)[:-2])  # the unsynced commit record was torn by a crash
+    start = _records_end(seg)
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, "a", 3), [])
+    s.close()
+    _lose_block(seg, start, start)  # the unsynced commit record never reached the disk
     r = DiskStorage.open(tmp_path)
     assert r.hard_state == HardState(1, "a", 0)  # term and vote survive; commit is relearned
     assert r.last_index() == 3  # every entry was fsynced before it was acknowledged
@@ -159,5 +203,16 @@ def test_closed_segments_hold_no_zeros_and_a_zeroed_header_there_is_corruption(
     data = bytearray(first.read_bytes())
     data[:12] = bytes(12)  # a zeroed block where a closed segment's first record was
     first.write_bytes(bytes(data))
-    with pytest.raises(WalCorruptError, match="length damaged"):
+    with pytest.raises(WalCorruptError, match="zeros inside a closed segment"):
         DiskStorage.open(tmp_path)
+
+
+def test_a_truncation_below_the_last_segment_stays_in_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(wal, "SEGMENT_BYTES", 64)
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(1, None, 0), _entries(1, 3))
+    s.save(None, _entries(3, 10))  # a new segment from 3, already past SEGMENT_BYTES
+    s.save(HardState(2, None, 0), _entries(2, 4, term=2))  # a follower's log cut back to 2
+    s.close()
+    r = DiskStorage.open(tmp_path)
+    assert [e.term for e in r.entries(1, r.last_index() + 1)] == [1, 2, 2]

@@ -442,19 +442,20 @@ def failover_trials(trials: int) -> list[float]:
 
 PROFILE_NOTE = (
     "Where the CPU of a commit goes (not recomputed by this command: py-spy `--gil` samples of "
-    "the in-process leader and one follower under this load, fsync on, 2026-11-25 21:13 UTC, "
-    "10.4k commits/s, 58 µs leader and 33 µs per follower per commit). Leader: put path "
-    "(encode the command, propose, future, result) 23 %, message encoding and TLS writes "
-    "(uvloop's SSL and the loopback send, which wakes a follower) 17 %, apply (decode, KV "
-    "update, answer) 14 %, log records and fsync 7 %, KV snapshot thread 5 %, receiving "
-    "acknowledgements 4 %, the rest (event loop, timers, Ready bookkeeping, garbage "
-    "collection) 27 %. Follower: apply 27 %, receiving appends (TLS read, decode, step) 16 %, "
-    "KV snapshot thread 14 %, log records and fsync 13 %, acknowledgements 9 %, KV watch of "
-    "mesh config 5 %, the rest 15 %. Before this round of work (same load, 5.4k commits/s): "
-    "116 µs leader and 70 µs per follower per commit, 0.074 RAFT envelopes per commit (a "
-    "commit notice and an append per follower per round), and the leader's loop stalled "
-    "270 ms in a KV snapshot and 130 ms in a full garbage collection, enough for the followers "
-    "to elect another leader mid-window: the 64 failed puts (one per worker) of earlier runs."
+    "the in-process leader and one follower under this load, fsync on, 2026-11-25 22:52 UTC, "
+    "10.9k commits/s, 58 µs leader and 33 µs per follower per commit). Leader: put path "
+    "(encode the command, propose, future, result; with the load's own loop) 33 %, message "
+    "encoding and TLS writes (uvloop's SSL and the loopback send, which wakes a follower) "
+    "15 %, apply (KV update, answer) 10 %, log records and fsync 8 %, receiving "
+    "acknowledgements 4 %, KV snapshot thread 3 %, KV watch of mesh config 2 %, the rest "
+    "(event loop, timers, Ready bookkeeping, garbage collection) 25 %. Follower: apply (decode, "
+    "KV update) 28 %, receiving appends (TLS read, decode, step) 19 %, log records and fsync "
+    "11 %, KV snapshot thread 10 % (one snapshot in the window), acknowledgements 7 %, KV watch "
+    "of mesh config 6 %, the rest 19 %. Earlier (same load, 5.4k commits/s): 116 µs leader "
+    "and 70 µs per follower per commit, 0.074 RAFT envelopes per commit (a commit notice and an "
+    "append per follower per round), and the leader's loop stalled 270 ms in a KV snapshot and "
+    "130 ms in a full garbage collection, enough for the followers to elect another leader "
+    "mid-window: the 64 failed puts (one per worker) of earlier runs."
 )
 
 

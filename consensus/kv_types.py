@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from consensus.codec import U32, U64, Codec
 from consensus.errors import ConsensusError
+from consensus.fastinit import fast_init
 
 MAX_COMMAND_BYTES = 1024 * 1024
 """Hard limit on one encoded command (a Raft entry's data)."""
@@ -46,6 +47,7 @@ class EventKind(enum.IntEnum):
 
 
 @KV_CODEC.register(KvCommandType.PUT)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Put:
     """Set ``key`` to ``value`` (creating it if absent)."""
@@ -55,6 +57,7 @@ class Put:
 
 
 @KV_CODEC.register(KvCommandType.DELETE)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Delete:
     """Remove ``key``; deleting an absent key changes nothing (no new revision)."""
@@ -63,6 +66,7 @@ class Delete:
 
 
 @KV_CODEC.register(KvCommandType.CAS)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Cas:
     """Set ``key`` to ``value`` only if its mod revision is ``expected`` (0: only if absent)."""
@@ -95,6 +99,7 @@ def decode_command(data: bytes) -> KvCommand:
     return KV_CODEC.decode(data)  # type: ignore[return-value]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     """One key's value and its revisions at some revision of the store."""
@@ -106,6 +111,7 @@ class KeyValue:
     version: U64
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """A change made at ``revision``: ``kv`` is the key's new value (``None`` when deleted)
@@ -140,6 +146,7 @@ KV_SNAPSHOT_CODEC.check_schemas()
 # --- results -----------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ok:
     """The command was applied. ``revision`` is the store's revision after it (the entry's index
@@ -150,6 +157,7 @@ class Ok:
     changed: bool = True
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CasFailed:
     """A compare-and-set did not match: the key's mod revision is ``current`` (0: absent); the
@@ -161,6 +169,7 @@ class CasFailed:
     revision: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """The entry's data is not a valid command (or asks the impossible, such as compacting a

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from consensus.codec import U64, Codec
 from consensus.core import NodeId
+from consensus.fastinit import fast_init
 
 RAFT_MAX_FRAME = 8 * 1024 * 1024
 """Hard limit on one encoded Raft frame; ``RaftConfig.max_bytes_per_msg`` must stay below it."""
@@ -80,6 +81,7 @@ class ConfChangeType(enum.IntEnum):
 
 
 @RAFT_CODEC.register(RaftMsgType.ENTRY)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry. ``index`` ≥ 1; ``term`` is the leader's term when it was created."""
@@ -195,6 +197,7 @@ class VoteResponse:
 
 
 @RAFT_CODEC.register(RaftMsgType.APPEND)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
     """AppendEntries (§5.3): ``entries`` follow ``(prev_index, prev_term)``; ``commit`` is the
@@ -210,6 +213,7 @@ class AppendEntries:
 
 
 @RAFT_CODEC.register(RaftMsgType.APPEND_RESPONSE)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AppendResponse:
     """Answer to ``AppendEntries`` (or, from a stale leader's point of view, to a heartbeat at an
@@ -231,6 +235,7 @@ class AppendResponse:
 
 
 @RAFT_CODEC.register(RaftMsgType.HEARTBEAT)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """Leader's periodic heartbeat. ``commit`` is min(follower's match, leader commit) so a
@@ -245,6 +250,7 @@ class Heartbeat:
 
 
 @RAFT_CODEC.register(RaftMsgType.HEARTBEAT_RESPONSE)
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HeartbeatResponse:
     """Answer to ``Heartbeat``; echoes its ``context``."""

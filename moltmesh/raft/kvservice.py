@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.errors import DecodeError, NotLeader
+from consensus.fastinit import fast_init
 from consensus.kv import KvStore
 from consensus.kv_types import (
     Cas,
@@ -79,6 +80,7 @@ class ReplyTooLarge(Exception):
     prefix)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """A write applied at ``revision`` (the store's revision after it); ``prev``: the key's

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from consensus.raft import RaftConfig
@@ -106,3 +108,17 @@ async def eventually(cond, timeout: float = 10.0, what: str = "condition") -> No
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def three_voters_led_by_a(root: Path) -> AsyncIterator[LocalNet]:
+    """A started group of voters a, b and c (no learners) once a leads it; stopped on exit."""
+    net = LocalNet(root, ["a", "b", "c"], max_learners=0)
+    await net.start()
+    try:
+        a = net.nodes["a"]
+        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
+                         "3 voters, a leads")  # fmt: skip
+        yield net
+    finally:
+        await net.stop()

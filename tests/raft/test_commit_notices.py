@@ -11,16 +11,12 @@ from consensus.messages import AppendEntries, AppendResponse
 from consensus.messages import decode as decode_raft
 from moltmesh.mesh.wire import Channel
 from moltmesh.raft.proto import RaftBatch, decode
-from tests.raft.localnet import LocalNet, eventually
+from tests.raft.localnet import eventually, three_voters_led_by_a
 
 
 async def test_commit_notices_ride_on_the_next_append_under_load(tmp_path) -> None:
-    net = LocalNet(tmp_path, ["a", "b", "c"], max_learners=0)
-    await net.start()
-    try:
+    async with three_voters_led_by_a(tmp_path) as net:
         a = net.nodes["a"]
-        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
-                         "3 voters, a leads")  # fmt: skip
         await a.kv.put("warm", b"1")
         counts = {"with_entries": 0, "empty": 0}
         inner = a.kv._send_raw
@@ -50,20 +46,14 @@ async def test_commit_notices_ride_on_the_next_append_under_load(tmp_path) -> No
         # Without the feature every round sends an empty append too (1.3-1.4 per append with
         # entries, measured); with it 0.1-0.2, up to 0.55 on a machine loaded 4 times over.
         assert counts["empty"] < counts["with_entries"], counts
-    finally:
-        await net.stop()
 
 
 async def test_a_follower_acknowledges_before_it_applies(tmp_path) -> None:
     """A follower's Ready that persists new entries and commits earlier ones sends its
     acknowledgement before applying: the leader's next commit waits for that acknowledgement,
     nobody waits for the follower's apply."""
-    net = LocalNet(tmp_path, ["a", "b", "c"], max_learners=0)
-    await net.start()
-    try:
+    async with three_voters_led_by_a(tmp_path) as net:
         a, b = net.nodes["a"], net.nodes["b"]
-        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
-                         "3 voters, a leads")  # fmt: skip
         order: list[str] = []  # within one of b's Readies: "ack" / "apply", in order
         checked, wrong = 0, []  # (checked outside b's driver: a failure there would kill it)
         send, handle, apply = b.kv._send_raw, b.driver._handle_ready, b.driver._apply
@@ -100,5 +90,3 @@ async def test_a_follower_acknowledges_before_it_applies(tmp_path) -> None:
         await asyncio.gather(*(worker(w) for w in range(32)))
         assert checked > 0  # the load produced such Readies on b
         assert not wrong, wrong[:3]
-    finally:
-        await net.stop()

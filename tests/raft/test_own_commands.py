@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from consensus.kv import KvStore
-from tests.raft.localnet import LocalNet, eventually
+from tests.raft.localnet import eventually, three_voters_led_by_a
 
 
 async def test_the_leader_applies_its_own_commands_undecoded(tmp_path, monkeypatch) -> None:
-    net = LocalNet(tmp_path, ["a", "b", "c"], max_learners=0)
-    await net.start()
-    try:
+    async with three_voters_led_by_a(tmp_path) as net:
         a = net.nodes["a"]
-        await eventually(lambda: len(a.driver.node.voters) == 3 and net.leader() is a, 20,
-                         "3 voters, a leads")  # fmt: skip
         decoded: dict[int, int] = {}  # id(store) -> entries it decoded
         inner = KvStore.apply
 
@@ -35,5 +31,3 @@ async def test_the_leader_applies_its_own_commands_undecoded(tmp_path, monkeypat
             assert decoded[id(net.nodes[name].driver.kv)] >= 42
         states = [n.driver.kv.snapshot() for n in net.nodes.values()]
         assert states[0] == states[1] == states[2]
-    finally:
-        await net.stop()

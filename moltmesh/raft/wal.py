@@ -13,9 +13,9 @@ truncation), exactly as ``MemoryStorage.append`` does, so replay is a plain fold
 Preallocation: the last segment is kept zero-filled ``PREALLOCATE_BYTES`` ahead of its records
 (written zeros, not a sparse or ``fallocate``d range), so that a write lands in blocks the file
 already owns and its ``fdatasync`` flushes data only: no file-size change, no journal commit of
-the file system's metadata (on this VM's ext4, 3 processes fsyncing at once: 0.61 → 0.31 ms
-p50). A segment is truncated to its records, durably, before the next one is created, so only
-the last segment ends in zeros.
+the file system's metadata (``bench/wal_fsync.py`` on this VM's ext4, 3 processes fsyncing at
+once: 0.55 → 0.30 ms p50). A segment is truncated to its records, durably, before the next
+one is created, so only the last segment ends in zeros.
 
 Recovery (``DiskStorage.open``): every segment is read in order. An all-zero record header
 followed by zeros only ends a segment's records (the preallocated tail; a closed segment has
@@ -67,7 +67,6 @@ PREALLOCATE_BYTES = 2**20
 """Zeros written ahead of the last segment's records whenever a write reaches its end."""
 SECTOR_BYTES = 512
 """The unit a disk writes whole (or not at all) that torn-write detection assumes."""
-_ZERO_HEADER = bytes(_HEADER.size)
 
 
 class WalCorruptError(ConsensusError):

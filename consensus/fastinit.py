@@ -20,9 +20,9 @@ T = TypeVar("T", bound=type)
 
 def fast_init(cls: T) -> T:
     """Class decorator, above ``@dataclass(frozen=True, slots=True)``: see the module docstring."""
-    fields = dataclasses.fields(cls)
+    fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
     if (
-        not dataclasses.is_dataclass(cls)
+        not fields
         or not cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
         or hasattr(cls, "__post_init__")
         or any(not f.init or f.kw_only is True for f in fields)

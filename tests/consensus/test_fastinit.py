@@ -64,6 +64,9 @@ def test_refuses_classes_it_would_change():
     class NoSlots:
         a: int
 
-    for cls in (Post, Mutable, NoSlots):
+    class NotADataclass:
+        a: int
+
+    for cls in (Post, Mutable, NoSlots, NotADataclass):
         with pytest.raises(TypeError):
             fast_init(cls)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from consensus.errors import ConfChangeError, DecodeError, NotLeader
 from consensus.kv import KvResult, KvStore
-from consensus.kv_types import KvCommand
+from consensus.kv_types import CompactedRevisionError, KvCommand
 from consensus.messages import AppendEntries, ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
@@ -62,6 +62,7 @@ from moltmesh.raft.outcomes import (
 )
 from moltmesh.raft.tasks import cancel_and_wait
 from moltmesh.raft.wal import DiskStorage, PendingWrite
+from moltmesh.raft.watchers import ChangeWaiters
 
 log = logging.getLogger("moltmesh.raft")
 
@@ -126,6 +127,7 @@ class RaftDriver:
         self._read_ids = itertools.count(1)
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()  # set and replaced on every apply
+        self.changes = ChangeWaiters()  # woken by the changes each Ready applies
         self._leader_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.on_conf_change: Callable[[], None] | None = None
@@ -357,12 +359,26 @@ class RaftDriver:
 
     def _handle_ready(self, rd: Ready) -> None:
         """Handle ``rd`` in the contract's order (see the module docstring)."""
+        kv, revision = self.kv, self.kv.revision
         step = self._ready_persist(rd)
         if step is None:
             return
         if step.write is not None:
             self.storage.write(step.write)
         self._ready_apply(rd, step)
+        if self.changes and (self.kv is not kv or self.kv.revision != revision):
+            self._notify_changes(kv, revision)
+
+    def _notify_changes(self, before: KvStore, revision: int) -> None:
+        """Wake the watchers of what this Ready changed (``before`` at ``revision``: the
+        store as it was)."""
+        if self.kv is not before:  # a snapshot replaced it
+            self.changes.notify(None)
+            return
+        try:
+            self.changes.notify(self.kv.watch("", revision + 1))
+        except CompactedRevisionError:  # a Compact command of this Ready dropped them
+            self.changes.notify(None)
 
     def _ready_persist(self, rd: Ready) -> _ReadyStep | None:
         """Steps 0 and 1 up to the disk write: the leader's early messages, a snapshot

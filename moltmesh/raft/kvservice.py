@@ -26,7 +26,7 @@ import heapq
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from consensus.errors import DecodeError, NotLeader
@@ -173,8 +173,12 @@ class ClusterKv:
         copy elsewhere."""
         return self.driver.kv if self.driver.is_member() else self.follow.kv
 
-    def _changed_event(self) -> asyncio.Event:
-        return self.driver.applied_event() if self.driver.is_member() else self.follow.changed
+    def _change_under(self, prefix: str) -> Awaitable[object]:
+        """Done at the local copy's next change: on a member, only a change under ``prefix``
+        (``ChangeWaiters``); on the followed copy, any."""
+        if self.driver.is_member():
+            return self.driver.changes.wait(prefix)
+        return self.follow.changed.wait()
 
     def members(self) -> tuple[str, ...]:
         if self.driver.is_member():
@@ -219,7 +223,6 @@ class ClusterKv:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            changed = self._changed_event()
             store = self.local
             revision = store.revision
             events = store.watch(prefix, since)
@@ -228,13 +231,12 @@ class ClusterKv:
             left = end - loop.time()
             if events or left <= 0:
                 return events, revision
-            # Nothing under ``prefix`` up to ``revision``: the next look starts after it, so
-            # each wake-up scans only the changes since the last one (O(changes), not O(all
-            # changes since ``since``) per apply).
+            # Nothing under ``prefix`` up to ``revision``: the next look starts after it (no
+            # await since the scan, so no change is missed).
             since = max(since, revision + 1)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, 1.0)):
-                    await changed.wait()
+                    await self._change_under(prefix)
 
     # --- reads ---------------------------------------------------------------------------------
 

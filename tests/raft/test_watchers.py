@@ -1,0 +1,71 @@
+"""A watcher waits for changes under its own prefix only: writes to other keys do not wake it
+(a mesh-config watcher used to wake, scan and re-arm a timer on every applied batch of an
+app's write load), and a change under its prefix does, on the leader and on a follower."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consensus.kv_types import Event, EventKind
+from moltmesh.raft.watchers import ChangeWaiters
+from tests.raft.localnet import eventually, three_voters_led_by_a
+
+
+def _put(key: str) -> Event:
+    return Event(EventKind.PUT, key, 1, None, None)
+
+
+async def test_only_matching_changes_wake_a_waiter() -> None:
+    waiters = ChangeWaiters()
+    mesh, apps = waiters.wait("mesh/"), waiters.wait("app/")
+    waiters.notify([_put("k1"), _put("app/x")])
+    assert apps.done() and not mesh.done()
+    assert len(waiters) == 1
+    waiters.notify(None)  # anything may have changed
+    assert mesh.done() and len(waiters) == 0
+
+
+async def test_a_waiter_that_gives_up_is_forgotten() -> None:
+    waiters = ChangeWaiters()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await waiters.wait("mesh/")
+    waiters.notify([_put("mesh/config")])  # the cancelled future is not set again
+    await asyncio.sleep(0)  # its done callback runs
+    assert len(waiters) == 0
+
+
+async def test_writes_elsewhere_do_not_wake_a_watch(tmp_path, monkeypatch) -> None:
+    waits: dict[int, int] = {}  # id(ChangeWaiters) -> futures it handed out
+    inner = ChangeWaiters.wait
+
+    def counting(self: ChangeWaiters, prefix: str) -> asyncio.Future[None]:
+        waits[id(self)] = waits.get(id(self), 0) + 1
+        return inner(self, prefix)
+
+    monkeypatch.setattr(ChangeWaiters, "wait", counting)
+    async with three_voters_led_by_a(tmp_path) as net:
+        a, b = net.nodes["a"], net.nodes["b"]
+        loop = asyncio.get_running_loop()
+        since = a.kv.local.revision + 1
+        watches = {n: asyncio.create_task(n.kv.watch("mesh/", since, timeout=60)) for n in (a, b)}
+        await eventually(lambda: all(len(n.driver.changes) == 1 for n in (a, b)), 5,
+                         "both watches wait")  # fmt: skip
+        started = loop.time()
+        batches = 10
+        for i in range(batches):
+            await asyncio.gather(*(a.kv.put(f"k{i}-{j}", b"v") for j in range(20)))
+        last = a.driver.node.last_index
+        await eventually(lambda: b.driver.kv.applied_index >= last, 10, "b applied the writes")
+        # A watch re-arms once a second on its own; a wake-up per applied batch would be more.
+        rearms = int(loop.time() - started) + 1
+        assert rearms < batches, "the writes took too long to tell wake-ups from re-arms"
+        for n in (a, b):
+            assert not watches[n].done()
+            assert waits[id(n.driver.changes)] <= 1 + rearms
+        rev = (await a.kv.put("mesh/config", b"{}")).revision
+        for n in (a, b):
+            events, _ = await asyncio.wait_for(watches[n], 10)
+            assert [(e.key, e.revision) for e in events] == [("mesh/config", rev)]

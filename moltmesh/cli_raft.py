@@ -3,7 +3,8 @@
 ``recover --voters A,B`` is offline surgery for a group that lost quorum for good: run it on
 each survivor's data directory (the node stopped), with the same voter list. It applies every
 entry in that node's log (committed or not, like etcd's --force-new-cluster) to the KV, writes
-a snapshot of it whose membership is exactly the given voters, and drops the log; started
+a snapshot of it whose membership is exactly the given voters, and drops the log (in an
+order that a crash at any point leaves a directory the node starts from); started
 again, the survivors elect a leader among themselves and the autopilot takes it from there.
 Run it on the survivor with the longest log first if they may differ.
 """
@@ -48,7 +49,7 @@ def recover(raft_dir: Path, voters: list[str]) -> tuple[int, int]:
     snapshot written."""
     from consensus.errors import CompactedError
     from consensus.kv import KvStore
-    from consensus.messages import HardState
+    from consensus.messages import HardState, Snapshot, SnapshotMeta
     from consensus.raft_membership import make_conf_state
     from moltmesh.raft.wal import DiskStorage
 
@@ -68,18 +69,8 @@ def recover(raft_dir: Path, voters: list[str]) -> tuple[int, int]:
     if index == 0:
         raise ValueError(f"{raft_dir} holds no Raft state to recover")
     term = max(s.term(index), s.hard_state.term)
-    conf = make_conf_state(voters)
-    s.close()
-    for p in (raft_dir / "wal").glob("seg-*.log"):
-        p.unlink()
-    for p in (raft_dir / "snap").glob("snap-*.snap"):
-        p.unlink()
-    fresh = DiskStorage.open(raft_dir)
-    from consensus.messages import Snapshot, SnapshotMeta
-
-    fresh.apply_snapshot(Snapshot(SnapshotMeta(index, term, conf), kv.snapshot()))
-    fresh.save(HardState(term, None, index), [])
-    fresh.close()
+    snap = Snapshot(SnapshotMeta(index, term, make_conf_state(voters)), kv.snapshot())
+    s.reset_to_snapshot(snap, HardState(term, None, index))  # crash-safe, closes ``s``
     return index, term
 
 

@@ -430,6 +430,28 @@ class DiskStorage:
         self._new_segment(snap.meta.index + 1)
         self.save(self.mem.hard_state, [], sync=True)  # must survive the segments' removal
 
+    def reset_to_snapshot(self, snap: Snapshot, hard_state: HardState) -> None:
+        """Offline (``moltmesh raft recover``): make ``snap``, taken at this log's last index
+        with whatever membership, the node's whole state, with ``hard_state``; then close.
+
+        The order keeps every crash point recoverable to a valid node: the snapshot file
+        replaces any at its index atomically (from then on the node starts from it, with the
+        old hard state: keeping a vote is safe); the hard state is appended to the last
+        segment, read after the older ones; only then are the older segments removed (every
+        entry they hold is in the snapshot)."""
+        if snap.meta.index != self.mem.last_index():
+            raise ValueError(
+                f"snapshot at {snap.meta.index}, the log ends at {self.mem.last_index()}"
+            )
+        self._write_snapshot_file(snap)
+        self.save(hard_state, [], sync=True)
+        for _, path in self._segments[:-1]:
+            path.unlink(missing_ok=True)
+        self._segments = self._segments[-1:]
+        if self.fsync:
+            _fsync_dir(self.wal_dir)
+        self.close()
+
     def save_snapshot(self, index: int, conf: ConfState, data: bytes, keep: int = 0) -> Snapshot:
         """Snapshot the state machine as of ``index`` and compact the log up to
         ``index - keep`` (lagging followers may still read the ``keep`` entries before it).

@@ -84,6 +84,16 @@ def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(n, zlib.crc32(n.to_bytes(4, "little")), zlib.crc32(payload)) + payload
 
 
+def _newer(a: HardState | None, b: HardState | None) -> HardState | None:
+    """The later of two hard states of one node: terms only grow, a vote once cast stands for
+    its term, and the commit index only grows."""
+    if a is None or b is None:
+        return a or b
+    if a.term != b.term:
+        return a if a.term > b.term else b
+    return HardState(a.term, a.vote or b.vote, max(a.commit, b.commit))
+
+
 def _fsync_dir(d: Path) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:
@@ -206,12 +216,12 @@ class DiskStorage:
         s = cls(root, fsync=fsync)
         s.wal_dir.mkdir(parents=True, exist_ok=True)
         s.snap_dir.mkdir(parents=True, exist_ok=True)
-        snap = s._load_snapshot()
+        snap, snap_hs = s._load_snapshot()
         if snap is not None:
             s.mem.apply_snapshot(snap)
         segs = sorted(s.wal_dir.glob("seg-*.log"))
         s._segments = [(int(p.stem[4:]), p) for p in segs]
-        hs = HardState()
+        hs: HardState | None = None  # the last one the segments hold
         for i, (_, path) in enumerate(s._segments):
             last = i == len(s._segments) - 1
             records, good, torn = _read_records(path, last)
@@ -232,24 +242,25 @@ class DiskStorage:
                     s.mem.append([e])
                 elif rec[0] == _REC_HARD:
                     hs = HardState(rec[1], rec[2], rec[3])
-        s.mem.set_hard_state(hs)
+        s.mem.set_hard_state(_newer(snap_hs, hs) or HardState())
         s._open_tail()
         return s
 
-    def _load_snapshot(self) -> Snapshot | None:
+    def _load_snapshot(self) -> tuple[Snapshot | None, HardState | None]:
+        """The newest snapshot and the hard state stored with it (``apply_snapshot``'s)."""
         snaps = sorted(self.snap_dir.glob("snap-*.snap"))
         for p in snaps:
             if p != snaps[-1]:
                 p.unlink()  # older snapshots left by a crash during compaction
         if not snaps:
-            return None
+            return None, None
         path = snaps[-1]
         records, good, _ = _read_records(path, last=False)
-        if len(records) != 1:
-            raise WalCorruptError(path, good, "a snapshot file holds one record")
-        index, term, voters, learners, data = records[0]  # type: ignore[misc]
+        if len(records) != 1 or not isinstance(records[0], list) or len(records[0]) not in (5, 8):
+            raise WalCorruptError(path, good, "a snapshot file holds one record of 5 or 8 fields")
+        index, term, voters, learners, data, *hard = records[0]
         meta = SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners)))
-        return Snapshot(meta, data)
+        return Snapshot(meta, data), (HardState(*hard) if hard else None)
 
     def _open_tail(self) -> None:
         if not self._segments:
@@ -398,10 +409,12 @@ class DiskStorage:
         if w.hard_state is not None:
             self.mem.set_hard_state(w.hard_state)
 
-    def _write_snapshot_file(self, snap: Snapshot) -> None:
+    def _write_snapshot_file(self, snap: Snapshot, hard_state: HardState | None = None) -> None:
         meta = snap.meta
         rec = [meta.index, meta.term, list(meta.conf_state.voters),
                list(meta.conf_state.learners), snap.data]  # fmt: skip
+        if hard_state is not None:
+            rec += [hard_state.term, hard_state.vote, hard_state.commit]
         final = self.snap_dir / f"snap-{meta.index:020d}.snap"
         tmp = final.with_suffix(".tmp")
         with open(tmp, "wb") as f:
@@ -422,7 +435,10 @@ class DiskStorage:
                 f"snapshot at {snap.meta.index} is not newer than ours "
                 f"({self.mem.snapshot_index()})"
             )
-        self._write_snapshot_file(snap)
+        # The hard state goes into the snapshot file too: the segments holding it are removed
+        # before the new one restates it (a crash in between kept neither, and a node that
+        # forgot its vote could vote twice in one term).
+        self._write_snapshot_file(snap, self.mem.hard_state)
         self.mem.apply_snapshot(snap)
         for _, path in self._segments:
             path.unlink(missing_ok=True)

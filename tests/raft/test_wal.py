@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from consensus.messages import ConfState, Entry, EntryKind, HardState
+from consensus.messages import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from consensus.raft_membership import make_conf_state
 from moltmesh.raft import wal
 from moltmesh.raft.wal import DiskStorage, WalCorruptError
 
@@ -216,3 +217,28 @@ def test_a_truncation_below_the_last_segment_stays_in_it(tmp_path, monkeypatch):
     s.close()
     r = DiskStorage.open(tmp_path)
     assert [e.term for e in r.entries(1, r.last_index() + 1)] == [1, 2, 2]
+
+
+class _Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+@pytest.mark.parametrize("at", ["_new_segment", "save"])
+def test_a_crash_while_installing_a_snapshot_keeps_the_vote(tmp_path, monkeypatch, at):
+    """Installing a leader's snapshot replaces every segment, which held the hard state. A crash
+    after they are gone and before the new segment restates it must not forget the term and
+    vote: a node that forgot its vote could vote twice in one term."""
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(4, "b", 3), _entries(1, 6, term=2))
+    snap = Snapshot(SnapshotMeta(50, 3, make_conf_state(["a", "b", "c"])), b"state")
+    monkeypatch.setattr(DiskStorage, at, lambda *a, **k: (_ for _ in ()).throw(_Crash()))
+    with pytest.raises(_Crash):
+        s.apply_snapshot(snap)
+    monkeypatch.undo()
+    s.close()
+    r = DiskStorage.open(tmp_path)
+    assert r.hard_state.term == 4 and r.hard_state.vote == "b"
+    assert r.snapshot().meta.index == 50
+    r.save(HardState(5, None, 50), [])  # a later term, written after, wins over the snapshot's
+    r.close()
+    assert DiskStorage.open(tmp_path).hard_state == HardState(5, None, 50)

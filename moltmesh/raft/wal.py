@@ -440,7 +440,7 @@ class DiskStorage:
         # forgot its vote could vote twice in one term).
         self._write_snapshot_file(snap, self.mem.hard_state)
         self.mem.apply_snapshot(snap)
-        for _, path in self._segments:
+        for _, path in reversed(self._segments):  # newest first: a crash keeps a gapless prefix
             path.unlink(missing_ok=True)
         self._segments = []
         self._new_segment(snap.meta.index + 1)

@@ -242,3 +242,28 @@ def test_a_crash_while_installing_a_snapshot_keeps_the_vote(tmp_path, monkeypatc
     r.save(HardState(5, None, 50), [])  # a later term, written after, wins over the snapshot's
     r.close()
     assert DiskStorage.open(tmp_path).hard_state == HardState(5, None, 50)
+
+
+def test_a_crash_while_a_snapshot_install_removes_segments_leaves_no_gap(tmp_path, monkeypatch):
+    """The old segments go newest first: whatever a crash keeps of them is a gapless prefix."""
+    monkeypatch.setattr(wal, "SEGMENT_BYTES", 64)  # a segment per save
+    s = DiskStorage.open(tmp_path)
+    for lo in (1, 6, 11):
+        s.save(HardState(2, "b", 0), _entries(lo, lo + 5, term=2))
+    assert len(list((tmp_path / "wal").glob("seg-*.log"))) == 3
+    removed: list[Path] = []
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent.name == "wal" and len(removed) == 2:
+            raise _Crash
+        removed.append(path)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(_Crash):
+        s.apply_snapshot(Snapshot(SnapshotMeta(7, 2, make_conf_state(["a", "b"])), b"state"))
+    monkeypatch.undo()
+    s.close()
+    r = DiskStorage.open(tmp_path)
+    assert r.snapshot().meta.index == 7 and r.hard_state.vote == "b"

@@ -455,21 +455,22 @@ def failover_trials(trials: int) -> list[float]:
 
 
 PROFILE_NOTE = (
-    "Where the CPU of a commit goes (not recomputed by this command: py-spy `--gil` samples of "
-    "the in-process leader and one follower under this load, fsync on, 2026-11-25 22:52 UTC, "
-    "10.9k commits/s, 58 µs leader and 33 µs per follower per commit). Leader: put path "
-    "(encode the command, propose, future, result; with the load's own loop) 33 %, message "
-    "encoding and TLS writes (uvloop's SSL and the loopback send, which wakes a follower) "
-    "15 %, apply (KV update, answer) 10 %, log records and fsync 8 %, receiving "
-    "acknowledgements 4 %, KV snapshot thread 3 %, KV watch of mesh config 2 %, the rest "
-    "(event loop, timers, Ready bookkeeping, garbage collection) 25 %. Follower: apply (decode, "
-    "KV update) 28 %, receiving appends (TLS read, decode, step) 19 %, log records and fsync "
-    "11 %, KV snapshot thread 10 % (one snapshot in the window), acknowledgements 7 %, KV watch "
-    "of mesh config 6 %, the rest 19 %. Earlier (same load, 5.4k commits/s): 116 µs leader "
-    "and 70 µs per follower per commit, 0.074 RAFT envelopes per commit (a commit notice and an "
-    "append per follower per round), and the leader's loop stalled 270 ms in a KV snapshot and "
-    "130 ms in a full garbage collection, enough for the followers to elect another leader "
-    "mid-window: the 64 failed puts (one per worker) of earlier runs."
+    "Where the CPU of a commit goes (not recomputed by this command: py-spy `--gil` samples "
+    "of the in-process leader and one follower under this load, fsync on, 2026-11-26 00:13 "
+    "UTC, 9.0k commits/s under the profiler, 61 µs leader and 35 µs per follower per commit). "
+    "Leader: put path (encode the command, propose, future, result; with the load's own loop) "
+    "36 %, message encoding and TLS writes (uvloop's SSL and the loopback send, which wakes a "
+    "follower) 15 %, apply (KV update, answer) 10 %, log records and fsync 7 %, receiving "
+    "acknowledgements 5 %, KV snapshot thread 2 %, KV watch of mesh config 1 %, the rest "
+    "(event loop, timers, Ready bookkeeping, garbage collection) 25 %. Follower: apply "
+    "(decode, KV update) 27 %, receiving appends (TLS read, decode, step) 19 %, log records "
+    "and fsync 13 %, acknowledgements 11 %, KV snapshot thread 3 %, KV watch of mesh config 1 "
+    "% (6 % before a watch woke only for changes under its prefix), the rest 26 %. Earlier "
+    "(same load, 5.4k commits/s): 116 µs leader and 70 µs per follower per commit, 0.074 RAFT "
+    "envelopes per commit (a commit notice and an append per follower per round), and the "
+    "leader's loop stalled 270 ms in a KV snapshot and 130 ms in a full garbage collection, "
+    "enough for the followers to elect another leader mid-window: the 64 failed puts (one per "
+    "worker) of earlier runs."
 )
 
 

@@ -43,6 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,6 +56,7 @@ FLAGS = ("--no-bundled-models", "--mesh-host", "127.0.0.1", "--mesh-port", "0",
          "--log-level", "warning")  # fmt: skip
 VALUE = b"v" * 100
 INFLIGHT = 64
+Load = Callable[..., Awaitable[dict[str, float]]]  # (node, requests, seconds, follower pids)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -239,7 +241,12 @@ def fsync_probe(n: int = 300) -> dict[str, float]:
     return {"p50_ms": pct(ts, 0.5) * 1e3, "p99_ms": pct(ts, 0.99) * 1e3}
 
 
-def moltmesh_inprocess_load(fsync: bool, requests: int, seconds: float) -> dict[str, float]:
+def moltmesh_inprocess_load(
+    fsync: bool, requests: int, seconds: float, load: Load | None = None
+) -> dict[str, float]:
+    """The in-process rows: the ``mesh init`` node in this process leads, two ``moltmesh node``
+    processes follow; ``load`` (default ``kv_load``) drives it."""
+    load = load or kv_load
     env = {"MOLTMESH_MESH_SWIM": "lan", "MOLTMESH_RAFT_TIMING": "lan",
            "MOLTMESH_RAFT_FSYNC": "true" if fsync else "false"}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -249,7 +256,7 @@ def moltmesh_inprocess_load(fsync: bool, requests: int, seconds: float) -> dict[
         pids = tuple(f.proc.pid for f in join_two(dirs, stack, env))
         wait_for(lambda: len(lead.raft_status().get("voters", [])) == 3, "3 voters")
         wait_for(lambda: lead.raft_status().get("is_leader"), "the in-process node leads")
-        return lead.run(lambda n: kv_load(n, requests, seconds, pids))
+        return lead.run(lambda n: load(n, requests, seconds, pids))
 
 
 async def http_load(node: NodeProcess, requests: int, seconds: float) -> dict[str, float]:

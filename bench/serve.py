@@ -43,7 +43,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,12 +229,16 @@ async def measure_cell(
     warmup: int,
     max_seconds: float,
     client: str,
+    after_warmup: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[list[float], float, float, float]:
     """Warm up, then one bounded load run with the ``client`` load generator ("lean" or
-    "aiohttp"); latencies, req/s, server and client CPU seconds."""
+    "aiohttp"); latencies, req/s, server and client CPU seconds. ``after_warmup`` (lean only)
+    is awaited between the two."""
     warm_s = min(max_seconds, WARMUP_MAX_S)
     if client == "lean":
         await run_lean_load(req, clients, warmup, warm_s)
+        if after_warmup is not None:
+            await after_warmup()
         s0, c0 = server.cpu_s(), time.process_time()
         result = await run_lean_load(req, clients, requests, max_seconds)
         s1, c1 = server.cpu_s(), time.process_time()
@@ -246,6 +250,13 @@ async def measure_cell(
         result = await run_load(session, req, clients, requests, max_seconds)
         s1, c1 = server.cpu_s(), time.process_time()
     return result.latencies, result.rate, s1 - s0, c1 - c0
+
+
+async def take_run_times(url: str) -> list[float]:
+    """The durations of the model's runs inside the server since the last call (seconds)."""
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        r.raise_for_status()
+        return list((await r.json())["seconds"])
 
 
 async def profile_breakdown(server: Server, reqs: dict[str, Request], seconds: float) -> dict:
@@ -286,6 +297,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     specs = server_specs(args)
     cells: dict[tuple[str, str, str, int], Cell] = {}
     floor: dict[str, list[list[float]]] = {}  # per round
+    server_runs: dict[str, list[list[float]]] = {}  # per server label, per round
     info: dict[str, Any] = {"fallback": fallback, "pinned": pin, "servers": {}}
     info["load_before"] = os.getloadavg()[0]
     requests_for = {1: args.requests_1, 32: args.requests_32}
@@ -327,10 +339,17 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     endpoints = (*ENDPOINTS, ECHO) if floor_too else ENDPOINTS
                     for clients in (1, 32):
                         for endpoint in endpoints:
+                            times_url = server.ready.get("run_times_url")
+                            timed = (times_url is not None and client == "lean"
+                                     and clients == 1 and endpoint == "binary")  # fmt: skip
+                            clear = (lambda u=times_url: take_run_times(u)) if timed else None
                             lat, rate, scpu, ccpu = await measure_cell(
                                 server, reqs[endpoint], clients, requests_for[clients],
-                                args.warmup, args.max_seconds, client,
+                                args.warmup, args.max_seconds, client, clear,
                             )  # fmt: skip
+                            if timed:
+                                runs = await take_run_times(times_url)
+                                server_runs.setdefault(server.spec.label, []).append(runs)
                             key = (server.spec.label, client, endpoint, clients)
                             cells.setdefault(key, Cell()).add(lat, rate, scpu, ccpu)
                             print(f"round {rnd + 1}/{args.rounds} {server.spec.label:15} "
@@ -347,7 +366,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             except RuntimeError as e:
                 print(f"profile skipped: {e}", file=sys.stderr)
     info["load_after"] = os.getloadavg()[0]
-    return {"cells": cells, "floor": floor, "info": info, "specs": specs}
+    return {"cells": cells, "floor": floor, "server_runs": server_runs, "info": info,
+            "specs": specs}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

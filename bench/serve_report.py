@@ -157,7 +157,13 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
     info, specs = res["info"], res["specs"]
     header = ["server", "client", "endpoint", "clients", "p50 µs", "p99 µs", "req/s",
               "server CPU µs/req", "client CPU µs/req"]  # fmt: skip
+    server_runs: dict[str, list[list[float]]] = res.get("server_runs", {})
     rows = _floor_rows(floor)
+    for label, rounds in server_runs.items():
+        pooled = [x for r in rounds for x in r]
+        rows.append([f"{label} (inside)", "lean", "model run of infer binary", "1",
+                     f"{percentile(pooled, 50) * US:.0f}", f"{percentile(pooled, 99) * US:.0f}",
+                     "", "", ""])  # fmt: skip
     for (label, client, endpoint, clients), c in cells.items():
         rows.append([label, client, LABELS[endpoint], str(clients), f"{c.p(50):.0f}",
                      f"{c.p(99):.0f}", f"{c.rate:,.0f}", f"{c.cpu_us(c.server_cpu_s):.0f}",
@@ -171,6 +177,8 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         overhead = paired_overhead(hello1, bin1, run)
         paced = floor.get(paced_label(args.idle_us)) if spec.intra_op_threads is None else None
         paced_overhead = f"{paired_overhead(hello1, bin1, paced):.0f} µs" if paced else "n/a"
+        inside = server_runs.get(spec.label)
+        inside_overhead = f"{paired_overhead(hello1, bin1, inside):.0f} µs" if inside else "n/a"
         with_aiohttp = _overhead(cells, spec.label, "aiohttp", run)
         aio_hello32 = cells.get((spec.label, "aiohttp", "hello", 32))
         aio_bin32 = cells.get((spec.label, "aiohttp", "binary", 32))
@@ -189,7 +197,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         ]
         target_rows.append(
             f"| {spec.label}{_kind(spec)} | {overhead:.0f} µs "
-            f"{_mark(ok1)} | {paced_overhead} | {cpu_overhead:.0f} µs | "
+            f"{_mark(ok1)} | {paced_overhead} | {inside_overhead} | {cpu_overhead:.0f} µs | "
             f"{ratio:.2f}× {_mark(ok2)} | "
             f"{json1.p(50) - bin1.p(50):.0f} µs | {paired_ratio(hello32, json32):.2f}× | "
             + (f"{with_aiohttp:.0f} µs" if with_aiohttp is not None else "n/a")
@@ -244,16 +252,22 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         f"the `{paced_label(args.idle_us)}` row as p50(run) instead: the same session, but the "
         "thread sleeps before each call as a 1-client server's loop sleeps between requests "
         "(on this VM a run that follows an idle CPU is slower than one in a busy loop, which "
-        "the judged column counts as overhead). The fourth column redoes "
+        "the judged column counts as overhead). The fourth takes the model's runs as the node "
+        "itself made them during the 1-client infer binary cell (`Runtime.run` timed in place "
+        "by `bench/serve_server.py`, the `(inside)` rows above): what is left is the HTTP and "
+        "moltmesh code alone, and the gap between the two columns is the model running slower "
+        "in the server than in a loop of its own, its caches cooled by the request handling in "
+        "between (a cost of serving, which the judged column counts). The fifth column redoes "
         "the overhead with the server's CPU time per request instead of p50 latencies (less "
         "sensitive to scheduling delays on a shared machine, but it counts onnxruntime's "
         "spinning worker threads). The last two columns are the same targets measured with "
         "the aiohttp client, for comparison.",
         "",
-        "| server | overhead, 1 client | same vs paced run | same from server CPU µs/req "
+        "| server | overhead, 1 client | same vs paced run | same vs the run inside the node "
+        "| same from server CPU µs/req "
         "| req/s ratio, 32 clients | JSON − binary p50, 1 client | JSON req/s ratio, 32 clients "
         "| overhead, aiohttp client | req/s ratio, aiohttp client |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *target_rows,
         "",
         f"JSON's cost, in-process (p50 of {args.codec_count} calls): `v2.parse_infer_request` "

@@ -8,8 +8,11 @@ server has its own interpreter and, when ``--cpu`` is given, its own core. Contr
   returns a 12-byte text body and does nothing else, and ``POST /echo``, which reads the body
   and answers its first 40 bytes as ``application/octet-stream`` (aiohttp's own cost of a
   request shaped like a binary infer: the POST floor).
+- ``GET /run-times`` (same site) answers ``{"seconds": [...]}``: how long each run of the
+  model took inside the node (``Runtime.run`` as the node calls it, timed in place) since the
+  previous call, which it clears. Two clock reads per run; nothing else changes.
 - When both listen it prints ONE JSON line on stdout: ``infer_url``, ``hello_url``, ``echo_url``,
-  ``token``,
+  ``run_times_url``, ``token``,
   ``loop`` (the running loop's class), ``model_path`` (the .onnx file the node serves for the
   model), ``variant``, ``inline`` (whether the node runs it on the loop) and ``pid``.
 - It stops cleanly on SIGTERM or SIGINT (hello site first, then the node) and exits 0.
@@ -27,7 +30,10 @@ import os
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +104,20 @@ def fallback_repository(root: Path) -> Path:
     return root
 
 
+def time_runs(runtime: Any, sink: list[float]) -> None:
+    """Make ``runtime.run`` append its duration (seconds) to ``sink`` on every call."""
+    inner, clock = runtime.run, time.perf_counter
+
+    def run(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> Any:
+        t0 = clock()
+        try:
+            return inner(inputs, outputs)
+        finally:
+            sink.append(clock() - t0)
+
+    runtime.run = run
+
+
 async def serve(
     data_dir: Path,
     repository: Path | None,
@@ -132,6 +152,13 @@ async def serve(
         body = await request.read()
         return web.Response(body=body[:40], content_type="application/octet-stream")
 
+    run_times: list[float] = []
+
+    async def take_run_times(request: web.Request) -> web.Response:
+        taken = run_times[:]
+        del run_times[:]
+        return web.json_response({"seconds": taken})
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +166,7 @@ async def serve(
     app = web.Application()
     app.router.add_get("/hello", hello)
     app.router.add_post("/echo", echo)
+    app.router.add_get("/run-times", take_run_times)
     runner = web.AppRunner(app, access_log=None)
     async with Node(config) as node:
         await runner.setup()
@@ -146,11 +174,13 @@ async def serve(
         try:
             host, port = runner.addresses[0][:2]
             runtime = node.service.runtime(MODEL)
+            time_runs(runtime, run_times)
             threshold_s = config.runtime.inline_threshold_ms / 1000
             ready = {
                 "infer_url": f"{node.api_url}/v2/models/{MODEL}/infer",
                 "hello_url": f"http://{host}:{port}/hello",
                 "echo_url": f"http://{host}:{port}/echo",
+                "run_times_url": f"http://{host}:{port}/run-times",
                 "token": node.api_token,
                 "loop": f"{type(loop).__module__}.{type(loop).__name__}",
                 "model_path": str(getattr(runtime, "path", "")),

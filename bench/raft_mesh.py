@@ -462,7 +462,8 @@ def failover_trials(trials: int) -> list[float]:
 
 
 PROFILE_NOTE = (
-    "Where the CPU of a commit goes (not recomputed by this command: py-spy `--gil` samples "
+    "Where the CPU of a commit goes (not recomputed by this command: `python "
+    "bench/raft_profile.py`, py-spy `--gil` samples "
     "of the in-process leader and one follower under this load, fsync on, 2026-11-26 00:13 "
     "UTC, 9.0k commits/s under the profiler, 61 µs leader and 35 µs per follower per commit). "
     "Leader: put path (encode the command, propose, future, result; with the load's own loop) "

@@ -242,8 +242,11 @@ class DiskStorage:
                     s.mem.append([e])
                 elif rec[0] == _REC_HARD:
                     hs = HardState(rec[1], rec[2], rec[3])
-        s.mem.set_hard_state(_newer(snap_hs, hs) or HardState())
+        latest = _newer(snap_hs, hs) or HardState()
+        s.mem.set_hard_state(latest)
         s._open_tail()
+        if snap_hs is not None and latest != hs:  # only the snapshot file holds it: the log
+            s.save(latest, [], sync=True)  # must too, before a compaction snapshot replaces it
         return s
 
     def _load_snapshot(self) -> tuple[Snapshot | None, HardState | None]:
@@ -442,6 +445,8 @@ class DiskStorage:
         self.mem.apply_snapshot(snap)
         for _, path in reversed(self._segments):  # newest first: a crash keeps a gapless prefix
             path.unlink(missing_ok=True)
+            if self.fsync:  # (unlinks reach the disk in no promised order otherwise)
+                _fsync_dir(self.wal_dir)
         self._segments = []
         self._new_segment(snap.meta.index + 1)
         self.save(self.mem.hard_state, [], sync=True)  # must survive the segments' removal

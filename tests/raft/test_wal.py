@@ -267,3 +267,25 @@ def test_a_crash_while_a_snapshot_install_removes_segments_leaves_no_gap(tmp_pat
     s.close()
     r = DiskStorage.open(tmp_path)
     assert r.snapshot().meta.index == 7 and r.hard_state.vote == "b"
+
+
+def test_a_hard_state_found_only_in_the_snapshot_file_is_logged_again(tmp_path, monkeypatch):
+    """After a crash mid-install the snapshot file alone holds the term and vote; the next
+    compaction snapshot replaces that file, so recovery must have written them to the log."""
+    s = DiskStorage.open(tmp_path)
+    s.save(HardState(4, "b", 3), _entries(1, 6, term=2))
+    conf = make_conf_state(["a", "b", "c"])
+    monkeypatch.setattr(
+        DiskStorage, "_new_segment", lambda *a, **k: (_ for _ in ()).throw(_Crash())
+    )
+    with pytest.raises(_Crash):
+        s.apply_snapshot(Snapshot(SnapshotMeta(50, 3, conf), b"state"))
+    monkeypatch.undo()
+    s.close()
+    r = DiskStorage.open(tmp_path)
+    r.save(None, _entries(51, 61, term=3))
+    r.save_snapshot(55, conf, b"later")  # a compaction snapshot, without a hard state
+    r.close()
+    again = DiskStorage.open(tmp_path)
+    assert (again.hard_state.term, again.hard_state.vote) == (4, "b")
+    assert again.snapshot().meta.index == 55

@@ -359,20 +359,27 @@ class RaftDriver:
 
     def _handle_ready(self, rd: Ready) -> None:
         """Handle ``rd`` in the contract's order (see the module docstring)."""
-        kv, revision = self.kv, self.kv.revision
+        kv, revision, member = self.kv, self.kv.revision, self.is_member()
         step = self._ready_persist(rd)
         if step is None:
             return
         if step.write is not None:
             self.storage.write(step.write)
         self._ready_apply(rd, step)
-        if self.changes and (self.kv is not kv or self.kv.revision != revision):
-            self._notify_changes(kv, revision)
+        if self.changes and (
+            self.kv is not kv or self.kv.revision != revision or self.is_member() != member
+        ):
+            try:
+                self._notify_changes(kv, revision, member)
+            except Exception:  # watcher bookkeeping must never stop consensus
+                log.exception("raft: waking KV watchers failed")
 
-    def _notify_changes(self, before: KvStore, revision: int) -> None:
+    def _notify_changes(self, before: KvStore, revision: int, was_member: bool) -> None:
         """Wake the watchers of what this Ready changed (``before`` at ``revision``: the
-        store as it was)."""
-        if self.kv is not before:  # a snapshot replaced it
+        store as it was). All of them when the store was replaced by a snapshot, when the
+        changes were compacted away, or when this node joined or left the group (a watch then
+        reads another copy: ``ClusterKv.local``)."""
+        if self.kv is not before or self.is_member() != was_member:
             self.changes.notify(None)
             return
         try:

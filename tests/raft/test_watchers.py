@@ -32,8 +32,19 @@ async def test_a_waiter_that_gives_up_is_forgotten() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await waiters.wait("mesh/")
-    waiters.notify([_put("mesh/config")])  # the cancelled future is not set again
     await asyncio.sleep(0)  # its done callback runs
+    assert len(waiters) == 0
+
+
+async def test_a_waiter_cancelled_in_the_same_turn_is_skipped() -> None:
+    """Cancelled and not yet forgotten (its done callback waits for the next turn): a change
+    under its prefix must not set it again (that would raise inside the Raft loop)."""
+    waiters = ChangeWaiters()
+    gone, kept = waiters.wait("mesh/"), waiters.wait("mesh/")
+    gone.cancel()
+    waiters.notify([_put("mesh/config")])
+    assert kept.done() and gone.cancelled()
+    await asyncio.sleep(0)
     assert len(waiters) == 0
 
 

@@ -13,6 +13,7 @@ that called it. The breakdown quoted in docs/benchmarks.md comes from this scrip
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import os
 import subprocess
@@ -35,7 +36,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
      ("RaftDriver._send_grouped", "ClusterKv.send_raft", "_send_commit_notices")),
     ("receiving messages (TLS read, decode, step)",
      ("MeshStreams._serve", "ClusterKv.on_raft", "RaftDriver.step")),
-    ("KV watches (mesh config)", ("MeshSync", "ClusterKv.watch")),
+    ("KV watches (mesh config; waking them)",
+     ("MeshSync", "ClusterKv.watch", "RaftDriver._notify_changes", "ChangeWaiters")),
 ]  # fmt: skip
 REST = "the rest (event loop, timers, Ready bookkeeping, garbage collection)"
 
@@ -61,18 +63,20 @@ def profiled_load(out_dir: Path, rate: int):  # type: ignore[no-untyped-def]
         raise SystemExit("py-spy not found (pip install py-spy)")
 
     async def load(node, requests: int, seconds: float, pids=()):  # type: ignore[no-untyped-def]
-        spies = [
-            subprocess.Popen([exe, "record", "--pid", str(pid), "--gil", "-r", str(rate), "-d",
-                              str(max(1, int(seconds) - 1)), "-f", "raw", "-o",
-                              str(out_dir / f"{who}.txt"), "--nonblocking"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spies = {
+            who: subprocess.Popen([exe, "record", "--pid", str(pid), "--gil", "-r", str(rate),
+                                   "-d", str(max(1, int(seconds) - 1)), "-f", "raw", "-o",
+                                   str(out_dir / f"{who}.txt"), "--nonblocking"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             for who, pid in (("leader", os.getpid()), ("follower", pids[0]))
-        ]  # fmt: skip
+        }  # fmt: skip
         try:
             return await raft_mesh.kv_load(node, requests, seconds, pids)
         finally:
-            for spy in spies:
-                spy.wait()
+            for who, spy in spies.items():
+                _, err = await asyncio.to_thread(spy.communicate)
+                if spy.returncode != 0:
+                    raise RuntimeError(f"py-spy on the {who} failed: {err.decode()[-300:]}")
 
     return load
 

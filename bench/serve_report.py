@@ -161,6 +161,8 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
     rows = _floor_rows(floor)
     for label, rounds in server_runs.items():
         pooled = [x for r in rounds for x in r]
+        if not pooled:
+            continue
         rows.append([f"{label} (inside)", "lean", "model run of infer binary", "1",
                      f"{percentile(pooled, 50) * US:.0f}", f"{percentile(pooled, 99) * US:.0f}",
                      "", "", ""])  # fmt: skip
@@ -178,7 +180,8 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         paced = floor.get(paced_label(args.idle_us)) if spec.intra_op_threads is None else None
         paced_overhead = f"{paired_overhead(hello1, bin1, paced):.0f} µs" if paced else "n/a"
         inside = server_runs.get(spec.label)
-        inside_overhead = f"{paired_overhead(hello1, bin1, inside):.0f} µs" if inside else "n/a"
+        inside_overhead = (f"{paired_overhead(hello1, bin1, inside):.0f} µs"
+                           if inside and all(inside) else "n/a")  # fmt: skip
         with_aiohttp = _overhead(cells, spec.label, "aiohttp", run)
         aio_hello32 = cells.get((spec.label, "aiohttp", "hello", 32))
         aio_bin32 = cells.get((spec.label, "aiohttp", "binary", 32))
@@ -255,9 +258,11 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "the judged column counts as overhead). The fourth takes the model's runs as the node "
         "itself made them during the 1-client infer binary cell (`Runtime.run` timed in place "
         "by `bench/serve_server.py`, the `(inside)` rows above): what is left is the HTTP and "
-        "moltmesh code alone, and the gap between the two columns is the model running slower "
-        "in the server than in a loop of its own, its caches cooled by the request handling in "
-        "between (a cost of serving, which the judged column counts). The fifth column redoes "
+        "moltmesh code alone, and the gap between the judged column and this one is the model "
+        "running slower in the server than in a loop of its own (likely its caches cooled by "
+        "the request handling in between, not measured; with `intra 0` also the wait for "
+        "onnxruntime's worker threads), a cost of serving that the judged column counts. The "
+        "fifth column redoes "
         "the overhead with the server's CPU time per request instead of p50 latencies (less "
         "sensitive to scheduling delays on a shared machine, but it counts onnxruntime's "
         "spinning worker threads). The last two columns are the same targets measured with "

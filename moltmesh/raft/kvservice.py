@@ -73,6 +73,9 @@ ENVELOPE_OVERHEAD = 1024
 characters, version, channel, msgpack headers), rounded up."""
 MAX_CHUNK_BYTES = 4 * 2**20
 """Largest FOLLOW snapshot chunk or entry batch, whatever the frame limit."""
+WATCH_REARM_S = 1.0
+"""A waiting watch looks again at least this often, whatever woke it or not (the followed
+copy wakes it on any change, not per prefix)."""
 
 
 class ReplyTooLarge(Exception):
@@ -235,7 +238,7 @@ class ClusterKv:
             # await since the scan, so no change is missed).
             since = max(since, revision + 1)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, 1.0)):
+                async with asyncio.timeout(min(left, WATCH_REARM_S)):
                     await self._change_under(prefix)
 
     # --- reads ---------------------------------------------------------------------------------

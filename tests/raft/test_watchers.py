@@ -9,6 +9,8 @@ import asyncio
 import pytest
 
 from consensus.kv_types import Event, EventKind
+from consensus.messages import ConfChange, ConfChangeType
+from moltmesh.raft import kvservice
 from moltmesh.raft.watchers import ChangeWaiters
 from tests.raft.localnet import eventually, three_voters_led_by_a
 
@@ -80,3 +82,22 @@ async def test_writes_elsewhere_do_not_wake_a_watch(tmp_path, monkeypatch) -> No
         for n in (a, b):
             events, _ = await asyncio.wait_for(watches[n], 10)
             assert [(e.key, e.revision) for e in events] == [("mesh/config", rev)]
+
+
+async def test_a_watch_wakes_when_its_node_leaves_the_group(tmp_path, monkeypatch) -> None:
+    """A node that leaves the group reads the followed copy from then on: a watch waiting on
+    the Raft copy wakes at once to look there, not at its next re-arm."""
+    monkeypatch.setattr(kvservice, "WATCH_REARM_S", 600.0)  # only a wake-up can end the wait
+    async with three_voters_led_by_a(tmp_path) as net:
+        a = net.nodes["a"]
+        for n in net.nodes.values():
+            await n.pilot.stop()  # nobody puts a back while the test looks
+        watch = asyncio.create_task(a.kv.watch("mesh/", a.kv.local.revision + 1, timeout=600))
+        await eventually(lambda: len(a.driver.changes) == 1, 5, "the watch waits")
+        waiting = next(iter(a.driver.changes._waiting))
+        # the leader removes itself: it applies the change, steps down and is no member
+        await a.driver.propose_conf_change(ConfChange(ConfChangeType.REMOVE_VOTER, "a"), 5)
+        await eventually(lambda: not a.driver.is_member(), 10, "a left the group")
+        await eventually(waiting.done, 5, "the watch woke")
+        assert not watch.done()  # it went on waiting, on the followed copy now
+        watch.cancel()

@@ -14,7 +14,9 @@ Every error is ``{"error": message}`` with its status (400, 401, 404, 413, 429 w
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +26,7 @@ from aiohttp import web
 from moltmesh import __version__, v2
 from moltmesh.errors import BadRequest, MoltmeshError, Overloaded, http_status
 from moltmesh.identity import token_matches
-from moltmesh.inference import InferenceService
+from moltmesh.inference import MAX_DEADLINE_S, InferenceService
 from moltmesh.logs import log_event
 from moltmesh.metrics import CONTENT_TYPE, NodeMetrics
 from runtimes.base import ModelMetadata
@@ -170,16 +172,28 @@ def _requested_metadata(request: web.Request) -> ModelMetadata:
 
 
 def _deadline(parameters: dict[str, Any], now: float) -> float | None:
-    """Absolute monotonic deadline from ``deadline_ms``, or Triton's ``timeout`` in µs."""
+    """Absolute monotonic deadline from ``deadline_ms``, or Triton's ``timeout`` in µs.
+
+    The value must be a finite positive number of at most ``MAX_DEADLINE_S`` (one day);
+    anything else (NaN, Infinity, a boolean, a string, an integer too big for a float) is a
+    ``BadRequest`` naming the parameter.
+    """
     if "deadline_ms" in parameters:
         value, scale, name = parameters["deadline_ms"], 1e-3, "deadline_ms"
     elif "timeout" in parameters:
         value, scale, name = parameters["timeout"], 1e-6, "timeout"
     else:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise BadRequest(f"parameter {name!r} must be a positive number")
-    return now + value * scale
+    seconds = math.nan
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        with contextlib.suppress(OverflowError):  # an integer of hundreds of digits
+            seconds = value * scale
+    if not 0 < seconds <= MAX_DEADLINE_S:  # NaN fails too
+        raise BadRequest(
+            f"parameter {name!r} must be a positive number of at most "
+            f"{MAX_DEADLINE_S / scale:.0f} (one day)"
+        )
+    return now + seconds
 
 
 def _urgency(parameters: dict[str, Any]) -> float:

@@ -123,7 +123,13 @@ class Batcher:
     def join(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, deadline: float
     ) -> asyncio.Future[Outputs] | None:
-        """The future of this request's outputs in a batch, or None to run it on its own."""
+        """The future of this request's outputs in a batch, or None to run it on its own.
+
+        ``deadline`` is a ``time.monotonic()`` instant (``inf``: none); NaN raises ValueError
+        (it would poison the batch's timer and the ``max`` of its deadlines).
+        """
+        if deadline != deadline:
+            raise ValueError("a batch member's deadline must not be NaN")
         if not self._active and not self._open and self._until_probe > 0:
             self._until_probe -= 1  # idle, and no batch to join: the cheapest way out
             return None

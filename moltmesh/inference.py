@@ -34,7 +34,7 @@ from prometheus_client import Histogram
 
 from moltmesh.batching import Batcher
 from moltmesh.config import RuntimeConfig
-from moltmesh.errors import DeadlineExceeded, NotReady, Overloaded
+from moltmesh.errors import BadRequest, DeadlineExceeded, NotReady, Overloaded
 from moltmesh.logs import log_event
 from moltmesh.metrics import NodeMetrics
 from runtimes.base import ModelMetadata, Runtime
@@ -44,6 +44,10 @@ from runtimes.repository import ModelEntry, ModelRepository
 from runtimes.variants import choose_variant
 
 log = logging.getLogger("moltmesh.inference")
+
+MAX_DEADLINE_S = 86_400.0
+"""The furthest a request's deadline may lie ahead (one day); a later or non-finite deadline is a
+``BadRequest``, so batching and timers only ever see finite deadlines."""
 
 
 class InferResult(NamedTuple):
@@ -240,8 +244,9 @@ class InferenceService:
     ) -> InferResult:
         """Run ``model`` locally. ``deadline`` is an absolute ``time.monotonic()``; None = default.
 
-        Raises NotReady, Overloaded, DeadlineExceeded, or a runtimes error (unknown model or
-        version, invalid input).
+        Raises BadRequest (a deadline not finite or more than ``MAX_DEADLINE_S`` ahead),
+        NotReady, Overloaded, DeadlineExceeded, or a runtimes error (unknown model or version,
+        invalid input).
         """
         if not self._accepting:
             raise NotReady("node is not accepting requests")
@@ -255,6 +260,11 @@ class InferenceService:
         now = time.monotonic()
         if deadline is None:
             deadline = now + self._default_deadline_s
+        elif not -math.inf < deadline - now <= MAX_DEADLINE_S:  # NaN fails too
+            raise BadRequest(
+                f"deadline must be a finite time at most {MAX_DEADLINE_S:.0f} s away, "
+                f"got {deadline - now} s"
+            )
         elif deadline <= now:
             raise DeadlineExceeded("deadline passed before the request could run")
         self._enter()

@@ -1,0 +1,107 @@
+"""Hostile or malformed infer requests over real HTTP on loopback: each gets a clear 4xx with a
+v2 JSON body ``{"error": ...}``, is counted, and never disturbs other requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from moltmesh import Node, NodeConfig
+
+TINY = "/v2/models/tiny/infer"
+
+
+@pytest.fixture
+async def node(tmp_path: Path, model_repo: Path) -> AsyncIterator[Node]:
+    config = NodeConfig(data_dir=tmp_path / "data")
+    config.api.port = 0
+    config.runtime.model_repository = [model_repo]
+    config.runtime.bundled_models = False
+    config.runtime.warmup_runs = 1
+    async with Node(config) as n:
+        yield n
+
+
+def tiny_input(rows: int = 1, fill: float = 0.5) -> dict[str, Any]:
+    return {"name": "x", "datatype": "FP32", "shape": [rows, 3], "data": [fill] * (rows * 3)}
+
+
+def body_with(parameters_json: str, rows: int = 1) -> bytes:
+    """An infer body whose request ``parameters`` are the given raw JSON text (NaN allowed)."""
+    inputs = json.dumps(tiny_input(rows))
+    return f'{{"inputs":[{inputs}],"parameters":{parameters_json}}}'.encode()
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    node: Node,
+    body: bytes,
+    path: str = TINY,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    h = {"Authorization": f"Bearer {node.api_token}", **(headers or {})}
+    async with session.post(node.api_url + path, data=body, headers=h) as r:
+        return r.status, await r.read()
+
+
+async def metrics_text(session: aiohttp.ClientSession, node: Node) -> str:
+    headers = {"Authorization": f"Bearer {node.api_token}"}
+    async with session.get(node.api_url + "/metrics", headers=headers) as r:
+        return (await r.read()).decode()
+
+
+def error_of(status: int, raw: bytes, expected_status: int = 400) -> str:
+    assert status == expected_status, (status, raw[:300])
+    message = json.loads(raw)["error"]
+    assert isinstance(message, str) and message
+    return message
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        '{"deadline_ms":NaN}',
+        '{"deadline_ms":Infinity}',
+        '{"deadline_ms":-Infinity}',
+        '{"deadline_ms":1e308}',
+        f'{{"deadline_ms":{10**400}}}',
+        '{"deadline_ms":86400001}',
+        '{"timeout":NaN}',
+        '{"timeout":Infinity}',
+        f'{{"timeout":{10**400}}}',
+        '{"timeout":1e300}',
+    ],
+)
+async def test_non_finite_or_huge_deadline_is_400(node: Node, parameters: str):
+    name = "deadline_ms" if "deadline_ms" in parameters else "timeout"
+    async with aiohttp.ClientSession() as s:
+        status, raw = await post(s, node, body_with(parameters))
+        assert name in error_of(status, raw)
+        assert 'moltmesh_bad_requests_total{status="400"} 1.0' in await metrics_text(s, node)
+
+
+async def test_a_day_long_deadline_is_accepted(node: Node):
+    async with aiohttp.ClientSession() as s:
+        for parameters in ('{"deadline_ms":86400000}', '{"timeout":86400000000}'):
+            status, raw = await post(s, node, body_with(parameters))
+            assert status == 200, raw
+
+
+async def test_a_nan_deadline_does_not_fail_the_rest_of_its_batch(node: Node):
+    """Requests arriving together are batched; one bad member is refused, the others answered."""
+    async with aiohttp.ClientSession() as s:
+        bodies = [body_with('{"deadline_ms":NaN}', rows=2)]
+        bodies += [body_with('{"deadline_ms":5000}', rows=2) for _ in range(7)]
+        results = await asyncio.gather(*(post(s, node, b) for b in bodies))
+    assert "deadline_ms" in error_of(*results[0])
+    for status, raw in results[1:]:
+        assert status == 200, raw
+        probs = np.asarray(json.loads(raw)["outputs"][0]["data"], np.float32)
+        assert probs.shape == (8,)

@@ -39,6 +39,10 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per response
 
 
+MAX_DIMS = 32
+"""Most dimensions an input tensor may have (numpy's own limit is 64; no model needs more)."""
+
+
 class V2Error(ValueError):
     """The request breaks the v2 protocol; the message names the field at fault."""
 
@@ -99,7 +103,9 @@ def _parse_full(body: bytes, header_length: int | None) -> InferRequest:
         header_bytes, binary = body[:header_length], memoryview(body)[header_length:]
     try:
         header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise V2Error("request body is not valid JSON: nested too deep") from None
+    except ValueError as e:  # bad JSON or UTF-8, or an integer over Python's digit limit
         raise V2Error(f"request body is not valid JSON: {e}") from None
     if not isinstance(header, dict):
         raise V2Error("request body must be a JSON object")
@@ -214,13 +220,15 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[st
     if not isinstance(name, str) or not name:
         raise V2Error(f"inputs[{i}] needs a 'name'")
     datatype = raw.get("datatype")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise V2Error(f"input {name!r}: unknown datatype {datatype!r}")
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise V2Error(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise V2Error(f"input {name!r}: 'shape' has {len(shape)} dimensions, at most {MAX_DIMS}")
     count = math.prod(shape)
     params = _parameters(raw, f"input {name!r}")
     size = params.get("binary_data_size")
@@ -241,7 +249,10 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
         flat = np.array(data, dtype=object).ravel()
         if not all(isinstance(v, str) for v in flat):
             raise V2Error(f"input {name!r}: BYTES data must be strings")
-        array = np.array([v.encode() for v in flat] or [], dtype=object)
+        try:
+            array = np.array([v.encode() for v in flat] or [], dtype=object)
+        except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800"
+            raise V2Error(f"input {name!r}: BYTES data is not valid Unicode: {e}") from None
     else:
         try:
             array = np.asarray(data, dtype=DTYPES[datatype]).ravel()

@@ -105,3 +105,85 @@ async def test_a_nan_deadline_does_not_fail_the_rest_of_its_batch(node: Node):
         assert status == 200, raw
         probs = np.asarray(json.loads(raw)["outputs"][0]["data"], np.float32)
         assert probs.shape == (8,)
+
+
+def binary_body(header: dict[str, Any], blob: bytes) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(header).encode()
+    return raw + blob, {"Inference-Header-Content-Length": str(len(raw))}
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("[" * 100_000 + "]" * 100_000, "deep"),
+        ('{"inputs":' + "[" * 50_000 + "]" * 50_000 + "}", "deep"),
+        (
+            '{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[%s]}]}' % ("9" * 5000),
+            "JSON",
+        ),
+        (
+            json.dumps({"inputs": [{**tiny_input(), "shape": [1] * 100, "data": [0.5]}]}),
+            "dimensions",
+        ),
+        (
+            json.dumps({"inputs": [{**tiny_input(), "shape": [1] * 33, "data": [0.5]}]}),
+            "dimensions",
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1] * 100, "data": ["a"]}]}
+            ),
+            "dimensions",
+        ),
+        (json.dumps({"inputs": [{**tiny_input(), "datatype": ["FP32"]}]}), "datatype"),
+        ('{"inputs":[{"name":"x","datatype":"BYTES","shape":[1],"data":["\\ud800"]}]}', "Unicode"),
+    ],
+    ids=[
+        "deep-array",
+        "deep-in-object",
+        "5000-digit-number",
+        "100-dims",
+        "33-dims",
+        "bytes-100-dims",
+        "datatype-list",
+        "lone-surrogate",
+    ],
+)
+async def test_bodies_that_used_to_crash_the_parser_are_400(node: Node, body: str, expected: str):
+    async with aiohttp.ClientSession() as s:
+        status, raw = await post(s, node, body.encode())
+        assert expected in error_of(status, raw)
+        status, raw = await post(s, node, json.dumps({"inputs": [tiny_input()]}).encode())
+        assert status == 200, raw  # the node still serves
+
+
+@pytest.mark.parametrize("datatype, blob", [("FP32", b"\0" * 4), ("BYTES", b"\1\0\0\0a")])
+async def test_binary_tensor_with_too_many_dimensions_is_400(
+    node: Node, datatype: str, blob: bytes
+):
+    header = {
+        "inputs": [
+            {"name": "x", "datatype": datatype, "shape": [1] * 100,
+             "parameters": {"binary_data_size": len(blob)}}
+        ]
+    }  # fmt: skip
+    body, headers = binary_body(header, blob)
+    async with aiohttp.ClientSession() as s:
+        status, raw = await post(s, node, body, headers=headers)
+        assert "dimensions" in error_of(status, raw)
+
+
+async def test_deep_json_in_a_binary_header_is_400(node: Node):
+    header = b'{"inputs":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    async with aiohttp.ClientSession() as s:
+        status, raw = await post(s, node, header, headers=headers)
+        assert "deep" in error_of(status, raw)
+
+
+async def test_a_32_dimension_tensor_is_still_parsed(node: Node):
+    """The limit refuses only what numpy cannot hold safely; the model then judges the shape."""
+    body = json.dumps({"inputs": [{**tiny_input(), "shape": [1] * 32, "data": [0.5]}]})
+    async with aiohttp.ClientSession() as s:
+        status, raw = await post(s, node, body.encode())
+        assert "dimensions" not in error_of(status, raw)

@@ -111,7 +111,7 @@ def _watch(args: argparse.Namespace) -> int:
         code, body = _call(args, "GET", "/v1/raft/status")
         if code != 200:
             return _fail(code, body)
-        since = int(body["applied_index"]) + 1
+        since = int(body.get("kv_revision", body["applied_index"])) + 1  # from now on
     seen = 0
     prefix = "&prefix=1" if args.prefix else ""
     while True:

@@ -46,6 +46,7 @@ class FollowStats:
     last_refusal: str = ""
     raft_batches: int = 0  # RAFT envelopes sent (several per Ready when they would not fit one)
     oversize_dropped: int = 0  # a single message or answer too large for any frame: not sent
+    busy_refused: int = 0  # requests of a peer refused: it had too many in flight here
 
 
 Call = Callable[[str, KvRequest, float], Awaitable[KvReply]]

@@ -6,7 +6,9 @@
     PUT    /v1/kv/{key}[?cas=MOD_REV]   body = value        put, or CAS on the mod revision
                                                             (0 = only if absent; 409 on mismatch)
     DELETE /v1/kv/{key}
-    GET    /v1/raft/status          the driver's view, plus ``mesh_sync`` (revocation serials
+    GET    /v1/raft/status          the driver's view, ``kv_revision`` (of the copy this node
+                                    reads: the Raft one on a member, the followed one
+                                    elsewhere), ``mesh_sync`` (revocation serials
                                     held and in the KV, the mesh config) and ``transfer``
                                     (snapshot chunks, refused snapshots, oversize messages)
 
@@ -18,11 +20,13 @@ unknown (the deadline passed after the write left). Values are returned as UTF-8
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from consensus.kv_types import CompactedRevisionError, Event, KeyValue
+from consensus.errors import EncodeError
+from consensus.kv_types import MAX_COMMAND_BYTES, CompactedRevisionError, Event, KeyValue
 from moltmesh.raft.driver import OutcomeUnknown, Unavailable
 from moltmesh.raft.kvservice import CasMismatch, ReplyTooLarge, WriteResult
 from moltmesh.raft.runtime import RaftRuntime
@@ -54,21 +58,51 @@ def event_json(e: Event) -> dict[str, object]:
             "kv": kv_json(e.kv), "prev": kv_json(e.prev)}  # fmt: skip
 
 
+MAX_TIMEOUT_S = 3600.0
+U64_MAX = 2**64 - 1
+
+
 def _runtime(request: web.Request) -> RaftRuntime:
     rt = request.app[RAFT_REF].runtime
-    if rt is None:
-        raise web.HTTPServiceUnavailable(
-            text='{"error": "no Raft here: this node is not part of a mesh", "reason": "no mesh"}',
-            content_type="application/json",
-        )
+    if rt is None:  # (the API's middleware turns the reason into the JSON error)
+        raise web.HTTPServiceUnavailable(reason="no Raft here: this node is not part of a mesh")
     return rt
 
 
 def _timeout(request: web.Request, default: float) -> float:
+    """The ``timeout`` parameter: seconds, finite, above 0 and at most ``MAX_TIMEOUT_S``."""
+    raw = request.query.get("timeout")
+    if raw is None:
+        return default
     try:
-        return float(request.query.get("timeout", default))
+        t = float(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
+        t = math.nan
+    if not (0 < t <= MAX_TIMEOUT_S):  # (NaN fails every comparison)
+        raise web.HTTPBadRequest(
+            reason=f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}"
+        )
+    return t
+
+
+def _revision(request: web.Request, name: str, default: int) -> int:
+    """A revision parameter (``since``, ``cas``): an integer from 0 to 2^64 - 1."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= U64_MAX:
+        raise web.HTTPBadRequest(reason=f"{name} must be a revision: an integer from 0 to 2^64-1")
+    return value
+
+
+def _too_large(e: EncodeError) -> web.Response:
+    return web.json_response(
+        {"error": "too large", "reason": str(e), "limit_bytes": MAX_COMMAND_BYTES}, status=413
+    )
 
 
 def _unavailable(e: Unavailable) -> web.Response:
@@ -89,26 +123,29 @@ async def get_key(request: web.Request) -> web.Response:
     if consistency not in ("linearizable", "stale"):
         return web.json_response({"error": "consistency is stale or linearizable"}, status=400)
     prefix = q.get("prefix")
+    if "watch" in q and not key and prefix is None:
+        prefix = ""  # no key and no prefix: every key
+    timeout = _timeout(request, 30.0 if "watch" in q else rt.kv.default_timeout)
     try:
         if "watch" in q:
-            since = int(q.get("since", "0"))
+            since = _revision(request, "since", 0)
             events, rev = await rt.kv.watch(
                 prefix if prefix is not None and not key else key, since,
-                exact=not (prefix is not None), timeout=_timeout(request, 30.0),
+                exact=not (prefix is not None), timeout=timeout,
             )  # fmt: skip
             return web.json_response({"events": [event_json(e) for e in events], "revision": rev})
         if not key or prefix is not None:
-            items, rev = await rt.kv.list(key or prefix or "", consistency=consistency)
+            items, rev = await rt.kv.list(
+                key or prefix or "", consistency=consistency, timeout=timeout
+            )
             return web.json_response({"kvs": [kv_json(i) for i in items], "revision": rev})
-        kv, rev = await rt.kv.get(key, consistency=consistency)
+        kv, rev = await rt.kv.get(key, consistency=consistency, timeout=timeout)
     except CompactedRevisionError as e:
         return web.json_response({"error": str(e), "compacted": e.compacted}, status=410)
     except Unavailable as e:
         return _unavailable(e)
     except ReplyTooLarge as e:
         return web.json_response({"error": "answer too large", "reason": str(e)}, status=413)
-    except ValueError:
-        return web.json_response({"error": "since must be an integer revision"}, status=400)
     if kv is None:
         return web.json_response({"error": "not found", "key": key, "revision": rev}, status=404)
     return web.json_response({**(kv_json(kv) or {}), "revision": rev})
@@ -119,11 +156,14 @@ async def put_key(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     value = await request.read()
     timeout = _timeout(request, rt.kv.default_timeout)
+    expected = _revision(request, "cas", -1)
     try:
-        if "cas" in request.query:
-            r = await rt.kv.cas(key, int(request.query["cas"]), value, timeout=timeout)
+        if expected >= 0:
+            r = await rt.kv.cas(key, expected, value, timeout=timeout)
         else:
             r = await rt.kv.put(key, value, timeout=timeout)
+    except EncodeError as e:  # the key and value do not fit one command
+        return _too_large(e)
     except CasMismatch as e:
         return web.json_response(
             {"error": "cas failed", "current": e.current, "revision": e.revision}, status=409
@@ -139,8 +179,11 @@ async def put_key(request: web.Request) -> web.Response:
 
 async def delete_key(request: web.Request) -> web.Response:
     rt = _runtime(request)
+    timeout = _timeout(request, rt.kv.default_timeout)
     try:
-        r = await rt.kv.delete(request.match_info["key"], timeout=_timeout(request, 5.0))
+        r = await rt.kv.delete(request.match_info["key"], timeout=timeout)
+    except EncodeError as e:
+        return _too_large(e)
     except Unavailable as e:
         return _unavailable(e)
     except OutcomeUnknown as e:
@@ -150,9 +193,9 @@ async def delete_key(request: web.Request) -> web.Response:
 
 async def raft_status(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    return web.json_response(
-        {**rt.status(), "mesh_sync": rt.meshsync.status(), "transfer": rt.kv.transfer_status()}
-    )
+    doc = {**rt.status(), "kv_revision": rt.kv.local.revision}
+    doc["mesh_sync"], doc["transfer"] = rt.meshsync.status(), rt.kv.transfer_status()
+    return web.json_response(doc)
 
 
 def add_raft_routes(app: web.Application, ref: RaftRef) -> None:

@@ -25,6 +25,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from consensus.errors import DecodeError, NotLeader
 from consensus.fastinit import fast_init
 from consensus.kv import KvStore
 from consensus.kv_types import (
+    MAX_COMMAND_BYTES,
     Cas,
     CasFailed,
     Delete,
@@ -42,6 +44,7 @@ from consensus.kv_types import (
     Ok,
     Put,
     Rejected,
+    decode_command,
     encode_command,
 )
 from consensus.messages import decode as decode_raft
@@ -73,9 +76,31 @@ ENVELOPE_OVERHEAD = 1024
 characters, version, channel, msgpack headers), rounded up."""
 MAX_CHUNK_BYTES = 4 * 2**20
 """Largest FOLLOW snapshot chunk or entry batch, whatever the frame limit."""
+RETRY_PAUSE_S = 0.01
+"""Pause before a proposal or forwarded read tries again after a refusal (a leadership
+transfer or election under way): a retry without one would spin the event loop."""
+MAX_SERVED_TIMEOUT_S = 60.0
+"""The longest a node works on another node's request, whatever timeout it asks for."""
+MAX_SERVED_PER_PEER = 256
+"""Requests of one peer served at once; more are refused (UNAVAILABLE: not applied)."""
+READ_ATTEMPT_S = 1.0
+"""How long a non-member waits for one member's answer to a forwarded linearizable read before
+asking another (a read, unlike a write, can be asked again)."""
 WATCH_REARM_S = 1.0
 """A waiting watch looks again at least this often, whatever woke it or not (the followed
 copy wakes it on any change, not per prefix)."""
+
+
+def _checked_timeout(timeout: float) -> float:
+    """``timeout`` if it is a positive, finite number of seconds; ``ValueError`` otherwise."""
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+class PeerUnreachable(TimeoutError):
+    """A request to another node could not be sent (no stream, queue full, too large): it
+    never left, so nothing it asked for happened."""
 
 
 class ReplyTooLarge(Exception):
@@ -128,6 +153,8 @@ class ClusterKv:
         self._leader_hint: str | None = None
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Future[KvReply]] = {}
+        self._call_dst: dict[int, str] = {}  # who must answer each call
+        self._serving: dict[str, int] = {}  # requests of each peer being served
         self._call_deadlines: list[tuple[float, int]] = []  # heap of (loop time, call id)
         self._call_timer: asyncio.TimerHandle | None = None  # fires at the heap's earliest
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,7 +251,7 @@ class ClusterKv:
         ``since`` or later, waiting up to ``timeout`` s for the first; returns them and the
         local revision. Raises ``CompactedRevisionError`` when ``since`` is forgotten."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
+        end = loop.time() + _checked_timeout(timeout)
         while True:
             store = self.local
             revision = store.revision
@@ -257,7 +284,7 @@ class ClusterKv:
             raise ValueError("consistency must be linearizable or stale")
         if consistency == "stale":
             return self._read_local(key, prefix)
-        timeout = self.default_timeout if timeout is None else timeout
+        timeout = _checked_timeout(self.default_timeout if timeout is None else timeout)
         if self.driver.is_member():
             await self.driver.read_barrier(timeout)
             return self._read_local(key, prefix)
@@ -267,23 +294,25 @@ class ClusterKv:
             target = self._pick_member()
             if target is None:
                 break
-            req = KvRequest(0, KvOp.READ, key=key, prefix=prefix, timeout_ms=int(left * 1000))
+            attempt = min(left, READ_ATTEMPT_S)  # a read is safe to repeat: try another member
+            req = KvRequest(0, KvOp.READ, key=key, prefix=prefix, timeout_ms=int(attempt * 1000))
             try:
-                reply = await self.call(target, req, left)
-            except TimeoutError:
-                break
+                reply = await self.call(target, req, attempt)
+            except TimeoutError:  # PeerUnreachable included
+                self._forget(target)
+                continue
             if reply.status is KvStatus.OK:
                 return list(reply.kvs), reply.revision
             if reply.status is KvStatus.TOO_LARGE:
                 raise ReplyTooLarge(reply.reason)
             self._note(reply)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(RETRY_PAUSE_S)
         raise Unavailable("no quorum: no group member answered a linearizable read in time")
 
     # --- writes ----------------------------------------------------------------------------------
 
     async def _write(self, cmd: KvCommand, timeout: float | None) -> WriteResult:
-        timeout = self.default_timeout if timeout is None else timeout
+        timeout = _checked_timeout(self.default_timeout if timeout is None else timeout)
         data = encode_command(cmd)
         d = self.driver
         if d.node.role is Role.LEADER:  # proposed here: the result maps straight to ours
@@ -330,25 +359,34 @@ class ClusterKv:
             if leader == self.node_id:
                 try:
                     return _reply_of(await d.propose(command, end - loop.time()))
-                except NotLeader as e:
+                except NotLeader as e:  # a transfer under way, or a stale hint naming us
                     reason = f"not leader any more ({e})"
+                    if self._leader_hint == self.node_id:
+                        self._leader_hint = None
+                    await asyncio.sleep(min(RETRY_PAUSE_S, max(left, 0)))
                     continue
             req = KvRequest(0, KvOp.PROPOSE, command=command, timeout_ms=int(left * 1000))
             try:
-                sent = True
                 reply = await self.call(leader, req, left)
+            except PeerUnreachable:  # it never left: not proposed
+                reason = f"{leader} is unreachable"
+                self._forget(leader)
+                if self._leader_hint == leader:
+                    self._leader_hint = None
+                await asyncio.sleep(min(RETRY_PAUSE_S, max(left, 0)))
+                continue
             except TimeoutError:
+                sent = True  # it left and no answer came: applied or not, nobody knows
                 break
             if reply.status in (KvStatus.OK, KvStatus.CAS_FAILED, KvStatus.REJECTED):
                 return reply
             if reply.status in (KvStatus.UNKNOWN, KvStatus.TOO_LARGE):
                 raise OutcomeUnknown(reply.reason)  # applied or not, its answer was lost
-            sent = False  # a refusal: that attempt was not proposed
-            reason = reply.reason
+            reason = reply.reason  # a refusal: that attempt was not proposed
             self._note(reply)
             if self._leader_hint == leader:
                 self._leader_hint = None
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(RETRY_PAUSE_S)
         if sent:
             raise OutcomeUnknown(f"no answer within {timeout} s after the write was sent")
         raise Unavailable(reason, self.driver.leader())
@@ -381,9 +419,10 @@ class ClusterKv:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KvReply] = loop.create_future()
         self._calls[rid] = fut
+        self._call_dst[rid] = dst
         try:
             if not self._send(dst, Channel.KV, encode(req)):
-                raise TimeoutError
+                raise PeerUnreachable(dst)
             deadline = loop.time() + timeout
             heapq.heappush(self._call_deadlines, (deadline, rid))
             timer = self._call_timer
@@ -394,6 +433,7 @@ class ClusterKv:
             return await fut
         finally:
             self._calls.pop(rid, None)
+            self._call_dst.pop(rid, None)
 
     def _expire_calls(self) -> None:
         """Fail the calls whose deadline passed (``TimeoutError``); re-arm for the next."""
@@ -460,13 +500,28 @@ class ClusterKv:
             return None
         if isinstance(msg, KvReply):
             fut = self._calls.get(msg.id)
-            if fut is not None and not fut.done():
+            if fut is not None and not fut.done() and self._call_dst.get(msg.id) == peer.node_id:
                 fut.set_result(msg)
         elif isinstance(msg, KvRequest):
-            task = asyncio.create_task(self._serve(peer.node_id, msg))
+            src = peer.node_id
+            if self._serving.get(src, 0) >= MAX_SERVED_PER_PEER:
+                self.stats.busy_refused += 1
+                reply = KvReply(msg.id, KvStatus.UNAVAILABLE, "too many requests in flight")
+                self._send(src, Channel.KV, encode(reply))
+                return None
+            self._serving[src] = self._serving.get(src, 0) + 1
+            task = asyncio.create_task(self._serve(src, msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _t: self._served(src))
         return None
+
+    def _served(self, src: str) -> None:
+        left = self._serving.get(src, 1) - 1
+        if left > 0:
+            self._serving[src] = left
+        else:
+            self._serving.pop(src, None)
 
     async def _serve(self, src: str, req: KvRequest) -> None:
         try:
@@ -491,11 +546,18 @@ class ClusterKv:
         if not d.is_member():
             return KvReply(req.id, KvStatus.NOT_MEMBER, "not a group member", members=members,
                            leader=self._leader_hint)  # fmt: skip
-        timeout = req.timeout_ms / 1000
+        timeout = min(req.timeout_ms / 1000, MAX_SERVED_TIMEOUT_S)
         if req.op is KvOp.PROPOSE:
             if d.leader() != self.node_id:
                 return KvReply(req.id, KvStatus.UNAVAILABLE, "not the leader", leader=d.leader(),
                                members=members)  # fmt: skip
+            if len(req.command) > MAX_COMMAND_BYTES:
+                why = f"command of {len(req.command)} bytes > {MAX_COMMAND_BYTES}"
+                return KvReply(req.id, KvStatus.REJECTED, why)
+            try:
+                decode_command(req.command)
+            except DecodeError as e:  # refused here: it never reaches the log
+                return KvReply(req.id, KvStatus.REJECTED, f"not a KV command: {e.reason}")
             try:
                 r = _reply_of(await d.propose(req.command, timeout))
             except NotLeader as e:

@@ -241,6 +241,12 @@ class _RaftCollector(Collector):
         c.add_metric(["transport"], rt.transport.oversize)
         yield c
         c = CounterMetricFamily(
+            "moltmesh_raft_kv_busy_refused",
+            "KV requests of a peer refused: it had too many in flight here.",
+        )
+        c.add_metric([], f.busy_refused)
+        yield c
+        c = CounterMetricFamily(
             "moltmesh_raft_transfer_raft_batches",
             "RAFT envelopes sent (a Ready's messages split to fit frames).",
         )

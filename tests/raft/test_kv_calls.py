@@ -9,6 +9,7 @@ import pytest
 
 from consensus.kv_types import Put, encode_command
 from consensus.raft import RaftConfig
+from moltmesh.mesh.streams import Peer
 from moltmesh.mesh.wire import Channel
 from moltmesh.raft.driver import RaftDriver
 from moltmesh.raft.kvservice import ClusterKv
@@ -45,7 +46,7 @@ async def test_calls_time_out_in_deadline_order_and_answered_ones_return(tmp_pat
     answered = asyncio.create_task(kv.call("b", req, 0.1))
     await asyncio.sleep(0)
     ids = [decode(body).id for _, body in sent]  # type: ignore[attr-defined]
-    await kv.on_kv(None, _envelope(encode(KvReply(ids[2], KvStatus.OK, revision=7))))  # type: ignore[arg-type]
+    await kv.on_kv(Peer("b", "x"), _envelope(encode(KvReply(ids[2], KvStatus.OK, revision=7))))
     assert (await answered).revision == 7
     with pytest.raises(TimeoutError):
         await fast
@@ -92,3 +93,13 @@ async def test_a_watch_woken_by_other_changes_still_returns_its_prefix_change(tm
     assert [e.key for e in events][:1] == ["mesh/config"] and events[0].revision == 50
     assert revision >= 50
     await kv.stop()
+
+
+async def test_a_reply_from_another_peer_than_the_one_called_is_ignored(tmp_path) -> None:
+    kv, sent = kv_service(tmp_path)
+    call = asyncio.create_task(kv.call("b", KvRequest(0, KvOp.READ, key="k"), 0.2))
+    await asyncio.sleep(0)
+    rid = decode(sent[0][1]).id  # type: ignore[attr-defined]
+    await kv.on_kv(Peer("c", "x"), _envelope(encode(KvReply(rid, KvStatus.OK, revision=7))))
+    with pytest.raises(TimeoutError):
+        await call

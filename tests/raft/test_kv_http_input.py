@@ -1,0 +1,74 @@
+"""Bad input to the cluster KV's HTTP API gets a 4xx with a JSON error that names the problem,
+never a 500, a hang or a write proposed anyway; a watch without a key watches every key."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from moltmesh.cli import main
+from moltmesh.node import Node
+from tests.raft.test_node_kv import config_for
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def api(tmp_path: Path):  # type: ignore[no-untyped-def]
+    data = tmp_path / "n"
+    assert main(["mesh", "init", "--data-dir", str(data)]) == 0
+    config = config_for(data)
+    config.api.port = 0
+    async with Node(config) as node:
+        headers = {"Authorization": f"Bearer {node.api_token}"}
+        async with aiohttp.ClientSession(node.api_url, headers=headers) as session:
+            await node.kv.put("seed", b"1")  # the group leads and applies
+            yield session
+
+
+BAD = [  # method, path, body, the parameter the error must name
+    ("PUT", "/v1/kv/k?timeout=nan", b"v", "timeout"),
+    ("PUT", "/v1/kv/k?timeout=-1", b"v", "timeout"),
+    ("PUT", "/v1/kv/k?timeout=inf", b"v", "timeout"),
+    ("PUT", "/v1/kv/k?timeout=soon", b"v", "timeout"),
+    ("PUT", "/v1/kv/k?cas=-1", b"v", "cas"),
+    ("PUT", "/v1/kv/k?cas=99999999999999999999999", b"v", "cas"),
+    ("PUT", "/v1/kv/k?cas=abc", b"v", "cas"),
+    ("DELETE", "/v1/kv/k?timeout=0", b"", "timeout"),
+    ("GET", "/v1/kv/k?watch=1&since=-5", b"", "since"),
+    ("GET", "/v1/kv/k?watch=1&timeout=nan", b"", "timeout"),
+    ("GET", "/v1/kv/k?timeout=1e400", b"", "timeout"),
+]
+
+
+async def test_bad_parameters_are_refused_with_400(api) -> None:
+    for method, path, body, names in BAD:
+        async with api.request(method, path, data=body) as r:
+            assert r.status == 400, (method, path, await r.text())
+            assert names in (await r.json())["error"], (method, path)
+    async with api.get("/v1/kv/k?consistency=stale") as r:
+        assert r.status == 404  # nothing was written by the refused requests
+
+
+async def test_a_value_over_the_command_limit_is_413_with_the_limit(api) -> None:
+    async with api.put("/v1/kv/big", data=b"x" * (1024 * 1024 + 1)) as r:
+        assert r.status == 413
+        doc = await r.json()
+        assert doc["error"] == "too large" and doc["limit_bytes"] == 1024 * 1024
+
+
+async def test_a_watch_without_a_key_watches_every_key(api) -> None:
+    async with api.get("/v1/raft/status") as r:
+        since = (await r.json())["kv_revision"] + 1
+    watch = asyncio.ensure_future(api.get(f"/v1/kv?watch=1&since={since}&timeout=30"))
+    async with api.put("/v1/kv/any/where", data=b"v") as r:
+        assert r.status == 200
+        rev = (await r.json())["revision"]
+    async with await watch as r:
+        assert r.status == 200
+        assert [(e["key"], e["revision"]) for e in (await r.json())["events"]] == [
+            ("any/where", rev)
+        ]

@@ -128,6 +128,7 @@ class RaftDriver:
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()  # set and replaced on every apply
         self.changes = ChangeWaiters()  # woken by the changes each Ready applies
+        self._removed = False  # see ``mark_removed``
         self._leader_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.on_conf_change: Callable[[], None] | None = None
@@ -184,8 +185,22 @@ class RaftDriver:
         self._wake.set()
 
     def is_member(self) -> bool:
+        """Whether this node takes part in the group: its log's membership lists it, and no
+        newer view of the group has shown that it was removed meanwhile (``mark_removed``)."""
+        if self._removed:
+            return False
         conf = self.node.conf_state
         return self.node_id in conf.voters or self.node_id in conf.learners
+
+    def mark_removed(self, why: str) -> None:
+        """A member whose applied state is newer than ours no longer lists this node, though our
+        own log still does: it was removed while it was down, and no leader will contact it
+        again unless the group adds it back. Until a leader does, it is no member: reads and
+        writes go through the group, and the followed copy serves the stale ones."""
+        if not self._removed:
+            self._removed = True
+            log_event(log, "raft.removed", node=self.node_id, why=why, level=logging.WARNING)
+            self.changes.notify(None)  # watches read the followed copy from now on
 
     def leader(self) -> str | None:
         return self.node.leader_id
@@ -359,6 +374,9 @@ class RaftDriver:
 
     def _handle_ready(self, rd: Ready) -> None:
         """Handle ``rd`` in the contract's order (see the module docstring)."""
+        if self._removed and self.node.leader_id is not None:
+            self._removed = False  # a leader contacts us: the group took us back
+            self.changes.notify(None)
         kv, revision, member = self.kv, self.kv.revision, self.is_member()
         step = self._ready_persist(rd)
         if step is None:

@@ -33,6 +33,8 @@ log = logging.getLogger("moltmesh.raft.follow")
 
 FOLLOW_POLL_S = 1.0
 """How long a member holds a FOLLOW request that has nothing new yet."""
+STRANDED_AFTER_S = 5.0
+"""A member that heard no leader this long asks another member whether it is still one."""
 
 
 @dataclass
@@ -88,9 +90,20 @@ class FollowStream:
     # --- following (non-members) ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Follow committed state for as long as this node is not a group member."""
+        """Follow committed state for as long as this node is not a group member. A member
+        that hears no leader for ``STRANDED_AFTER_S`` asks a member whether the group still
+        lists it (``check_membership``)."""
+        loop = asyncio.get_running_loop()
+        leader_seen = loop.time()
         while True:
-            if self.driver.is_member():
+            d = self.driver
+            if d.is_member():
+                now = loop.time()
+                if d.leader() is not None:
+                    leader_seen = now
+                elif now - leader_seen >= STRANDED_AFTER_S:
+                    leader_seen = now  # one look per period
+                    await self.check_membership()
                 await asyncio.sleep(0.5)
                 continue
             # One member at a time: a snapshot in chunks must come from one member's copy.
@@ -117,6 +130,27 @@ class FollowStream:
                 continue
             self._target = target
             self.take(reply)
+
+    async def check_membership(self) -> None:
+        """Ask a member for its view of the group; when its applied state is newer than ours
+        and does not list this node, ``RaftDriver.mark_removed``."""
+        d = self.driver
+        target = self._pick_member()
+        if target is None:
+            return
+        req = KvRequest(0, KvOp.FOLLOW, from_index=d.kv.applied_index + 1, timeout_ms=100)
+        try:
+            reply = await self._call(target, req, 2.0)
+        except TimeoutError:
+            return
+        self._on_reply(reply)
+        if (
+            reply.status is KvStatus.OK
+            and reply.members
+            and d.node_id not in reply.members
+            and reply.applied > d.kv.applied_index
+        ):
+            d.mark_removed(f"{target} applied {reply.applied} and lists {list(reply.members)}")
 
     def take(self, reply: KvReply) -> None:
         """Add a FOLLOW reply (a snapshot chunk and/or entries) to the followed copy."""

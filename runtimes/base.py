@@ -187,7 +187,9 @@ class Runtime(Protocol):
       problem and runs nothing. It returns ``{output name: array}`` for the requested outputs
       (all of them when ``outputs`` is ``None`` or empty), in the order requested.
     - ``typical_run_seconds`` is the median duration of a run measured at load (warm-up, batch of
-      1); a node uses it to decide between running inline and on a worker pool.
+      1), and ``warmup_elements`` the number of input elements that run had; a node scales the
+      one by a request's elements over the other to decide between running inline and on a
+      worker pool.
     - ``batchable`` is True when the first axis of every input and output is one shared dynamic
       batch axis: the rows of separate requests may then be stacked into one ``run`` and its
       outputs split back, row ``i`` of each output answering row ``i`` of the inputs.
@@ -201,6 +203,9 @@ class Runtime(Protocol):
 
     @property
     def typical_run_seconds(self) -> float: ...
+
+    @property
+    def warmup_elements(self) -> int: ...
 
     def run(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None

@@ -143,11 +143,19 @@ def _check_labels(metadata: ModelMetadata) -> None:
         )
 
 
-def warmup_inputs(metadata: ModelMetadata, fill: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of the right dtypes filled with ``fill``, with a size of 1 on each dynamic dim."""
+WARMUP_DYNAMIC_SIZES = (1, 32, 224)
+"""Sizes tried, in order, on the dynamic dims after the first (e.g. an image's height and
+width) when warming up: a convolution without padding cannot run on 1 × 1."""
+
+
+def warmup_inputs(metadata: ModelMetadata, fill: int = 0, size: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of the right dtypes filled with ``fill``: a size of 1 on a dynamic first dim (the
+    batch) and ``size`` on every other dynamic dim."""
     feed: dict[str, np.ndarray] = {}
     for spec in metadata.inputs:
-        shape = tuple(1 if d == DYNAMIC else d for d in spec.shape)
+        shape = tuple(
+            (1 if i == 0 else size) if d == DYNAMIC else d for i, d in enumerate(spec.shape)
+        )
         if spec.datatype == "BYTES":
             feed[spec.name] = np.full(shape, str(fill), dtype=object)
         else:
@@ -213,6 +221,7 @@ class OnnxRuntime:
         self._batchable = _shared_batch_axis(session)
         self._session: ort.InferenceSession | None = session
         self._raw_run: Callable[..., list[Any]] | None = _raw_run(session)
+        self._warmup_elements = 1
         self._typical_run_seconds = self._warm_up(session)
         log.debug(
             "loaded model %s version %s variant %s from %s: typical run %.6f s",
@@ -233,23 +242,32 @@ class OnnxRuntime:
         """Median warm-up run duration in seconds (``inf`` when warm-up was skipped)."""
         return self._typical_run_seconds
 
+    @property
+    def warmup_elements(self) -> int:
+        """Elements of all inputs together in the warm-up run ``typical_run_seconds`` timed."""
+        return self._warmup_elements
+
     def _warm_up(self, session: ort.InferenceSession) -> float:
         runs = self.options.warmup_runs
         if runs == 0:
             return float("inf")
         errors = []
-        for fill in (0, 1):
-            feed = warmup_inputs(self.metadata, fill)
-            try:
-                session.run(None, feed)  # the first run allocates; it is not timed
-                durations = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    session.run(None, feed)
-                    durations.append(time.perf_counter() - start)
+        dynamic = any(DYNAMIC in spec.shape[1:] for spec in self.metadata.inputs)
+        for size in WARMUP_DYNAMIC_SIZES if dynamic else (1,):
+            for fill in (0, 1):  # a model that cannot run on zeros may run on ones
+                feed = warmup_inputs(self.metadata, fill, size)
+                try:
+                    session.run(None, feed)  # the first run allocates; it is not timed
+                    durations = []
+                    for _ in range(runs):
+                        start = time.perf_counter()
+                        session.run(None, feed)
+                        durations.append(time.perf_counter() - start)
+                except Exception as exc:
+                    errors.append(f"size {size}, fill {fill}: {_first_line(exc)}")
+                    continue
+                self._warmup_elements = max(1, sum(a.size for a in feed.values()))
                 return statistics.median(durations)
-            except Exception as exc:  # a model that cannot run on zeros may run on ones
-                errors.append(f"fill {fill}: {_first_line(exc)}")
         raise InvalidModel(self.path, "warm-up runs failed: " + "; ".join(errors))
 
     def run(

@@ -238,3 +238,30 @@ def test_labels_that_fit_no_output_are_warned_about(
     with caplog.at_level("WARNING", logger="runtimes.onnx"):
         OnnxRuntime(model_files.matmul_softmax, labels=("a", "b"))
     assert "2 labels" in caplog.text
+
+
+def test_a_model_with_dynamic_height_and_width_warms_up_at_a_size_it_can_run(
+    tmp_path: Path,
+) -> None:
+    """A 5 × 5 convolution without padding cannot run on a 1 × 1 image: warm-up tries larger
+    sizes instead of refusing the model, and says how many input elements it timed."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(SEED)
+    w = numpy_helper.from_array(rng.standard_normal((2, 1, 5, 5)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["features"])],
+        "dyn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 2, None, None])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    rt = OnnxRuntime(path)
+    assert 0 < rt.typical_run_seconds < math.inf
+    assert rt.warmup_elements == 32 * 32  # 1 × 1 failed, 32 × 32 ran
+    out = rt.run({"image": np.ones((1, 1, 9, 9), np.float32)})["features"]
+    assert out.shape == (1, 2, 5, 5)

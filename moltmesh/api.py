@@ -9,11 +9,14 @@ Routes (bearer token required on all but ``/v2/health/*``):
 - ``GET /metrics`` — Prometheus text format.
 
 Every error is ``{"error": message}`` with its status (400, 401, 404, 413, 429 with Retry-After,
-503, 504) and is counted in ``moltmesh_bad_requests``.
+503, 504) and is counted in ``moltmesh_bad_requests``. A client that disconnects cancels its
+request (the runner is built with ``handler_cancellation=True``): it leaves the queue at once
+and is counted in ``moltmesh_requests`` with status 499.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -38,6 +41,8 @@ SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", NodeMetrics)
 TOKEN = web.AppKey("token", str)
 MAX_CACHED_CHILDREN = 1024
+CLIENT_GONE = 499
+"""The ``status`` label of requests whose client disconnected before the answer (nginx's code)."""
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -255,6 +260,9 @@ class InferRoute:
             status = 200
         except Exception as e:
             status = 400 if isinstance(e, v2.V2Error) else http_status(e)
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_GONE
             raise
         finally:
             cache = self._children

@@ -23,7 +23,9 @@ Contract (``Batcher``; loop-confined, call it on the event loop's thread):
   A member whose deadline (``time.monotonic()``) passes before its batch has answered gets
   ``DeadlineExceeded`` then (one timer per batch, at its earliest pending deadline); a batch
   that starts leaves expired members out.
-- A request cancelled before its batch runs is left out; one cancelled later is ignored.
+- A request cancelled before its batch runs is left out; one cancelled later is ignored,
+  unless every member of the run is cancelled or past its deadline: then the run is cancelled
+  (``executor.run`` sees ``CancelledError`` and withdraws a run that has not started).
 - Whatever ``run`` raises is every member's error, except ``InvalidInput`` (one member's
   values may be what the model rejects) and outputs without the batch's rows: then each member
   runs again on its own, so each gets its own answer or error.
@@ -73,7 +75,8 @@ class _Batch:
     """Requests waiting to run together: their inputs, row counts and futures, in join order."""
 
     __slots__ = (
-        "armed", "deadlines", "futures", "inputs", "key", "outputs", "rows", "timer", "total"
+        "armed", "deadlines", "futures", "inputs", "key", "outputs", "rows", "running", "timer",
+        "total", "waiting_on",
     )  # fmt: skip
 
     def __init__(self, key: tuple[Any, ...], outputs: Sequence[str] | None) -> None:
@@ -86,6 +89,8 @@ class _Batch:
         self.total = 0
         self.timer: asyncio.TimerHandle | None = None
         self.armed = float("inf")  # the deadline the timer is set for
+        self.running = False  # its run is under way (the batch's task may be cancelled)
+        self.waiting_on = 0  # members of the run not yet answered, failed or cancelled
 
 
 class Batcher:
@@ -217,16 +222,22 @@ class Batcher:
         if not live:
             self._executor.release()
             return
+        self._withdraw_when_abandoned(batch, live)
         if len(live) == 1:
             i = live[0]
-            await self._run_alone(
-                batch.inputs[i], batch.outputs, batch.deadlines[i], batch.futures[i], held=True
-            )
+            batch.running = True
+            try:
+                await self._run_alone(
+                    batch.inputs[i], batch.outputs, batch.deadlines[i], batch.futures[i], held=True
+                )
+            finally:
+                batch.running = False
             return
         if self._on_batch is not None:
             self._on_batch(len(live))
         names = list(batch.inputs[live[0]])
         stacked = {n: np.concatenate([batch.inputs[i][n] for i in live]) for n in names}
+        batch.running = True
         try:
             deadline = max(batch.deadlines[i] for i in live)
             result = await self._executor.run(stacked, batch.outputs, deadline)
@@ -238,6 +249,8 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            batch.running = False
         total = sum(batch.rows[i] for i in live)
         if result is None or any(a.ndim == 0 or a.shape[0] != total for a in result.values()):
             for i in live:  # each on its own, for its own answer or error
@@ -252,6 +265,22 @@ class Batcher:
             if not future.done():
                 future.set_result({name: a[start:end] for name, a in result.items()})
             start = end
+
+    def _withdraw_when_abandoned(self, batch: _Batch, live: list[int]) -> None:
+        """Once every member in ``live`` is settled (cancelled by a client that left, or past
+        its deadline) while the batch's run is under way, cancel the batch's task: the
+        executor then withdraws the run if it has not started (nobody wants its answer)."""
+        task = asyncio.current_task()
+        batch.waiting_on = len(live)
+
+        def member_settled(_: asyncio.Future[Outputs]) -> None:
+            batch.waiting_on -= 1
+            if batch.waiting_on == 0 and batch.running and task is not None:
+                batch.running = False
+                task.cancel()
+
+        for i in live:
+            batch.futures[i].add_done_callback(member_settled)
 
     async def _run_alone(
         self,

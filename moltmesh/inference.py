@@ -367,28 +367,39 @@ class InferenceService:
         deadline: float,
     ) -> dict[str, np.ndarray]:
         """Run in a worker thread, with a slot held; the slot is released when the run really
-        ends (a run past its deadline cannot be interrupted)."""
+        ends. A request cancelled (its client gone) or past its deadline while its run still
+        waits for a thread withdraws the run, which then never starts; a run already started
+        cannot be interrupted and keeps its slot until it finishes."""
         run_seconds = self._run_seconds_child(runtime)
         self._running += 1
         started = time.perf_counter()
-
-        def finished(_: object) -> None:
-            self._running -= 1
-            run_seconds.observe(time.perf_counter() - started)
-            self._slots.release()
-
-        loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._pool, runtime.run, inputs, outputs)
+            work = self._pool.submit(runtime.run, inputs, outputs)
         except BaseException:
-            finished(None)
+            self._ran(None, run_seconds, started)
             raise
-        future.add_done_callback(finished)
+        # Settled on the loop's thread when the run ends or is withdrawn (loop-confined state).
+        future = asyncio.wrap_future(work)
+        future.add_done_callback(lambda f: self._ran(f, run_seconds, started))
         try:
             return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
         except TimeoutError:
+            work.cancel()  # only succeeds while the run has not started
             self._metrics.rejected.labels("deadline").inc()
             raise DeadlineExceeded("deadline passed while the model was running") from None
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+
+    def _ran(
+        self, future: asyncio.Future[object] | None, seconds: Histogram, started: float
+    ) -> None:
+        """A pool run has ended (None: it could not be submitted): free its slot; time it unless
+        it was withdrawn before it started."""
+        self._running -= 1
+        if future is not None and not future.cancelled():
+            seconds.observe(time.perf_counter() - started)
+        self._slots.release()
 
     def _retry_after(self, runtime: Runtime) -> int:
         backlog = (self._waiting + self._batched + self._running) / self._config.max_inflight

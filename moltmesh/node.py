@@ -135,7 +135,9 @@ class Node:
     async def _start_api(self) -> None:
         api = self.config.api
         app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes)
-        self._runner = web.AppRunner(app, shutdown_timeout=api.shutdown_grace_s, access_log=None)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=api.shutdown_grace_s, access_log=None, handler_cancellation=True
+        )
         add_mesh_routes(app, self.mesh_ref)
         add_raft_routes(app, self.raft_ref)
         await self._runner.setup()

@@ -43,6 +43,8 @@ TOKEN = web.AppKey("token", str)
 MAX_CACHED_CHILDREN = 1024
 CLIENT_GONE = 499
 """The ``status`` label of requests whose client disconnected before the answer (nginx's code)."""
+UNKNOWN_MODEL = "unknown"
+"""The ``model`` label of requests naming a model the node does not serve."""
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -229,14 +231,14 @@ class InferRoute:
         started = time.monotonic()
         match = request.match_info
         name, version = match["model"], match.get("version")
-        header_length = request.headers.get(v2.HEADER_LENGTH)
-        try:
-            length = int(header_length) if header_length is not None else None
-        except ValueError:
-            raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
-        body = await self._body(request)
         status, route = 500, "local"
         try:
+            header_length = request.headers.get(v2.HEADER_LENGTH)
+            try:
+                length = int(header_length) if header_length is not None else None
+            except ValueError:
+                raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
+            body = await self._body(request)
             parsed = v2.parse_infer_request(body, length)
             parameters = parsed.parameters
             deadline = None
@@ -259,15 +261,17 @@ class InferRoute:
             )  # fmt: skip
             status = 200
         except Exception as e:
-            status = 400 if isinstance(e, v2.V2Error) else http_status(e)
+            status = _error_status(e)
             raise
         except asyncio.CancelledError:
             status = CLIENT_GONE
             raise
         finally:
+            # Model names come from URLs: only served models get a label of their own.
+            label = name if self._service.serves(name) else UNKNOWN_MODEL
             cache = self._children
-            _child(cache, self._requests, name, route, str(status)).inc()
-            _child(cache, self._request_seconds, name).observe(time.monotonic() - started)
+            _child(cache, self._requests, label, route, str(status)).inc()
+            _child(cache, self._request_seconds, label).observe(time.monotonic() - started)
         if header_len is None:
             return web.Response(body=payload, headers=_JSON_HEADERS)
         return web.Response(
@@ -291,6 +295,15 @@ class InferRoute:
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _error_status(error: Exception) -> int:
+    """The HTTP status the middleware answers ``error`` with (for the request metrics)."""
+    if isinstance(error, v2.V2Error):
+        return 400
+    if isinstance(error, web.HTTPException):
+        return error.status
+    return http_status(error)
 
 
 def _child(cache: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> Any:

@@ -199,6 +199,10 @@ class InferenceService:
             return wanted
         return choose_variant(available, tier=self._tier, on_battery=self._on_battery, load=0.0)
 
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is a loaded model (cheap: one dict lookup)."""
+        return name in self._models
+
     def model_names(self) -> list[str]:
         return sorted(self._models)
 

@@ -187,3 +187,44 @@ async def test_a_32_dimension_tensor_is_still_parsed(node: Node):
     async with aiohttp.ClientSession() as s:
         status, raw = await post(s, node, body.encode())
         assert "dimensions" not in error_of(status, raw)
+
+
+def requests_counted(node: Node, model: str, status: str) -> float:
+    labels = {"model": model, "route": "local", "status": status}
+    return node.metrics.registry.get_sample_value("moltmesh_requests_total", labels) or 0.0
+
+
+async def test_unknown_models_share_one_metric_label(node: Node):
+    """Model names come from URLs: a client inventing names must not grow the metrics."""
+    async with aiohttp.ClientSession() as s:
+        for i in range(5):
+            status, raw = await post(s, node, b"{}", f"/v2/models/nope{i}/infer")
+            assert status == 400, raw  # the body is checked first; still not a model
+            good = json.dumps({"inputs": [tiny_input()]}).encode()
+            status, raw = await post(s, node, good, f"/v2/models/nope{i}/infer")
+            assert "nope" in error_of(status, raw, 404)
+        text = await metrics_text(s, node)
+    assert "nope" not in text
+    assert requests_counted(node, "unknown", "404") == 5
+    assert requests_counted(node, "unknown", "400") == 5
+
+
+async def test_errors_before_the_body_is_parsed_are_counted(tmp_path: Path, model_repo: Path):
+    config = NodeConfig(data_dir=tmp_path / "data")
+    config.api.port = 0
+    config.api.max_body_bytes = 1024
+    config.runtime.model_repository = [model_repo]
+    config.runtime.bundled_models = False
+    config.runtime.warmup_runs = 1
+    async with Node(config) as n, aiohttp.ClientSession() as s:
+        for bad in ("x", "1.5", ""):
+            status, raw = await post(s, n, b"{}", headers={"Inference-Header-Content-Length": bad})
+            assert "Inference-Header-Content-Length" in error_of(status, raw)
+        status, raw = await post(s, n, b" " * 2048)
+        assert "1024" in error_of(status, raw, 413)
+        assert requests_counted(n, "tiny", "400") == 3
+        assert requests_counted(n, "tiny", "413") == 1
+        seconds = n.metrics.registry.get_sample_value(
+            "moltmesh_request_seconds_count", {"model": "tiny"}
+        )
+        assert seconds == 4

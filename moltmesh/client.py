@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ class Client:
         return json.loads(self.request("GET", path)[2])
 
     def model_metadata(self, model: str) -> dict[str, Any]:
-        return self.get_json(f"/v2/models/{model}")
+        return self.get_json(f"/v2/models/{_quote(model)}")
 
     def infer(
         self,
@@ -94,7 +95,11 @@ class Client:
         binary: bool = True,
         parameters: dict[str, Any] | None = None,
     ) -> InferAnswer:
-        """Send one infer request; binary tensors both ways unless ``binary`` is False."""
+        """Send one infer request; binary tensors both ways unless ``binary`` is False.
+
+        BYTES inputs are object arrays of ``bytes`` or ``str`` (sent as UTF-8); BYTES outputs
+        come back as object arrays (``bytes`` from binary, ``str`` from JSON).
+        """
         tensors, blobs = [], []
         for name, array in inputs.items():
             tensor: dict[str, Any] = {
@@ -103,11 +108,11 @@ class Client:
                 "shape": list(array.shape),
             }
             if binary:
-                blob = np.ascontiguousarray(array).tobytes()
+                blob = v2.binary_tensor(array)
                 tensor["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
             else:
-                tensor["data"] = array.ravel().tolist()
+                tensor["data"] = v2.json_data(array)
             tensors.append(tensor)
         params = dict(parameters or {})
         if binary:
@@ -117,9 +122,14 @@ class Client:
         if binary:
             headers[v2.HEADER_LENGTH] = str(len(header))
         _, resp_headers, body = self.request(
-            "POST", f"/v2/models/{model}/infer", header + b"".join(blobs), headers
+            "POST", f"/v2/models/{_quote(model)}/infer", header + b"".join(blobs), headers
         )
         return decode_answer(body, resp_headers.get(v2.HEADER_LENGTH))
+
+
+def _quote(model: str) -> str:
+    """A model name as one URL path segment ("a?b" is a name, not a query)."""
+    return urllib.parse.quote(model, safe="")
 
 
 def decode_answer(body: bytes, header_length: str | None) -> InferAnswer:
@@ -131,7 +141,11 @@ def decode_answer(body: bytes, header_length: str | None) -> InferAnswer:
         dtype = v2.DTYPES[tensor["datatype"]]
         size = tensor.get("parameters", {}).get("binary_data_size")
         if size is not None:
-            array = np.frombuffer(body[offset : offset + size], dtype=dtype)
+            chunk = body[offset : offset + size]
+            if dtype == np.object_:
+                array = np.array(v2.unpack_bytes(chunk) or [], dtype=object)
+            else:
+                array = np.frombuffer(chunk, dtype=dtype)
             offset += size
         else:
             array = np.asarray(tensor["data"], dtype=dtype)

@@ -394,16 +394,34 @@ def _encode_general(
             blob = _to_binary(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
-        elif array.dtype == np.object_:
-            tensor["data"] = [_text(v) for v in array.ravel()]
         else:
-            tensor["data"] = array.ravel().tolist()
+            tensor["data"] = json_data(array)
         tensors.append(tensor)
     response["outputs"] = tensors
     header = _COMPACT_JSON.encode(response).encode()
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def binary_tensor(array: np.ndarray) -> bytes:
+    """``array`` as the binary extension carries it: little-endian values in C order, or for
+    BYTES (object arrays of bytes or str) each element as a 4-byte little-endian length and
+    its bytes (str as UTF-8)."""
+    return _to_binary(array)
+
+
+def json_data(array: np.ndarray) -> list[Any]:
+    """``array``'s values as a flat JSON list (BYTES elements as text, bytes decoded as UTF-8)."""
+    if array.dtype == np.object_:
+        return [_text(v) for v in array.ravel()]
+    return array.ravel().tolist()
+
+
+def unpack_bytes(chunk: bytes | memoryview) -> list[bytes]:
+    """The elements of a binary BYTES tensor (the inverse of ``binary_tensor``); ``V2Error``
+    when the lengths do not add up."""
+    return _unpack_bytes("tensor", memoryview(chunk))
 
 
 def _to_binary(array: np.ndarray) -> bytes:

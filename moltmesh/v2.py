@@ -129,7 +129,7 @@ def _parse_full(body: bytes, header_length: int | None) -> InferRequest:
         offset += used
     if offset != len(binary):
         raise V2Error(f"{len(binary) - offset} bytes of binary data belong to no input")
-    binary_output = bool(parameters.get("binary_data_output", False))
+    binary_output = _flag(parameters, "binary_data_output", False, "request")
     outputs = None
     if "outputs" in header:
         raw_outputs = header["outputs"]
@@ -253,24 +253,71 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
             array = np.array([v.encode() for v in flat] or [], dtype=object)
         except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800"
             raise V2Error(f"input {name!r}: BYTES data is not valid Unicode: {e}") from None
+    elif DTYPES[datatype].kind == "f":
+        array = _json_floats(name, datatype, data)
     else:
-        try:
-            array = np.asarray(data, dtype=DTYPES[datatype]).ravel()
-        except (TypeError, ValueError, OverflowError) as e:
-            raise V2Error(f"input {name!r}: data is not {datatype}: {e}") from None
-        # All-boolean data is refused for other datatypes; only look when the first value is one
-        # (converting the whole list a second time costs as much as the conversion itself).
-        if datatype != "BOOL" and _first_leaf_is_bool(data) and np.asarray(data).dtype == np.bool_:
-            raise V2Error(f"input {name!r}: data is boolean, datatype says {datatype}")
+        array = _json_exact(name, datatype, data)
     if array.size != count:
         raise V2Error(f"input {name!r}: shape {shape} needs {count} values, data has {array.size}")
     return array.reshape(shape)
 
 
-def _first_leaf_is_bool(data: Any) -> bool:
+def _json_floats(name: str, datatype: str, data: Any) -> np.ndarray:
+    """Float data, converted in one pass (the JSON path's hot spot). Refused: null (numpy makes
+    it NaN, so it is looked for only when a NaN appears) and data that starts with text or
+    booleans (only the first value is looked at: a second full pass costs as much again)."""
+    try:
+        array = np.asarray(data, dtype=DTYPES[datatype]).ravel()
+    except (TypeError, ValueError, OverflowError) as e:
+        raise V2Error(f"input {name!r}: data is not {datatype}: {e}") from None
+    leaf = _first_leaf(data)
+    if isinstance(leaf, str):
+        raise V2Error(f"input {name!r}: data is not {datatype}: it holds text")
+    if isinstance(leaf, bool) and np.asarray(data).dtype == np.bool_:
+        raise V2Error(f"input {name!r}: data is boolean, datatype says {datatype}")
+    if np.isnan(array).any() and np.asarray(data).dtype == np.object_:
+        raise V2Error(f"input {name!r}: data is not {datatype}: it holds null")
+    return array
+
+
+def _json_exact(name: str, datatype: str, data: Any) -> np.ndarray:
+    """Integer or BOOL data, refusing what a cast would change: null, text, fractions, values
+    out of the datatype's range, booleans for integers, and BOOL values other than 0/1.
+
+    ``raw`` (numpy's own reading) tells what the values are; the array itself is converted
+    straight from the Python values, which keeps 64-bit integers exact (numpy reads a list
+    mixing uint64- and int64-sized integers as float64)."""
+    dtype, where = DTYPES[datatype], f"input {name!r}"
+    try:
+        raw = np.asarray(data)
+    except (TypeError, ValueError) as e:
+        raise V2Error(f"{where}: data is not {datatype}: {e}") from None
+    kind = raw.dtype.kind
+    if kind in "US" or (kind == "O" and any(isinstance(v, str) for v in raw.flat)):
+        raise V2Error(f"{where}: data is not {datatype}: it holds text")
+    if kind == "O" and any(v is None for v in raw.flat):
+        raise V2Error(f"{where}: data is not {datatype}: it holds null")
+    if kind == "b" and datatype != "BOOL":
+        raise V2Error(f"{where}: data is boolean, datatype says {datatype}")
+    if (datatype == "BOOL" and kind != "b") and (
+        kind not in "iu" or (raw.size and (raw.min() < 0 or raw.max() > 1))
+    ):
+        raise V2Error(f"{where}: BOOL data must be true/false (or 0/1)")
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except OverflowError:
+        raise V2Error(f"{where}: data holds values out of the range of {datatype}") from None
+    except (TypeError, ValueError) as e:
+        raise V2Error(f"{where}: data is not {datatype}: {e}") from None
+    if kind == "f" and not (np.isfinite(raw).all() and (array == raw).all()):
+        raise V2Error(f"{where}: {datatype} data must be integers in its range")
+    return array.ravel()
+
+
+def _first_leaf(data: Any) -> Any:
     while isinstance(data, list) and data:
         data = data[0]
-    return isinstance(data, bool)
+    return data
 
 
 def _from_binary(
@@ -307,8 +354,17 @@ def _unpack_bytes(name: str, chunk: memoryview) -> list[bytes]:
 def _decode_output(raw: Any, i: int, binary_default: bool) -> RequestedOutput:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise V2Error(f"outputs[{i}] must be an object with a 'name'")
-    params = _parameters(raw, f"output {raw['name']!r}")
-    return RequestedOutput(raw["name"], bool(params.get("binary_data", binary_default)))
+    where = f"output {raw['name']!r}"
+    params = _parameters(raw, where)
+    return RequestedOutput(raw["name"], _flag(params, "binary_data", binary_default, where))
+
+
+def _flag(params: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """A boolean parameter; it must be a JSON boolean ("false" is not False)."""
+    value = params.get(key, default)
+    if type(value) is not bool:
+        raise V2Error(f"{where} parameter {key!r} must be true or false, got {value!r}")
+    return value
 
 
 def encode_infer_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,13 @@ from moltmesh import Node
 from tests.moltmesh.test_node import config_for, wait_until
 
 WAITERS = 12
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loops a node runs on (``moltmesh node`` uses uvloop when it is installed)."""
+    if name == "uvloop":
+        return pytest.importorskip("uvloop").new_event_loop
+    return asyncio.new_event_loop
 
 
 async def send_and_keep_open(node: Node, body: bytes) -> asyncio.StreamWriter:
@@ -30,10 +38,16 @@ async def send_and_keep_open(node: Node, body: bytes) -> asyncio.StreamWriter:
     return writer
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("max_batch", [1, 8], ids=["unbatched", "batched"])
-async def test_disconnected_clients_leave_the_queue(
-    tmp_path: Path, model_repo: Path, max_batch: int
+def test_disconnected_clients_leave_the_queue(
+    tmp_path: Path, model_repo: Path, max_batch: int, loop: str
 ):
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(disconnect_and_serve(tmp_path, model_repo, max_batch))
+
+
+async def disconnect_and_serve(tmp_path: Path, model_repo: Path, max_batch: int) -> None:
     config = config_for(
         tmp_path, model_repo, max_inflight=1, max_queue=WAITERS, max_batch=max_batch
     )

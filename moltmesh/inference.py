@@ -4,8 +4,11 @@ Contract:
 - ``infer`` admits at most ``max_inflight`` executing plus ``max_queue`` waiting requests; beyond
   that it raises ``Overloaded`` at once (the API's 429). Waiting is FIFO (``Slots``); a request
   that finds a free slot takes it without suspending.
-- A request whose deadline passes while waiting or running raises ``DeadlineExceeded``; a run
+- Deadlines are finite and at most ``MAX_DEADLINE_S`` ahead (``BadRequest`` otherwise). A
+  request whose deadline passes while waiting or running raises ``DeadlineExceeded``; a run
   already in a worker thread cannot be interrupted, so its slot is freed when the thread finishes.
+- A request cancelled (its HTTP client left) leaves the queue at once. A pool run that has not
+  started when its request is cancelled or times out is withdrawn and never runs.
 - Runs expected (warm-up time at batch 1 × the request's batch) to take less than
   ``inline_threshold_ms`` run on the event loop itself — the thread hop costs more than they
   do; slower ones run in a thread pool of ``workers``.

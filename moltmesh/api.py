@@ -268,7 +268,7 @@ class InferRoute:
             raise
         finally:
             # Model names come from URLs: only served models get a label of their own.
-            label = name if self._service.serves(name) else UNKNOWN_MODEL
+            label = name if status == 200 or self._service.serves(name) else UNKNOWN_MODEL
             cache = self._children
             _child(cache, self._requests, label, route, str(status)).inc()
             _child(cache, self._request_seconds, label).observe(time.monotonic() - started)

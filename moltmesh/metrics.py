@@ -32,7 +32,9 @@ class NodeMetrics:
         PlatformCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "moltmesh_requests", "Inference requests answered, by model, route and HTTP status.",
+            "moltmesh_requests",
+            "Inference requests by model ('unknown': not served here), route and HTTP status "
+            "(499: the client left first).",
             ["model", "route", "status"], registry=r,
         )  # fmt: skip
         self.request_seconds = Histogram(

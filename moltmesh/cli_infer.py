@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from moltmesh.cli import UsageError
@@ -61,7 +62,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     table.add_column("answer")
     for name, array in answer.outputs.items():
         for i, row in enumerate(array.reshape(array.shape[0], -1) if array.ndim else [array]):
-            table.add_row(name, str(i), describe(np.asarray(row), labels))
+            table.add_row(name, str(i), escape(describe(np.asarray(row), labels)))
     console = Console()
     console.print(table)
     p = answer.parameters
@@ -73,11 +74,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def describe(row: np.ndarray, labels: list[str] | None) -> str:
-    """A class probability row as 'label (p)' with the runner-up; anything else as values."""
+    """A class probability row as 'label (p)' with the runner-up; BYTES as text; anything else
+    as values. Plain text: the caller escapes it for rich (``[b'x']`` would be markup)."""
     if labels and row.size == len(labels) and row.dtype.kind == "f":
         order = np.argsort(row)[::-1]
         return ", ".join(f"{labels[j]} {row[j]:.3f}" for j in order[:2])
     flat = row.ravel()
+    if flat.dtype == np.object_:
+        texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+        shown = ", ".join(repr(t) for t in texts[:8])
+        return shown if len(texts) <= 8 else f"{shown}, … ({len(texts)} values)"
     text = np.array2string(flat[:8], precision=4, separator=", ")
     return text if flat.size <= 8 else text[:-1] + f", … ({flat.size} values)]"
 

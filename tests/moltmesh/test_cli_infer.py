@@ -1,0 +1,56 @@
+"""``moltmesh infer`` against a live in-process node: BYTES inputs from a JSON file, and model
+names that must be quoted in the URL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from moltmesh import Node, NodeConfig
+from moltmesh.cli import main
+from tests.models import make_repository
+from tests.moltmesh.test_client import echo_model
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    repo = make_repository(tmp_path / "repo")
+    echo_model(repo / "echo" / "1" / "model.onnx")
+    config = NodeConfig(data_dir=tmp_path / "data")
+    config.api.port = 0
+    config.runtime.model_repository = [repo]
+    config.runtime.bundled_models = False
+    config.runtime.warmup_runs = 1
+    async with Node(config) as n:
+        yield n
+
+
+async def run_cli(node: Node, *args: str) -> int:
+    argv = ["infer", *args, "--url", node.api_url or "", "--token", node.api_token or ""]
+    return await asyncio.to_thread(main, argv)
+
+
+@pytest.mark.parametrize("encoding", [[], ["--json"]], ids=["binary", "json"])
+async def test_bytes_input_from_a_json_file(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str], encoding: list[str]
+):
+    source = tmp_path / "words.json"
+    source.write_text(json.dumps({"s": ["hello", "wörld"]}))
+    assert await run_cli(node, "echo", str(source), *encoding) == 0
+    out = capsys.readouterr().out
+    assert "hello" in out and "wörld" in out and "route local" in out
+
+
+@pytest.mark.parametrize("name", ["a?b", "a b", "✓"])
+async def test_model_names_reach_the_node_quoted(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+):
+    source = tmp_path / "x.json"
+    source.write_text(json.dumps([[1.0, 2.0, 3.0]]))
+    assert await run_cli(node, name, str(source)) == 2
+    err = capsys.readouterr().err
+    assert "404" in err and name in err

@@ -460,9 +460,9 @@ class _ModelExecutor:
 
 
 def _expected_run_seconds(runtime: Runtime, inputs: Mapping[str, np.ndarray]) -> float:
-    """Warm-up time (measured at batch 1) scaled by this request's batch size."""
-    batch = 1
+    """The warm-up run's time scaled by this request's input elements over the warm-up's (its
+    batch size, and its height and width where those are dynamic); never below the warm-up's."""
+    elements = 0
     for array in inputs.values():
-        if array.ndim and array.shape[0] > batch:
-            batch = array.shape[0]
-    return runtime.typical_run_seconds * batch
+        elements += array.size
+    return runtime.typical_run_seconds * max(1.0, elements / runtime.warmup_elements)

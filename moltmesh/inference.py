@@ -9,9 +9,9 @@ Contract:
   already in a worker thread cannot be interrupted, so its slot is freed when the thread finishes.
 - A request cancelled (its HTTP client left) leaves the queue at once. A pool run that has not
   started when its request is cancelled or times out is withdrawn and never runs.
-- Runs expected (warm-up time at batch 1 × the request's batch) to take less than
-  ``inline_threshold_ms`` run on the event loop itself — the thread hop costs more than they
-  do; slower ones run in a thread pool of ``workers``.
+- Runs expected (the warm-up run's time × the request's input elements over the warm-up's) to
+  take less than ``inline_threshold_ms`` run on the event loop itself — the thread hop costs
+  more than they do; slower ones run in a thread pool of ``workers``.
 - Requests for a ``batchable`` model that arrive together (in one turn of the event loop) run as
   one batch of up to ``max_batch`` rows (``moltmesh.batching``); a batch takes one slot and runs
   inline or in the pool by its expected time like any request. Requests in an open batch count

@@ -238,6 +238,7 @@ class InferRoute:
                 length = int(header_length) if header_length is not None else None
             except ValueError:
                 raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
+            self._service.admit(name, version)  # 404, 429 or 503 before reading the body
             body = await self._body(request)
             parsed = v2.parse_infer_request(body, length)
             parameters = parsed.parameters

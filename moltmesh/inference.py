@@ -202,6 +202,21 @@ class InferenceService:
             return wanted
         return choose_variant(available, tier=self._tier, on_battery=self._on_battery, load=0.0)
 
+    def admit(self, model: str, version: str | None = None) -> Runtime:
+        """The runtime a request for ``model`` runs on, if one would be admitted now; raises
+        NotReady, the runtimes' not-found errors, or Overloaded (queue full). ``infer`` checks
+        again; the API asks first, before it reads a request's body."""
+        if not self._accepting:
+            raise NotReady("node is not accepting requests")
+        runtime = self.runtime(model, version)
+        if self._waiting + self._batched + self._running >= self._capacity:
+            self._metrics.rejected.labels("queue_full").inc()
+            raise Overloaded(
+                f"request queue is full ({self._config.max_queue} waiting)",
+                retry_after_s=self._retry_after(runtime),
+            )
+        return runtime
+
     def serves(self, name: str) -> bool:
         """Whether ``name`` is a loaded model (cheap: one dict lookup)."""
         return name in self._models
@@ -255,15 +270,7 @@ class InferenceService:
         NotReady, Overloaded, DeadlineExceeded, or a runtimes error (unknown model or version,
         invalid input).
         """
-        if not self._accepting:
-            raise NotReady("node is not accepting requests")
-        runtime = self.runtime(model, version)
-        if self._waiting + self._batched + self._running >= self._capacity:
-            self._metrics.rejected.labels("queue_full").inc()
-            raise Overloaded(
-                f"request queue is full ({self._config.max_queue} waiting)",
-                retry_after_s=self._retry_after(runtime),
-            )
+        runtime = self.admit(model, version)
         now = time.monotonic()
         if deadline is None:
             deadline = now + self._default_deadline_s

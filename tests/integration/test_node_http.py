@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -435,3 +436,25 @@ def make_self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path, model_repo: Path):
+    """A request that cannot be admitted gets its 429 as soon as its headers arrive: the node
+    does not buffer (up to api.max_body_bytes of) a body it will not use."""
+    env = {"MOLTMESH_RUNTIME_MAX_INFLIGHT": "1", "MOLTMESH_RUNTIME_MAX_QUEUE": "0"}
+    with running_node(tmp_path, "--model-repository", str(model_repo), env=env) as proc:
+        results: list = []
+        first = slow_request(proc, results)
+        wait_for_metric(proc, "moltmesh_inflight", 1)
+        host, port = proc.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(
+                f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {proc.token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 10000000\r\n\r\n".encode()
+                + b"{" * 1000
+            )  # most of the body never comes
+            head = s.recv(4096).decode("latin-1")
+        assert head.startswith("HTTP/1.1 429"), head
+        first.join(60)
+        assert results == [(4096, 512)]

@@ -51,8 +51,10 @@ async def test_errors_after_auth_are_v2_json(node: Node):
     auth = {"Authorization": f"Bearer {node.api_token}"}
     url = node.api_url + "/v2/models/nope/infer"
     async with aiohttp.ClientSession() as s:
-        async with s.post(url, data=b"{}", headers=auth) as r:
+        async with s.post(url.replace("nope", "tiny"), data=b"{}", headers=auth) as r:
             assert r.status == 400 and "inputs" in (await r.json())["error"]
+        async with s.post(url, data=b"{}", headers=auth) as r:  # the model before the body
+            assert r.status == 404 and "nope" in (await r.json())["error"]
         body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3],
                                        "data": [1, 2, 3]}]}).encode()  # fmt: skip
         async with s.post(url, data=body, headers=auth) as r:

@@ -14,18 +14,14 @@ import numpy as np
 import pytest
 
 from moltmesh import Node, NodeConfig
+from tests.moltmesh.serving import serving_node
 
 TINY = "/v2/models/tiny/infer"
 
 
 @pytest.fixture
 async def node(tmp_path: Path, model_repo: Path) -> AsyncIterator[Node]:
-    config = NodeConfig(data_dir=tmp_path / "data")
-    config.api.port = 0
-    config.runtime.model_repository = [model_repo]
-    config.runtime.bundled_models = False
-    config.runtime.warmup_runs = 1
-    async with Node(config) as n:
+    async with serving_node(tmp_path / "data", model_repo) as n:
         yield n
 
 

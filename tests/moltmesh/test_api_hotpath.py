@@ -14,16 +14,12 @@ import pytest
 from moltmesh import Node, NodeConfig, v2
 from moltmesh.client import decode_answer
 from tests.models import tiny_reference
+from tests.moltmesh.serving import serving_node
 
 
 @pytest.fixture
 async def node(tmp_path: Path, model_repo: Path) -> AsyncIterator[Node]:
-    config = NodeConfig(data_dir=tmp_path / "data")
-    config.api.port = 0
-    config.runtime.model_repository = [model_repo]
-    config.runtime.bundled_models = False
-    config.runtime.warmup_runs = 1
-    async with Node(config) as n:
+    async with serving_node(tmp_path / "data", model_repo) as n:
         yield n
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from moltmesh import Node, NodeConfig
+from moltmesh import Node
 from moltmesh.cli import main
 from tests.models import make_repository
+from tests.moltmesh.serving import serving_node
 from tests.moltmesh.test_client import echo_model
 
 
@@ -20,12 +21,7 @@ from tests.moltmesh.test_client import echo_model
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     repo = make_repository(tmp_path / "repo")
     echo_model(repo / "echo" / "1" / "model.onnx")
-    config = NodeConfig(data_dir=tmp_path / "data")
-    config.api.port = 0
-    config.runtime.model_repository = [repo]
-    config.runtime.bundled_models = False
-    config.runtime.warmup_runs = 1
-    async with Node(config) as n:
+    async with serving_node(tmp_path / "data", repo) as n:
         yield n
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from moltmesh import Node, NodeConfig
+from moltmesh import Node
 from moltmesh.client import Client, ClientError
 from tests.models import _save, make_repository
+from tests.moltmesh.serving import serving_node
 
 
 def echo_model(path: Path) -> Path:
@@ -31,12 +32,7 @@ def echo_model(path: Path) -> Path:
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     repo = make_repository(tmp_path / "repo")
     echo_model(repo / "echo" / "1" / "model.onnx")
-    config = NodeConfig(data_dir=tmp_path / "data")
-    config.api.port = 0
-    config.runtime.model_repository = [repo]
-    config.runtime.bundled_models = False
-    config.runtime.warmup_runs = 1
-    async with Node(config) as n:
+    async with serving_node(tmp_path / "data", repo) as n:
         yield n
 
 

@@ -6,7 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from onnx import TensorProto, helper
+
 from moltmesh import Node, NodeConfig
+from tests.models import _save, make_repository
 
 
 @contextlib.asynccontextmanager
@@ -20,3 +23,17 @@ async def serving_node(data_dir: Path, repo: Path) -> AsyncIterator[Node]:
     config.runtime.warmup_runs = 1
     async with Node(config) as node:
         yield node
+
+
+def echo_repository(root: Path) -> Path:
+    """The test repository (``tests.models.make_repository``) plus ``echo``: s BYTES [N] -> out
+    BYTES [N], unchanged (Identity on a string tensor)."""
+    repo = make_repository(root)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["out"])],
+        "echo",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
+    )
+    _save(graph, repo / "echo" / "1" / "model.onnx")
+    return repo

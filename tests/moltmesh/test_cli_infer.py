@@ -12,16 +12,12 @@ import pytest
 
 from moltmesh import Node
 from moltmesh.cli import main
-from tests.models import make_repository
-from tests.moltmesh.serving import serving_node
-from tests.moltmesh.test_client import echo_model
+from tests.moltmesh.serving import echo_repository, serving_node
 
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    repo = make_repository(tmp_path / "repo")
-    echo_model(repo / "echo" / "1" / "model.onnx")
-    async with serving_node(tmp_path / "data", repo) as n:
+    async with serving_node(tmp_path / "data", echo_repository(tmp_path / "repo")) as n:
         yield n
 
 

@@ -9,30 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 from moltmesh import Node
 from moltmesh.client import Client, ClientError
-from tests.models import _save, make_repository
-from tests.moltmesh.serving import serving_node
-
-
-def echo_model(path: Path) -> Path:
-    """s BYTES [N] -> out BYTES [N], unchanged (Identity on a string tensor)."""
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["s"], ["out"])],
-        "echo",
-        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
-        [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
-    )
-    return _save(graph, path)
+from tests.moltmesh.serving import echo_repository, serving_node
 
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    repo = make_repository(tmp_path / "repo")
-    echo_model(repo / "echo" / "1" / "model.onnx")
-    async with serving_node(tmp_path / "data", repo) as n:
+    async with serving_node(tmp_path / "data", echo_repository(tmp_path / "repo")) as n:
         yield n
 
 

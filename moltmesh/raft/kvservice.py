@@ -34,7 +34,6 @@ from consensus.errors import DecodeError, NotLeader
 from consensus.fastinit import fast_init
 from consensus.kv import KvStore
 from consensus.kv_types import (
-    MAX_COMMAND_BYTES,
     Cas,
     CasFailed,
     Delete,
@@ -152,8 +151,7 @@ class ClusterKv:
         self._members_hint: tuple[str, ...] = ()
         self._leader_hint: str | None = None
         self._ids = itertools.count(1)
-        self._calls: dict[int, asyncio.Future[KvReply]] = {}
-        self._call_dst: dict[int, str] = {}  # who must answer each call
+        self._calls: dict[int, tuple[str, asyncio.Future[KvReply]]] = {}  # id: (who answers, …)
         self._serving: dict[str, int] = {}  # requests of each peer being served
         self._call_deadlines: list[tuple[float, int]] = []  # heap of (loop time, call id)
         self._call_timer: asyncio.TimerHandle | None = None  # fires at the heap's earliest
@@ -418,8 +416,7 @@ class ClusterKv:
         req = dataclasses.replace(req, id=rid, timeout_ms=max(1, min(req.timeout_ms, 2**32 - 1)))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KvReply] = loop.create_future()
-        self._calls[rid] = fut
-        self._call_dst[rid] = dst
+        self._calls[rid] = (dst, fut)
         try:
             if not self._send(dst, Channel.KV, encode(req)):
                 raise PeerUnreachable(dst)
@@ -433,7 +430,6 @@ class ClusterKv:
             return await fut
         finally:
             self._calls.pop(rid, None)
-            self._call_dst.pop(rid, None)
 
     def _expire_calls(self) -> None:
         """Fail the calls whose deadline passed (``TimeoutError``); re-arm for the next."""
@@ -443,7 +439,7 @@ class ClusterKv:
         now = loop.time()
         while heap:
             deadline, rid = heap[0]
-            fut = self._calls.get(rid)
+            _, fut = self._calls.get(rid, ("", None))
             if fut is None or fut.done():
                 heapq.heappop(heap)  # answered meanwhile
                 continue
@@ -499,8 +495,8 @@ class ClusterKv:
         except DecodeError:
             return None
         if isinstance(msg, KvReply):
-            fut = self._calls.get(msg.id)
-            if fut is not None and not fut.done() and self._call_dst.get(msg.id) == peer.node_id:
+            dst, fut = self._calls.get(msg.id, ("", None))
+            if fut is not None and not fut.done() and dst == peer.node_id:
                 fut.set_result(msg)
         elif isinstance(msg, KvRequest):
             src = peer.node_id
@@ -551,10 +547,7 @@ class ClusterKv:
             if d.leader() != self.node_id:
                 return KvReply(req.id, KvStatus.UNAVAILABLE, "not the leader", leader=d.leader(),
                                members=members)  # fmt: skip
-            if len(req.command) > MAX_COMMAND_BYTES:
-                why = f"command of {len(req.command)} bytes > {MAX_COMMAND_BYTES}"
-                return KvReply(req.id, KvStatus.REJECTED, why)
-            try:
+            try:  # (the codec refuses one over MAX_COMMAND_BYTES too)
                 decode_command(req.command)
             except DecodeError as e:  # refused here: it never reaches the log
                 return KvReply(req.id, KvStatus.REJECTED, f"not a KV command: {e.reason}")

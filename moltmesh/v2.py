@@ -403,7 +403,7 @@ def encode_infer_response(
                 header = b"".join(
                     (prefix, b',"id":', _COMPACT_JSON.encode(request_id).encode(), suffix)
                 )
-            return b"".join([header, *(_to_binary(a) for a in outputs.values())]), len(header)
+            return b"".join([header, *(binary_tensor(a) for a in outputs.values())]), len(header)
     return _encode_general(model_name, model_version, outputs, binary, request_id, parameters)
 
 
@@ -447,7 +447,7 @@ def _encode_general(
             "shape": list(array.shape),
         }
         if binary.get(name, False):
-            blob = _to_binary(array)
+            blob = binary_tensor(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -458,13 +458,6 @@ def _encode_general(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
-
-
-def binary_tensor(array: np.ndarray) -> bytes:
-    """``array`` as the binary extension carries it: little-endian values in C order, or for
-    BYTES (object arrays of bytes or str) each element as a 4-byte little-endian length and
-    its bytes (str as UTF-8)."""
-    return _to_binary(array)
 
 
 def json_data(array: np.ndarray) -> list[Any]:
@@ -480,7 +473,10 @@ def unpack_bytes(chunk: bytes | memoryview) -> list[bytes]:
     return _unpack_bytes("tensor", memoryview(chunk))
 
 
-def _to_binary(array: np.ndarray) -> bytes:
+def binary_tensor(array: np.ndarray) -> bytes:
+    """``array`` as the binary extension carries it: little-endian values in C order, or for
+    BYTES (object arrays of bytes or str) each element as a 4-byte little-endian length and
+    its bytes (str as UTF-8)."""
     if array.dtype == np.object_:
         parts = []
         for v in array.ravel():

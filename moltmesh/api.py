@@ -215,7 +215,8 @@ class InferRoute:
 
     Per request: one clock reading (deadline and latency both start from it), the body read
     once, the v2 codec (whose binary path reuses parsed headers and response templates), the
-    service, and metric children cached by label values.
+    runtime admitted before the body was read, and metric children cached by label values
+    (a served model's success children in one lookup).
     """
 
     def __init__(
@@ -226,20 +227,26 @@ class InferRoute:
         self._requests = metrics.requests
         self._request_seconds = metrics.request_seconds
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._served: dict[str, tuple[Any, Any]] = {}  # model -> (200 counter, latency) children
 
     async def infer(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         match = request.match_info
         name, version = match["model"], match.get("version")
         status, route = 500, "local"
+        service = self._service
         try:
             header_length = request.headers.get(v2.HEADER_LENGTH)
             try:
                 length = int(header_length) if header_length is not None else None
             except ValueError:
                 raise BadRequest(f"{v2.HEADER_LENGTH} must be an integer") from None
-            self._service.admit(name, version)  # 404, 429 or 503 before reading the body
-            body = await self._body(request)
+            runtime = service.admit(name, version)  # 404, 429 or 503 before reading the body
+            content = request.content
+            if content.is_eof():  # all of it has arrived (a small tensor): no await, no copy
+                body = self._arrived_body(content)
+            else:
+                body = await request.read()
             parsed = v2.parse_infer_request(body, length)
             parameters = parsed.parameters
             deadline = None
@@ -248,8 +255,8 @@ class InferRoute:
                 deadline = _deadline(parameters, started)
             requested = parsed.outputs
             wanted = None if requested is None else [o.name for o in requested]
-            result = await self._service.infer(
-                name, parsed.inputs, version=version, outputs=wanted, deadline=deadline
+            result = await service.infer_admitted(
+                runtime, parsed.inputs, outputs=wanted, deadline=deadline
             )
             route = result.route
             if requested is None:
@@ -268,11 +275,18 @@ class InferRoute:
             status = CLIENT_GONE
             raise
         finally:
-            # Model names come from URLs: only served models get a label of their own.
-            label = name if status == 200 or self._service.serves(name) else UNKNOWN_MODEL
-            cache = self._children
-            _child(cache, self._requests, label, route, str(status)).inc()
-            _child(cache, self._request_seconds, label).observe(time.monotonic() - started)
+            if status == 200 and route == "local":
+                served = self._served.get(name)
+                if served is None:
+                    served = self._served_children(name)
+                served[0].inc()
+                served[1].observe(time.monotonic() - started)
+            else:
+                # Model names come from URLs: only served models get a label of their own.
+                label = name if status == 200 or service.serves(name) else UNKNOWN_MODEL
+                cache = self._children
+                _child(cache, self._requests, label, route, str(status)).inc()
+                _child(cache, self._request_seconds, label).observe(time.monotonic() - started)
         if header_len is None:
             return web.Response(body=payload, headers=_JSON_HEADERS)
         return web.Response(
@@ -280,14 +294,21 @@ class InferRoute:
             headers={"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(header_len)},
         )
 
-    async def _body(self, request: web.Request) -> bytes:
-        """The request body. When all of it has arrived (the usual case for a small tensor),
-        it is taken as the parser buffered it: no await and no copy (``request.read()`` costs
-        two coroutines, a bytearray and a copy). Over the size limit: 413, as ``read()``."""
-        content = request.content
-        if not content.is_eof():
-            return await request.read()
-        body = content.read_nowait()
+    def _served_children(self, name: str) -> tuple[Any, Any]:
+        """The success counter and latency children of ``name``, a model this node served a
+        request of (so a bounded set: only loaded models answer 200)."""
+        children = (
+            self._requests.labels(name, "local", "200"),
+            self._request_seconds.labels(name),
+        )
+        self._served[name] = children
+        return children
+
+    def _arrived_body(self, content: Any) -> bytes:
+        """The whole request body, already buffered by the parser: taken as it lies (no await
+        and no copy; ``request.read()`` costs two coroutines, a bytearray and a copy). Over
+        the size limit: 413, as ``read()``."""
+        body: bytes = content.read_nowait()
         if len(body) > self._max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=self._max_body_bytes, actual_size=len(body)

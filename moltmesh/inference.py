@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 from prometheus_client import Histogram
@@ -156,6 +156,8 @@ class InferenceService:
         metrics.queue_depth.set_function(lambda: self._waiting + self._batched)
         metrics.inflight.set_function(lambda: self._running)
         self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
+        self._rejected_deadline = metrics.rejected.labels("deadline")
+        self._rejected_queue_full = metrics.rejected.labels("queue_full")
         self._batchers: dict[Runtime, Batcher] = {}
 
     @property
@@ -210,12 +212,15 @@ class InferenceService:
             raise NotReady("node is not accepting requests")
         runtime = self.runtime(model, version)
         if self._waiting + self._batched + self._running >= self._capacity:
-            self._metrics.rejected.labels("queue_full").inc()
-            raise Overloaded(
-                f"request queue is full ({self._config.max_queue} waiting)",
-                retry_after_s=self._retry_after(runtime),
-            )
+            self._overloaded(runtime)
         return runtime
+
+    def _overloaded(self, runtime: Runtime) -> NoReturn:
+        self._rejected_queue_full.inc()
+        raise Overloaded(
+            f"request queue is full ({self._config.max_queue} waiting)",
+            retry_after_s=self._retry_after(runtime),
+        )
 
     def serves(self, name: str) -> bool:
         """Whether ``name`` is a loaded model (cheap: one dict lookup)."""
@@ -270,7 +275,28 @@ class InferenceService:
         NotReady, Overloaded, DeadlineExceeded, or a runtimes error (unknown model or version,
         invalid input).
         """
-        runtime = self.admit(model, version)
+        return await self.infer_admitted(
+            self.admit(model, version), inputs, outputs=outputs, deadline=deadline
+        )
+
+    async def infer_admitted(
+        self,
+        runtime: Runtime,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        outputs: Sequence[str] | None = None,
+        deadline: float | None = None,
+    ) -> InferResult:
+        """``infer`` on a runtime ``admit`` returned a moment ago (the API admits a request
+        before it reads the body, then runs it here: the model is not looked up twice).
+
+        Admission is checked again (readiness and queue room may have changed while the body
+        arrived); the same errors as ``infer``.
+        """
+        if not self._accepting:
+            raise NotReady("node is not accepting requests")
+        if self._waiting + self._batched + self._running >= self._capacity:
+            self._overloaded(runtime)
         now = time.monotonic()
         if deadline is None:
             deadline = now + self._default_deadline_s
@@ -286,7 +312,14 @@ class InferenceService:
             batcher = self._batchers.get(runtime)
             joined = batcher.join(inputs, outputs, deadline) if batcher is not None else None
             if joined is not None:
-                result = await self._await_batch(joined)
+                self._batched += 1  # (inline: a coroutine per request costs more than this)
+                try:
+                    result = await joined  # the batcher enforces the deadline
+                except DeadlineExceeded:
+                    self._rejected_deadline.inc()
+                    raise
+                finally:
+                    self._batched -= 1
             elif self._inline(runtime, inputs) and self._slots.try_take():
                 result = self._run_inline(runtime, inputs, outputs)  # no coroutine, no await
             else:
@@ -324,19 +357,6 @@ class InferenceService:
         """Whether a run is expected to be quick enough for the event loop's thread."""
         return _expected_run_seconds(runtime, inputs) < self._inline_threshold_s
 
-    async def _await_batch(
-        self, joined: asyncio.Future[dict[str, np.ndarray]]
-    ) -> dict[str, np.ndarray]:
-        """This request's rows of its batch's outputs (the batcher enforces the deadline)."""
-        self._batched += 1
-        try:
-            return await joined
-        except DeadlineExceeded:
-            self._metrics.rejected.labels("deadline").inc()
-            raise
-        finally:
-            self._batched -= 1
-
     async def _wait_for_slot(self, deadline: float) -> None:
         self._waiting += 1
         try:
@@ -345,7 +365,7 @@ class InferenceService:
                 raise DeadlineExceeded("deadline passed before the request could run")
             await self._slots.wait(remaining)
         except TimeoutError:
-            self._metrics.rejected.labels("deadline").inc()
+            self._rejected_deadline.inc()
             raise DeadlineExceeded("deadline passed while the request was queued") from None
         finally:
             self._waiting -= 1
@@ -399,7 +419,7 @@ class InferenceService:
             return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
         except TimeoutError:
             work.cancel()  # only succeeds while the run has not started
-            self._metrics.rejected.labels("deadline").inc()
+            self._rejected_deadline.inc()
             raise DeadlineExceeded("deadline passed while the model was running") from None
         except asyncio.CancelledError:
             work.cancel()

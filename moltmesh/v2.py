@@ -382,29 +382,38 @@ def encode_infer_response(
     only on the model, the parameters and the outputs' names, dtypes and shapes: it is built
     once per such key and reused (byte-for-byte what the general encoder writes).
     """
-    signature = []
+    key: tuple[Any, ...] = (
+        model_name, model_version, tuple(parameters.items()) if parameters else (),
+    )  # fmt: skip
     for name, array in outputs.items():
-        if not binary.get(name, False) or array.dtype.kind == "O":
-            break
-        signature.append((name, array.dtype, array.shape))
+        dtype = array.dtype
+        if dtype.kind == "O" or not binary.get(name, False):
+            return _encode_general(
+                model_name, model_version, outputs, binary, request_id, parameters
+            )
+        key += (name, dtype, array.shape)
+    try:
+        template = _RESPONSE_HEADERS.get(key)
+    except TypeError:  # an unhashable parameter value (a list, an object): never cached
+        template = None
+    if template is None:
+        # Only string parameters are cached: 1, 1.0 and True are equal keys but encode
+        # differently (a key holding only strings never equals one holding anything else).
+        if len(key) == 3 or not all(type(v) is str for _, v in key[2]):
+            return _encode_general(
+                model_name, model_version, outputs, binary, request_id, parameters
+            )
+        template = _response_template(model_name, model_version, outputs, parameters)
+        _bounded_put(_RESPONSE_HEADERS, key, template, MAX_RESPONSE_TEMPLATES)
+    prefix, suffix = template
+    if request_id is None:
+        header = prefix + suffix
     else:
-        params = tuple((parameters or {}).items())
-        # Only string parameters: 1, 1.0 and True are equal keys but encode differently.
-        if signature and all(type(v) is str for _, v in params):
-            key = (model_name, model_version, params, *signature)
-            template = _RESPONSE_HEADERS.get(key)
-            if template is None:
-                template = _response_template(model_name, model_version, outputs, parameters)
-                _bounded_put(_RESPONSE_HEADERS, key, template, MAX_RESPONSE_TEMPLATES)
-            prefix, suffix = template
-            if request_id is None:
-                header = prefix + suffix
-            else:
-                header = b"".join(
-                    (prefix, b',"id":', _COMPACT_JSON.encode(request_id).encode(), suffix)
-                )
-            return b"".join([header, *(binary_tensor(a) for a in outputs.values())]), len(header)
-    return _encode_general(model_name, model_version, outputs, binary, request_id, parameters)
+        header = b"".join((prefix, b',"id":', _COMPACT_JSON.encode(request_id).encode(), suffix))
+    if len(outputs) == 1:
+        for array in outputs.values():
+            return header + binary_tensor(array), len(header)
+    return b"".join([header, *(binary_tensor(a) for a in outputs.values())]), len(header)
 
 
 def _response_template(

@@ -8,9 +8,11 @@ state, byte for byte (``snapshot()``), on every replica and after any restore.
   (a failed CAS, deleting an absent key, a Raft NOOP or CONFIG entry change nothing and make no
   revision). Each key keeps ``create_revision``, ``mod_revision`` and ``version``.
 - **Commands** (``consensus.kv_types``): ``Put``, ``Delete``, ``Cas`` on the key's mod revision
-  (expected 0 = only if absent) and ``Compact``. Data that does not decode gives ``Rejected``
-  on every replica alike; an entry with empty data or of another kind only advances
-  ``applied_index`` (no-op safe).
+  (expected 0 = only if absent) and ``Compact``; a ``Batch`` of puts, deletes and CAS on
+  distinct keys applies them in order, all at the entry's revision, and gives ``Batched``.
+  Data that does not decode (or a batch that breaks its rules) gives ``Rejected`` on every
+  replica alike; an entry with empty data or of another kind only advances ``applied_index``
+  (no-op safe).
 - **History**: every change is kept as an ``Event`` from the compaction point ``compacted`` on;
   ``get``/``range`` read at any revision from ``compacted`` to ``revision``, and ``watch``
   returns events from ``since`` on. History older than that raises ``CompactedRevisionError``.
@@ -26,13 +28,15 @@ state, byte for byte (``snapshot()``), on every replica and after any restore.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgpack
 
 from consensus.errors import DecodeError, EncodeError, LocalProtocolError
 from consensus.kv_types import (
     KV_SNAPSHOT_CODEC,
+    Batch,
+    Batched,
     Cas,
     CasFailed,
     Compact,
@@ -48,12 +52,15 @@ from consensus.kv_types import (
     Ok,
     Put,
     Rejected,
+    decode_batch,
     decode_command,
 )
 from consensus.messages import Entry, EntryKind
 from consensus.raft_snapshot import is_sealed, seal, unseal
 
 __all__ = [
+    "Batch",
+    "Batched",
     "Cas",
     "CasFailed",
     "Compact",
@@ -118,7 +125,7 @@ class KvStore:
 
     # --- applying ----------------------------------------------------------------------------
 
-    def apply_entry(self, entry: Entry) -> KvResult | None:
+    def apply_entry(self, entry: Entry) -> KvResult | Batched | None:
         """Apply one committed Raft entry (the next index). NOOP and CONFIG entries, and NORMAL
         entries with empty data, only advance ``applied_index`` and return ``None``."""
         if entry.kind is not EntryKind.NORMAL or not entry.data:
@@ -126,15 +133,18 @@ class KvStore:
             return None
         return self.apply(entry.index, entry.data)
 
-    def apply(self, index: int, data: bytes) -> KvResult:
+    def apply(self, index: int, data: bytes) -> KvResult | Batched:
         """Apply the command encoded in ``data``, committed at Raft ``index``.
 
         ``index`` must follow ``applied_index`` (``LocalProtocolError`` otherwise: the driver
-        skipped or repeated an entry). Returns ``Ok``, ``CasFailed`` or ``Rejected``.
+        skipped or repeated an entry). Returns ``Ok``, ``CasFailed`` or ``Rejected``, or for a
+        ``Batch`` their ``Batched`` list (one ``Rejected`` when the batch breaks its rules).
         """
         self._advance(index)
         try:
             cmd = decode_command(data)
+            if isinstance(cmd, Batch):
+                return self._execute_all(index, decode_batch(cmd))
         except DecodeError as exc:
             return Rejected(f"not a KV command: {exc.reason}", self._revision)
         return self._execute(index, cmd)
@@ -144,6 +154,16 @@ class KvStore:
         ``index`` encodes exactly ``cmd``)."""
         self._advance(index)
         return self._execute(index, cmd)
+
+    def apply_batch(self, index: int, cmds: Sequence[KvCommand]) -> Batched:
+        """``apply`` of a batch already decoded (the proposer's own): its entry at ``index``
+        encodes exactly ``Batch`` of ``cmds``, which keep the batch's rules."""
+        self._advance(index)
+        return self._execute_all(index, cmds)
+
+    def _execute_all(self, index: int, cmds: Sequence[KvCommand]) -> Batched:
+        execute = self._execute
+        return Batched(tuple([execute(index, cmd) for cmd in cmds]))
 
     def _advance(self, index: int) -> None:
         if index != self._applied + 1:

@@ -8,6 +8,10 @@ Revisions (DESIGN §3): the store's revision is the Raft index of the entry that
 it; a key's ``create_revision`` / ``mod_revision`` are the indices of the entries that created
 and last modified it, ``version`` counts its writes since it was (re)created. Revision 0 means
 "never": a CAS expecting mod revision 0 succeeds only if the key is absent.
+
+A ``Batch`` carries several commands in one entry (a leader groups the proposals that arrive
+together, so per-entry costs are paid once per group). Its commands touch distinct keys, so
+they share the entry's revision and a key's mod revision still names exactly one value.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import enum
 from dataclasses import dataclass
 
 from consensus.codec import U32, U64, Codec
-from consensus.errors import ConsensusError
+from consensus.errors import ConsensusError, DecodeError
 from consensus.fastinit import fast_init
 
 MAX_COMMAND_BYTES = 1024 * 1024
@@ -37,6 +41,7 @@ class KvCommandType(enum.IntEnum):
     DELETE = 2
     CAS = 3
     COMPACT = 4
+    BATCH = 5
 
 
 class EventKind(enum.IntEnum):
@@ -85,18 +90,57 @@ class Compact:
     revision: U64
 
 
+MAX_BATCH_COMMANDS = 1024
+"""Most commands one ``Batch`` may carry."""
+
+
+@KV_CODEC.register(KvCommandType.BATCH)
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several ``Put``/``Delete``/``Cas`` commands on distinct keys, applied in order as one
+    entry: each is ``encode_command``'s bytes of one command. A batch that breaks these rules
+    (another kind of command inside, a key twice, more than ``MAX_BATCH_COMMANDS``, none) is
+    rejected whole by every replica alike."""
+
+    commands: tuple[bytes, ...]
+
+
 KvCommand = Put | Delete | Cas | Compact
 KV_CODEC.check_schemas()
 
 
-def encode_command(cmd: KvCommand) -> bytes:
+def encode_command(cmd: KvCommand | Batch) -> bytes:
     """The bytes to propose to Raft for ``cmd`` (raises ``EncodeError`` if it does not fit)."""
     return KV_CODEC.encode(cmd)
 
 
-def decode_command(data: bytes) -> KvCommand:
+def decode_command(data: bytes) -> KvCommand | Batch:
     """Inverse of ``encode_command``; raises only ``DecodeError``."""
     return KV_CODEC.decode(data)  # type: ignore[return-value]
+
+
+def batch_key(cmd: KvCommand) -> str | None:
+    """The key ``cmd`` changes when it may join a ``Batch`` (``None``: it may not)."""
+    return None if isinstance(cmd, Compact) else cmd.key
+
+
+def decode_batch(batch: Batch) -> list[KvCommand]:
+    """The commands of ``batch``, checked against its rules (``DecodeError`` if broken)."""
+    n = len(batch.commands)
+    if not 0 < n <= MAX_BATCH_COMMANDS:
+        raise DecodeError(f"a batch holds 1 to {MAX_BATCH_COMMANDS} commands, not {n}")
+    cmds: list[KvCommand] = []
+    keys: set[str] = set()
+    for data in batch.commands:
+        cmd = decode_command(data)
+        key = None if isinstance(cmd, Batch) else batch_key(cmd)
+        if key is None:
+            raise DecodeError(f"a batch holds only puts, deletes and CAS, not {type(cmd).__name__}")
+        if key in keys:
+            raise DecodeError(f"a batch changes each key once; {key!r} is there twice")
+        keys.add(key)
+        cmds.append(cmd)  # type: ignore[arg-type]
+    return cmds
 
 
 @fast_init
@@ -180,6 +224,13 @@ class Rejected:
 
 
 KvResult = Ok | CasFailed | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """The results of a ``Batch``'s commands, in its order."""
+
+    results: tuple[KvResult, ...]
 
 
 # --- errors ------------------------------------------------------------------------------------

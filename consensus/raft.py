@@ -271,6 +271,11 @@ class RaftNode(RaftState):
             raise LocalProtocolError(f"proposal data must be bytes, got {type(data).__name__}")
         return self._append(EntryKind.NORMAL, data, now)
 
+    def check_writable(self) -> None:
+        """Raise what ``propose`` would raise now (``NotLeader``, ``LeadershipTransferring``);
+        return otherwise. Changes nothing (a driver that groups proposals checks each one)."""
+        self._writable_leader()
+
     def propose_conf_change(self, change: ConfChange, now: Micros) -> int:
         """Propose one single-server membership change; returns the index of its CONFIG entry.
 

@@ -1,6 +1,7 @@
 """Log compaction for the Raft driver: KV snapshots taken without stalling the event loop.
 
-Every ``every`` applied entries the driver asks for a snapshot (``maybe_start``). The KV store
+Every ``every`` applied entries or KV commands (a ``Batch`` entry holds several), whichever
+comes first, the driver asks for a snapshot (``maybe_start``). The KV store
 is captured at once (``KvStore.capture``: its immutable values, no copy of them); encoding,
 sealing and writing the file durably (``DiskStorage.write_snapshot``: fsync, rename, fsync of
 the directory) run on a thread of their own, so a leader keeps sending heartbeats meanwhile
@@ -28,8 +29,8 @@ log = logging.getLogger("moltmesh.raft")
 
 KEEP_MAX = 1000
 """Entries kept before a snapshot's index (for followers slightly behind), at most."""
-SETTLE_GC_ENTRIES = 10_000
-"""Applied entries between two ``settle_gc`` calls, snapshots or not."""
+SETTLE_GC_COMMANDS = 10_000
+"""Applied KV commands between two ``settle_gc`` calls, snapshots or not."""
 
 
 def settle_gc(*, full: bool) -> None:
@@ -39,7 +40,7 @@ def settle_gc(*, full: bool) -> None:
     A full collection walks every tracked object: with the imports of a node and a log and
     KV history of some 10,000 entries that took 130 ms, a stall that, on a leader, let the
     followers' 150-300 ms election timers run out under load. The node calls this once
-    started (``full``), then every ``SETTLE_GC_ENTRIES`` applied entries and after each log
+    started (``full``), then every ``SETTLE_GC_COMMANDS`` applied KV commands and after each log
     compaction (with 50,000 entries between snapshots alone, a leader under load still ran
     full collections of 26 ms, two in 5 s); frozen objects are still freed by
     reference counting when dropped (entries compacted, history trimmed), only cycles among
@@ -50,7 +51,8 @@ def settle_gc(*, full: bool) -> None:
 
 
 class Compactor:
-    """Snapshots of ``storage``'s state machine every ``every`` entries (module docstring).
+    """Snapshots of ``storage``'s state machine every ``every`` entries or commands (module
+    docstring).
     ``on_done`` is called from the writing thread when a snapshot file is written (the driver
     wakes its loop to ``poll``). Without ``start`` (no thread), snapshots are taken in line."""
 
@@ -62,9 +64,10 @@ class Compactor:
         self._exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._job: concurrent.futures.Future[Snapshot] | None = None
         self._keep = 0
-        self._settled_at = 0  # applied index at the last settle_gc
+        self._settled_at = 0  # applied commands at the last settle_gc
+        self._snapshot_at = 0  # applied commands when the last snapshot started
         self.freeze_gc = True
-        """``settle_gc`` after each compaction and every ``SETTLE_GC_ENTRIES`` (see there)."""
+        """``settle_gc`` after each compaction and every ``SETTLE_GC_COMMANDS`` (see there)."""
 
     def start(self, name: str) -> None:
         if self._exec is None:
@@ -75,18 +78,22 @@ class Compactor:
         """A snapshot is being written, or written and not yet taken by the log (``poll``)."""
         return self._job is not None
 
-    def due(self, applied: int) -> bool:
+    def due(self, applied: int, commands: int = 0) -> bool:
+        if self._job is not None:
+            return False
         held = max(self.storage.snapshot_index(), self.storage.first_index() - 1)
-        return self._job is None and applied - held >= self.every
+        return applied - held >= self.every or commands - self._snapshot_at >= self.every
 
-    def maybe_start(self, applied: int, conf: ConfState, kv: KvStore) -> None:
+    def maybe_start(self, applied: int, conf: ConfState, kv: KvStore, commands: int = 0) -> None:
         """Snapshot ``kv`` (which reflects exactly ``applied``) if one is due and none is
-        being written; ``settle_gc`` if due (called after each apply)."""
-        if self.freeze_gc and applied - self._settled_at >= SETTLE_GC_ENTRIES:
+        being written; ``settle_gc`` if due (called after each apply). ``commands``: the KV
+        commands applied so far by this process (a running count)."""
+        if self.freeze_gc and commands - self._settled_at >= SETTLE_GC_COMMANDS:
             settle_gc(full=False)
-            self._settled_at = applied
-        if not self.due(applied) or kv.applied_index != applied:
+            self._settled_at = commands
+        if not self.due(applied, commands) or kv.applied_index != applied:
             return
+        self._snapshot_at = commands
         keep = min(KEEP_MAX, applied // 4)
         if self._exec is None:
             self.storage.save_snapshot(applied, conf, kv.snapshot(), keep=keep)

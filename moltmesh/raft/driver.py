@@ -17,9 +17,11 @@ A leader's Ready that only commits (no entries) applies and wakes its clients be
 messages are written (they follow in a callback queued behind the clients' wake-ups, still ahead
 of the next Ready). Everything that arrived since the last Ready (messages, proposals, ticks)
 goes out in the next one: batching falls out of the loop (one append per follower and one
-fsync cover every proposal made meanwhile). The fsync runs on this loop's thread: handing it
-to a thread of its own was measured slower (the thread waits for the GIL to come back from
-each fsync while the loop runs: 7.8k against 13k commits/s in bench/raft_mesh's load).
+fsync cover every proposal made meanwhile), and the KV commands proposed in one turn of the
+loop share one ``Batch`` entry while their keys are distinct (``_flush_proposals``: one log
+record, one entry to send, decode and apply per group). The fsync runs on this loop's thread:
+handing it to a thread of its own was measured slower (the thread waits for the GIL to come
+back from each fsync while the loop runs: 7.8k against 13k commits/s in bench/raft_mesh's load).
 
 Outcomes of a proposal (what the HTTP layer maps to status codes):
 
@@ -44,8 +46,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.errors import ConfChangeError, DecodeError, NotLeader
-from consensus.kv import KvResult, KvStore
-from consensus.kv_types import CompactedRevisionError, KvCommand
+from consensus.kv import Batched, KvResult, KvStore
+from consensus.kv_types import (
+    MAX_BATCH_COMMANDS,
+    MAX_COMMAND_BYTES,
+    Batch,
+    CompactedRevisionError,
+    KvCommand,
+    batch_key,
+    encode_command,
+)
 from consensus.messages import AppendEntries, ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
@@ -68,6 +78,8 @@ log = logging.getLogger("moltmesh.raft")
 
 ELECTION_LATE_CHECK_S = 0.002
 """A follower whose election timer is overdue first lets the network run this long."""
+BATCH_BYTES = MAX_COMMAND_BYTES // 2
+"""Encoded commands one ``Batch`` entry carries at most (bytes; a larger command goes alone)."""
 
 
 @dataclass(slots=True)
@@ -120,7 +132,9 @@ class RaftDriver:
             self.kv = KvStore(retain=kv_retain)
         self._rng = random.Random(seed)
         self.node = self._new_node()
-        self._proposals: dict[int, _Proposal] = {}
+        self._applied_commands = 0  # KV commands applied by this process (compaction counts)
+        self._queued: list[_Proposal] = []  # proposed, not yet in the log (_flush_proposals)
+        self._proposals: dict[int, list[_Proposal]] = {}  # log index -> the entry's proposals
         self._deadlines: list[tuple[float, int, _Proposal]] = []  # (loop time, seq, proposal)
         self._seq = itertools.count()  # heap tie-breaker: proposals are never compared
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -168,9 +182,14 @@ class RaftDriver:
         await cancel_and_wait(self._task)
         self._task = None
         self.compactor.stop()
-        for p in self._proposals.values():
+        for p in self._queued:
             if not p.future.done():
-                p.future.set_exception(OutcomeUnknown("the node stopped"))
+                p.future.set_exception(Unavailable("not applied: the node stopped"))
+        self._queued = []
+        for group in self._proposals.values():
+            for p in group:
+                if not p.future.done():
+                    p.future.set_exception(OutcomeUnknown("the node stopped"))
         for f in self._reads.values():
             if not f.done():
                 f.set_exception(Unavailable("the node stopped"))
@@ -220,43 +239,86 @@ class RaftDriver:
         self, data: bytes, timeout: float, command: KvCommand | None = None
     ) -> KvResult | None:
         """Propose on this node, which must lead (``NotLeader`` otherwise: the caller forwards).
-        Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``.
-        ``command``: the KV command ``data`` encodes, when the caller has it (the entry then
-        applies here without being decoded again).
+        Returns the KV result once applied; raises ``OutcomeUnknown`` after ``timeout``, and
+        ``NotLeader`` if leadership is lost before the proposal enters the log. ``command``:
+        the KV command ``data`` encodes, when the caller has it: the entry then applies here
+        without being decoded again, and the command may share a ``Batch`` entry with the
+        others proposed in the same turn of the loop (they enter the log, in the order they
+        were proposed, at the Ready loop's next turn: ``_flush_proposals``).
 
         No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
         wakes for the earliest), so a proposal costs a future and a heap push."""
-        node = self.node
-        index = node.propose(data, now_us())
+        self.node.check_writable()
         self.stats.proposals += 1
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[KvResult | None] = loop.create_future()
-        p = _Proposal(node.term, fut, "", index, timeout, command)
-        old = self._proposals.get(index)
-        if old is not None:
-            self._track(index, p)
-        else:
-            self._proposals[index] = p
+        p = _Proposal(0, fut, "", 0, timeout, command, data)
+        self._queued.append(p)
         heapq.heappush(self._deadlines, (loop.time() + timeout, next(self._seq), p))
         self._wake.set()
-        try:
-            return await fut
-        finally:
-            if self._proposals.get(index) is p:
-                del self._proposals[index]
+        return await fut
 
-    def _track(self, index: int, p: _Proposal) -> _Proposal:
-        """Wait for ``index`` to apply with ``p``. A proposal of an earlier term still waiting
-        at the same index (this node lost leadership, its log was cut back, and it leads again)
-        can never commit there: it fails now (``Unavailable``) instead of waiting forever."""
-        old = self._proposals.get(index)
-        if old is not None and not old.future.done():
-            self.stats.proposals_failed += 1
-            old.future.set_exception(
-                Unavailable(f"not applied: leadership changed (entry {index} proposed again)")
-            )
-        self._proposals[index] = p
-        return p
+    def _flush_proposals(self) -> None:
+        """Put the queued proposals into the log, in their order. A run of them whose commands
+        may be batched (``batch_key``) and touch distinct keys shares one ``Batch`` entry (up to
+        ``MAX_BATCH_COMMANDS`` and ``BATCH_BYTES``); any other is an entry of its own. Those
+        cancelled or expired meanwhile are left out."""
+        queued, self._queued = self._queued, []
+        group: list[_Proposal] = []
+        keys: set[str] = set()
+        size = 0
+        for p in queued:
+            if p.future.done():
+                continue
+            key = None if p.command is None else batch_key(p.command)
+            if group and (
+                key is None or key in keys or len(group) == MAX_BATCH_COMMANDS
+                or size + len(p.data) > BATCH_BYTES
+            ):  # fmt: skip
+                self._propose_group(group)
+                group, size = [], 0
+                keys.clear()
+            if key is None:
+                self._propose_group([p])
+                continue
+            group.append(p)
+            keys.add(key)
+            size += len(p.data) + 5  # + msgpack's bin header, at most
+        if group:
+            self._propose_group(group)
+
+    def _propose_group(self, group: list[_Proposal]) -> None:
+        """Propose ``group`` as one entry (a ``Batch`` when it holds more than one)."""
+        if len(group) == 1:
+            data = group[0].data
+        else:
+            data = encode_command(Batch(tuple([p.data for p in group])))
+        node = self.node
+        try:
+            index = node.propose(data, now_us())
+        except NotLeader:  # lost leadership since ``propose`` checked: never in the log
+            for p in group:
+                p.future.set_exception(NotLeader(node.leader_id))
+            return
+        self.stats.proposal_entries += 1
+        term = node.term
+        for p in group:
+            p.term = term
+            p.index = index
+        self._track(index, group)
+
+    def _track(self, index: int, group: list[_Proposal]) -> None:
+        """Wait for ``index`` to apply with ``group``. Proposals of an earlier term still
+        waiting at the same index (this node lost leadership, its log was cut back, and it
+        leads again) can never commit there: they fail now (``Unavailable``) instead of
+        waiting forever."""
+        for old in self._proposals.get(index, ()):
+            if not old.future.done():
+                self.stats.proposals_failed += 1
+                old.future.set_exception(
+                    Unavailable(f"not applied: leadership changed (entry {index} proposed again)")
+                )
+        self._proposals[index] = group
 
     def _expire_proposals(self) -> float | None:
         """Fail the proposals whose deadline passed (``OutcomeUnknown``); returns the seconds
@@ -281,7 +343,8 @@ class RaftDriver:
         """Propose a membership change (leader only) and wait until it is applied here."""
         index = self.node.propose_conf_change(change, now_us())
         fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
-        p = self._track(index, _Proposal(self.node.term, fut))
+        group = [_Proposal(self.node.term, fut)]
+        self._track(index, group)
         self._wake.set()
         try:
             async with asyncio.timeout(timeout):
@@ -289,7 +352,7 @@ class RaftDriver:
         except TimeoutError:
             raise OutcomeUnknown(f"membership change {change} not applied in {timeout} s") from None
         finally:
-            if self._proposals.get(index) is p:
+            if self._proposals.get(index) is group:
                 del self._proposals[index]
 
     async def read_barrier(self, timeout: float) -> int:
@@ -355,6 +418,8 @@ class RaftDriver:
                 deadline = node.next_deadline()
             else:
                 late_check = False  # the timer was pushed back meanwhile: a fresh look next time
+            if self._queued:
+                self._flush_proposals()
             expiry = self._expire_proposals()
             if node.has_ready():
                 try:
@@ -458,6 +523,8 @@ class RaftDriver:
         # 3. apply
         if step.restored is not None:
             self.kv = step.restored
+            for index in [i for i in self._proposals if i <= self.kv.applied_index]:
+                del self._proposals[index]  # never applied here: they expire (outcome unknown)
         for e in rd.committed[step.applied_early :] if step.applied_early else rd.committed:
             self._apply(e)
         if step.after_apply and rd.messages:
@@ -488,7 +555,9 @@ class RaftDriver:
         if rd.committed or rd.snapshot is not None:
             ev_applied, self._applied = self._applied, asyncio.Event()
             ev_applied.set()
-            self.compactor.maybe_start(self.node.applied_index, self.node.conf_state, self.kv)
+            self.compactor.maybe_start(
+                self.node.applied_index, self.node.conf_state, self.kv, self._applied_commands
+            )
         if conf_changed and self.on_conf_change is not None:
             self.on_conf_change()
 
@@ -515,6 +584,8 @@ class RaftDriver:
         append) to a follower that the clients' new proposals will reach in the next Ready
         anyway is dropped, as that append carries the commit index too (one message and one
         acknowledgement less per follower per round under load)."""
+        if self._queued:  # the clients just answered proposed again: let their entries count
+            self._flush_proposals()
         node = self.node
         self._send_grouped(
             [m for m in messages
@@ -532,21 +603,29 @@ class RaftDriver:
     def _apply(self, e: Entry) -> None:
         if e.index <= self.kv.applied_index:
             return  # already reflected by a restored snapshot
-        p = self._proposals.get(e.index)
-        if p is not None and p.command is not None and e.term == p.term:
-            # our own entry (same index and term): the command we encoded into it
-            result: KvResult | None = self.kv.apply_command(e.index, p.command)
-        else:
-            result = self.kv.apply_entry(e)
-        if p is None or p.future.done():
+        group = self._proposals.pop(e.index, None)
+        if group is None or e.term != group[0].term:  # not ours (or nobody waits here)
+            applied = self.kv.apply_entry(e)
+            self._applied_commands += len(applied.results) if isinstance(applied, Batched) else 1
+            for p in group or ():
+                if not p.future.done():
+                    self.stats.proposals_failed += 1
+                    why = f"not applied: leadership changed (entry {e.index} is another's)"
+                    p.future.set_exception(Unavailable(why))
             return
-        if e.term == p.term:
-            p.future.set_result(result)
-        else:
-            self.stats.proposals_failed += 1
-            p.future.set_exception(
-                Unavailable(f"not applied: leadership changed (entry {e.index} is another's)")
-            )
+        self._applied_commands += len(group)
+        if len(group) > 1:  # our own Batch of exactly these commands
+            results = self.kv.apply_batch(e.index, [p.command for p in group]).results  # type: ignore[misc]
+            for p, result in zip(group, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+            return
+        p = group[0]
+        # our own entry (same index and term): the command we encoded into it, if we have it
+        cmd = p.command
+        result = self.kv.apply_entry(e) if cmd is None else self.kv.apply_command(e.index, cmd)
+        if not p.future.done():
+            p.future.set_result(result)  # type: ignore[arg-type]
 
     # --- status ----------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from consensus.errors import DecodeError, NotLeader
 from consensus.fastinit import fast_init
 from consensus.kv import KvStore
 from consensus.kv_types import (
+    Batch,
     Cas,
     CasFailed,
     Delete,
@@ -548,11 +549,13 @@ class ClusterKv:
                 return KvReply(req.id, KvStatus.UNAVAILABLE, "not the leader", leader=d.leader(),
                                members=members)  # fmt: skip
             try:  # (the codec refuses one over MAX_COMMAND_BYTES too)
-                decode_command(req.command)
+                cmd = decode_command(req.command)
             except DecodeError as e:  # refused here: it never reaches the log
                 return KvReply(req.id, KvStatus.REJECTED, f"not a KV command: {e.reason}")
+            if isinstance(cmd, Batch):  # only a leader groups commands, from their proposers
+                return KvReply(req.id, KvStatus.REJECTED, "a batch cannot be forwarded")
             try:
-                r = _reply_of(await d.propose(req.command, timeout))
+                r = _reply_of(await d.propose(req.command, timeout, cmd))
             except NotLeader as e:
                 return KvReply(req.id, KvStatus.UNAVAILABLE, f"not the leader ({e})",
                                leader=d.leader(), members=members)  # fmt: skip

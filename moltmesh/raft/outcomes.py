@@ -35,6 +35,7 @@ class Stats:
     """Counters for ``/metrics`` and status."""
 
     proposals: int = 0
+    proposal_entries: int = 0  # log entries the proposals went into (a Batch holds several)
     proposals_failed: int = 0
     reads: int = 0
     readies: int = 0
@@ -53,10 +54,11 @@ class Stats:
 
 class _Proposal:
     """A proposal waiting for its entry to apply: its term, the caller's future, what an
-    ``OutcomeUnknown`` says (``what``, or built only then from ``index`` and ``timeout``) and
-    the decoded KV command when the proposer had it (its entry then applies without decoding)."""
+    ``OutcomeUnknown`` says (``what``, or built only then from ``index`` and ``timeout``), the
+    encoded command (``data``) and the decoded one when the proposer had it (its entry then
+    applies without decoding, and it may share a ``Batch`` entry with others)."""
 
-    __slots__ = ("command", "future", "index", "term", "timeout", "what")
+    __slots__ = ("command", "data", "future", "index", "term", "timeout", "what")
 
     def __init__(
         self,
@@ -66,8 +68,10 @@ class _Proposal:
         index: int = 0,
         timeout: float = 0.0,
         command: KvCommand | None = None,
+        data: bytes = b"",
     ) -> None:
         self.command = command
+        self.data = data
         self.term = term
         self.future = future
         self.what = what

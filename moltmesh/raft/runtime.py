@@ -194,6 +194,9 @@ class _RaftCollector(Collector):
         s = d.stats
         for name, doc, value in (
             ("moltmesh_raft_proposals", "Proposals made on this node (as leader).", s.proposals),
+            ("moltmesh_raft_proposal_entries",
+             "Log entries this node's proposals went into (a batch entry holds several).",
+             s.proposal_entries),
             ("moltmesh_raft_proposals_failed", "Proposals lost or timed out.",
              s.proposals_failed),
             ("moltmesh_raft_reads", "Linearizable (ReadIndex) reads started here.", s.reads),

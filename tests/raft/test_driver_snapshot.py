@@ -63,14 +63,16 @@ async def test_a_proposal_replaced_at_its_index_fails_instead_of_waiting_forever
     d = driver(tmp_path)
     loop = asyncio.get_running_loop()
     old = _Proposal(2, loop.create_future(), "entry 7")
-    heapq.heappush(d._deadlines, (loop.time() + 0.01, 0, d._track(7, old)))
+    d._track(7, [old])
+    heapq.heappush(d._deadlines, (loop.time() + 0.01, 0, old))
     new = _Proposal(4, loop.create_future(), "entry 7")
-    heapq.heappush(d._deadlines, (loop.time() + 60, 1, d._track(7, new)))
+    d._track(7, [new])
+    heapq.heappush(d._deadlines, (loop.time() + 60, 1, new))
     with pytest.raises(Unavailable):
         await old.future  # failed when its index was proposed again
     await asyncio.sleep(0.02)
     d._expire_proposals()  # the old deadline passed: it does not touch the new proposal
-    assert not new.future.done() and d._proposals[7] is new
+    assert not new.future.done() and d._proposals[7] == [new]
     d._deadlines.clear()
     d._deadlines.append((loop.time() - 1, 2, new))
     d._expire_proposals()  # its own deadline does

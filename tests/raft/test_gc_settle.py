@@ -1,5 +1,5 @@
 """The driver exempts long-lived objects from full garbage collections every
-``SETTLE_GC_ENTRIES`` applied entries, snapshots or not (issue 8: a full collection of a
+``SETTLE_GC_COMMANDS`` applied KV commands, snapshots or not (issue 8: a full collection of a
 leader's log and KV history stalled its loop)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.raft.test_driver_offloop import leading
 
 
 async def test_long_lived_objects_are_frozen_every_few_thousand_entries(tmp_path, monkeypatch):
-    monkeypatch.setattr(compaction, "SETTLE_GC_ENTRIES", 50)
+    monkeypatch.setattr(compaction, "SETTLE_GC_COMMANDS", 50)
     storage = DiskStorage.open(tmp_path / "raft", fsync=False)
     d = RaftDriver("a", storage, RaftConfig.local(), lambda dst, msgs: None, bootstrap=True,
                    snapshot_entries=10**6, seed=5)  # fmt: skip

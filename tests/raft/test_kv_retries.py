@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 
+from consensus.kv_types import Batch, Put, encode_command
 from moltmesh.raft import kvservice
 from moltmesh.raft.driver import OutcomeUnknown, Unavailable
 from moltmesh.raft.proto import KvOp, KvRequest, KvStatus
@@ -68,6 +69,9 @@ async def test_a_forwarded_command_that_is_not_one_never_reaches_the_log(tmp_pat
         last = a.driver.node.last_index
         reply = await b.kv.propose(b"\x00garbage", 2.0)  # b forwards it to the leader
         assert reply.status is KvStatus.REJECTED and "not a KV command" in reply.reason
+        batch = encode_command(Batch((encode_command(Put("x", b"")),)))  # only leaders batch
+        reply = await b.kv.propose(batch, 2.0)
+        assert reply.status is KvStatus.REJECTED and "batch" in reply.reason
         assert a.driver.node.last_index == last
 
 

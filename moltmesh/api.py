@@ -31,7 +31,7 @@ from moltmesh.errors import BadRequest, MoltmeshError, Overloaded, http_status
 from moltmesh.identity import token_matches
 from moltmesh.inference import MAX_DEADLINE_S, InferenceService
 from moltmesh.logs import log_event
-from moltmesh.metrics import CONTENT_TYPE, NodeMetrics
+from moltmesh.metrics import CONTENT_TYPE, NodeMetrics, incrementer, observer
 from runtimes.base import ModelMetadata
 from runtimes.errors import RuntimeErrorBase
 
@@ -227,7 +227,8 @@ class InferRoute:
         self._requests = metrics.requests
         self._request_seconds = metrics.request_seconds
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._served: dict[str, tuple[Any, Any]] = {}  # model -> (200 counter, latency) children
+        # model -> (count a 200, observe its latency), for the models that answered one
+        self._served: dict[str, tuple[Callable[[], None], Callable[[float], None]]] = {}
 
     async def infer(self, request: web.Request) -> web.Response:
         started = time.monotonic()
@@ -279,8 +280,8 @@ class InferRoute:
                 served = self._served.get(name)
                 if served is None:
                     served = self._served_children(name)
-                served[0].inc()
-                served[1].observe(time.monotonic() - started)
+                served[0]()
+                served[1](time.monotonic() - started)
             else:
                 # Model names come from URLs: only served models get a label of their own.
                 label = name if status == 200 or service.serves(name) else UNKNOWN_MODEL
@@ -294,12 +295,12 @@ class InferRoute:
             headers={"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(header_len)},
         )
 
-    def _served_children(self, name: str) -> tuple[Any, Any]:
+    def _served_children(self, name: str) -> tuple[Callable[[], None], Callable[[float], None]]:
         """The success counter and latency children of ``name``, a model this node served a
         request of (so a bounded set: only loaded models answer 200)."""
         children = (
-            self._requests.labels(name, "local", "200"),
-            self._request_seconds.labels(name),
+            incrementer(self._requests.labels(name, "local", "200")),
+            observer(self._request_seconds.labels(name)),
         )
         self._served[name] = children
         return children

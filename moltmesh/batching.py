@@ -138,10 +138,9 @@ class Batcher:
         if not self._active and not self._open and self._until_probe > 0:
             self._until_probe -= 1  # idle, and no batch to join: the cheapest way out
             return None
-        rows = _rows(inputs)
+        rows, key = _rows_and_key(inputs, outputs)
         if rows is None or rows > self._max_batch:
             return None
-        key = _shape_key(inputs, outputs)
         batch = self._open.get(key)
         if batch is None or batch.total + rows > self._max_batch:
             if not self._active:
@@ -259,6 +258,15 @@ class Batcher:
                 )
             return
         start = 0
+        if len(result) == 1:  # the common case, without a comprehension per member
+            ((name, array),) = result.items()
+            for i in live:
+                end = start + batch.rows[i]
+                future = batch.futures[i]
+                if not future.done():
+                    future.set_result({name: array[start:end]})
+                start = end
+            return
         for i in live:
             end = start + batch.rows[i]
             future = batch.futures[i]
@@ -328,23 +336,27 @@ class Batcher:
             self._until_probe = PROBE_EVERY - 1
 
 
-def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
-    """The batch size the inputs agree on, or None (no inputs, a scalar, or a disagreement)."""
+def _rows_and_key(
+    inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+) -> tuple[int | None, tuple[Any, ...] | None]:
+    """The batch size the inputs agree on (None: no inputs, a scalar, a non-array or a
+    disagreement) and, when there is one, the shape key: what must be equal for two requests
+    to stack (input names, dtypes, trailing dims, requested outputs)."""
+    wanted = tuple(outputs) if outputs else None
+    if len(inputs) == 1:  # the common case: one pass, no sorting
+        for name, value in inputs.items():
+            if not isinstance(value, np.ndarray) or value.ndim == 0:
+                return None, None
+            shape = value.shape
+            return shape[0] or None, (wanted, name, value.dtype, shape[1:])
     rows = None
     for value in inputs.values():
         if not isinstance(value, np.ndarray) or value.ndim == 0:
-            return None
+            return None, None
         if rows is None:
             rows = value.shape[0]
         elif value.shape[0] != rows:
-            return None
-    return rows or None
-
-
-def _shape_key(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None) -> tuple[Any, ...]:
-    """What must be equal for two requests to stack: names, dtypes, trailing dims, outputs."""
-    wanted = tuple(outputs) if outputs else None
-    if len(inputs) == 1:  # the common case, without sorting
-        for name, value in inputs.items():
-            return (wanted, name, value.dtype, value.shape[1:])
-    return (wanted, *((n, inputs[n].dtype, inputs[n].shape[1:]) for n in sorted(inputs)))
+            return None, None
+    if not rows:
+        return None, None
+    return rows, (wanted, *((n, inputs[n].dtype, inputs[n].shape[1:]) for n in sorted(inputs)))

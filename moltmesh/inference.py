@@ -27,19 +27,18 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
 import numpy as np
-from prometheus_client import Histogram
 
 from moltmesh.batching import Batcher
 from moltmesh.config import RuntimeConfig
 from moltmesh.errors import BadRequest, DeadlineExceeded, NotReady, Overloaded
 from moltmesh.logs import log_event
-from moltmesh.metrics import NodeMetrics
+from moltmesh.metrics import NodeMetrics, observer
 from runtimes.base import ModelMetadata, Runtime
 from runtimes.errors import ModelNotFound, VersionNotFound
 from runtimes.onnx import OnnxOptions
@@ -155,7 +154,7 @@ class InferenceService:
         # The gauges read the counters when scraped, instead of being set twice per request.
         metrics.queue_depth.set_function(lambda: self._waiting + self._batched)
         metrics.inflight.set_function(lambda: self._running)
-        self._run_seconds: dict[Runtime, Histogram] = {}  # inference_seconds child by runtime
+        self._run_seconds: dict[Runtime, Callable[[float], None]] = {}  # by runtime
         self._rejected_deadline = metrics.rejected.labels("deadline")
         self._rejected_queue_full = metrics.rejected.labels("queue_full")
         self._batchers: dict[Runtime, Batcher] = {}
@@ -182,11 +181,11 @@ class InferenceService:
                 )
                 runtimes[version] = runtime
                 if runtime.batchable and self._config.max_batch > 1:
-                    sizes = self._metrics.batch_requests.labels(entry.name)
+                    sizes = observer(self._metrics.batch_requests.labels(entry.name))
                     self._batchers[runtime] = Batcher(
                         _ModelExecutor(self, runtime),
                         self._config.max_batch,
-                        sizes.observe,
+                        sizes,
                         model=entry.name,
                     )
                 log_event(
@@ -370,13 +369,14 @@ class InferenceService:
         finally:
             self._waiting -= 1
 
-    def _run_seconds_child(self, runtime: Runtime) -> Histogram:
-        child = self._run_seconds.get(runtime)
-        if child is None:
+    def _run_seconds_child(self, runtime: Runtime) -> Callable[[float], None]:
+        """``observe`` of the runtime's ``moltmesh_inference_seconds`` child (cached)."""
+        observe = self._run_seconds.get(runtime)
+        if observe is None:
             meta = runtime.metadata
-            child = self._metrics.inference_seconds.labels(meta.name, meta.variant)
-            self._run_seconds[runtime] = child
-        return child
+            observe = observer(self._metrics.inference_seconds.labels(meta.name, meta.variant))
+            self._run_seconds[runtime] = observe
+        return observe
 
     def _run_inline(
         self, runtime: Runtime, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None
@@ -390,7 +390,7 @@ class InferenceService:
             return runtime.run(inputs, outputs)
         finally:
             self._running -= 1
-            run_seconds.observe(time.perf_counter() - started)
+            run_seconds(time.perf_counter() - started)
             self._slots.release()
 
     async def _run_in_pool(
@@ -426,13 +426,16 @@ class InferenceService:
             raise
 
     def _ran(
-        self, future: asyncio.Future[object] | None, seconds: Histogram, started: float
+        self,
+        future: asyncio.Future[object] | None,
+        seconds: Callable[[float], None],
+        started: float,
     ) -> None:
         """A pool run has ended (None: it could not be submitted): free its slot; time it unless
         it was withdrawn before it started."""
         self._running -= 1
         if future is not None and not future.cancelled():
-            seconds.observe(time.perf_counter() - started)
+            seconds(time.perf_counter() - started)
         self._slots.release()
 
     def _retry_after(self, runtime: Runtime) -> int:

@@ -2,9 +2,15 @@
 
 A registry per node (not the process-global default) lets several nodes live in one process —
 tests and embedding apps — without clashing. ``render()`` gives the text exposition format.
+``observer`` and ``incrementer`` give the hot path (every inference request) cheaper calls
+that update a labelled child exactly as its own ``observe``/``inc`` would.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -68,3 +74,44 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def observer(child: Any) -> Callable[[float], None]:
+    """``child.observe`` (a labelled prometheus-client ``Histogram`` child) at about half the
+    cost: the bucket is found by bisection instead of a linear scan, and the per-call checks
+    (observability, exemplars) are skipped, which a labelled child that takes no exemplars
+    does not need. Same effect on the child's values (same locks). Falls back to
+    ``child.observe`` when the child lacks the internals this relies on (another
+    prometheus-client)."""
+    try:
+        bounds = [float(b) for b in child._upper_bounds]
+        buckets = list(child._buckets)
+        total = child._sum
+        if len(bounds) != len(buckets) or bounds[-1] != float("inf"):
+            return child.observe  # type: ignore[no-any-return]
+        incs = [b.inc for b in buckets]
+        add = total.inc
+    except (AttributeError, TypeError):
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        add(amount)
+        if amount == amount:  # NaN falls in no bucket, as with Histogram.observe
+            incs[bisect_left(bounds, amount)](1)
+
+    return observe
+
+
+def incrementer(child: Any) -> Callable[[], None]:
+    """``child.inc()`` (a labelled prometheus-client ``Counter`` child) without its per-call
+    checks (amount sign, exemplar); same effect. Falls back to ``child.inc`` when the child
+    lacks the internals this relies on."""
+    try:
+        inc = child._value.inc
+    except AttributeError:
+        return child.inc  # type: ignore[no-any-return]
+
+    def increment() -> None:
+        inc(1)
+
+    return increment

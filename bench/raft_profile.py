@@ -7,7 +7,7 @@ commit each process spent in the same window, so a row reads "µs of this proces
 commit". Native code (uvloop, OpenSSL, the kernel's send path) counts under the Python frame
 that called it. The breakdown quoted in docs/benchmarks.md comes from this script.
 
-    python bench/raft_profile.py [--fsync on|off] [--seconds 12] [--rate 1500]
+    python bench/raft_profile.py [--fsync on|off] [--seconds 12] [--rate 1500] [--raw DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from bench.serve_profile import py_spy
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("KV snapshot thread", ("Compactor._write", "_WorkItem.run")),
     ("put path (encode the command, propose, future, result; the load's own loop)",
-     ("ClusterKv.put", "kv_load.<locals>.worker", "RaftDriver.propose")),
+     ("ClusterKv.put", "kv_load.<locals>.worker", "RaftDriver.propose",
+      "RaftDriver._flush_proposals")),
     ("apply (decode, KV update, answer)", ("RaftDriver._apply",)),
     ("log records and fsync", ("DiskStorage.prepare", "DiskStorage.write", "DiskStorage.finish")),
     ("message encoding and TLS writes",
@@ -86,12 +87,14 @@ def main() -> None:
     parser.add_argument("--fsync", choices=["on", "off"], default="on")
     parser.add_argument("--seconds", type=float, default=12.0, help="throughput window")
     parser.add_argument("--rate", type=int, default=1500, help="py-spy samples per second")
+    parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks in this directory")
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = args.raw or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
         m = raft_mesh.moltmesh_inprocess_load(
             args.fsync == "on", 50, args.seconds, load=profiled_load(out, args.rate)
         )

@@ -63,3 +63,23 @@ async def test_writes_to_one_key_never_share_an_entry(tmp_path) -> None:
                                          for i in range(8)), return_exceptions=True)  # fmt: skip
         won = [r for r in results if not isinstance(r, BaseException)]
         assert len(won) == 1 and all(isinstance(r, CasMismatch) for r in results if r not in won)
+
+
+async def test_a_write_queued_when_leadership_moves_is_forwarded_to_the_new_leader(
+    tmp_path,
+) -> None:
+    """A put waits in the leader's queue for the next turn of its Ready loop; a leadership
+    transfer started meanwhile keeps it out of the log (``NotLeader``), and the write goes to
+    the new leader instead of failing or being lost."""
+    async with three_voters_led_by_a(tmp_path) as net:
+        a = net.nodes["a"]
+        entries = a.driver.stats.proposal_entries
+        put = asyncio.create_task(a.kv.put("k", b"moved"))
+        await asyncio.sleep(0)  # the put's first step runs (FIFO): queued, a's loop not woken yet
+        assert a.driver._queued
+        a.driver.transfer_leadership("b")  # before a's loop puts the queue into its log
+        result = await asyncio.wait_for(put, 10)
+        assert net.leader() is net.nodes["b"]
+        assert a.driver.stats.proposal_entries == entries  # it never entered a's log
+        kv = (await net.nodes["b"].kv.get("k"))[0]
+        assert kv is not None and kv.value == b"moved" and kv.mod_revision == result.revision

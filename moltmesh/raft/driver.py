@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from consensus.errors import ConfChangeError, DecodeError, NotLeader
 from consensus.kv import Batched, KvResult, KvStore
 from consensus.kv_types import (
+    KV_CODEC,
     MAX_BATCH_COMMANDS,
     MAX_COMMAND_BYTES,
     Batch,
@@ -80,6 +81,7 @@ ELECTION_LATE_CHECK_S = 0.002
 """A follower whose election timer is overdue first lets the network run this long."""
 BATCH_BYTES = MAX_COMMAND_BYTES // 2
 """Encoded commands one ``Batch`` entry carries at most (bytes; a larger command goes alone)."""
+_BATCH_TYPE = bytes((KV_CODEC.type_id(Batch),))
 
 
 @dataclass(slots=True)
@@ -247,7 +249,10 @@ class RaftDriver:
         were proposed, at the Ready loop's next turn: ``_flush_proposals``).
 
         No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
-        wakes for the earliest), so a proposal costs a future and a heap push."""
+        wakes for the earliest), so a proposal costs a future and a heap push. ``ValueError``
+        for an encoded ``Batch``: batches are formed here, from single commands."""
+        if command is None and data[:1] == _BATCH_TYPE:
+            raise ValueError("a batch cannot be proposed; propose its commands")
         self.node.check_writable()
         self.stats.proposals += 1
         loop = asyncio.get_running_loop()
@@ -297,6 +302,7 @@ class RaftDriver:
         try:
             index = node.propose(data, now_us())
         except NotLeader:  # lost leadership since ``propose`` checked: never in the log
+            self.stats.proposals_failed += len(group)
             for p in group:
                 p.future.set_exception(NotLeader(node.leader_id))
             return

@@ -72,6 +72,8 @@ async def test_a_forwarded_command_that_is_not_one_never_reaches_the_log(tmp_pat
         batch = encode_command(Batch((encode_command(Put("x", b"")),)))  # only leaders batch
         reply = await b.kv.propose(batch, 2.0)
         assert reply.status is KvStatus.REJECTED and "batch" in reply.reason
+        with pytest.raises(ValueError, match="batch"):
+            await a.kv.propose(batch, 2.0)  # nor proposed on the leader itself
         assert a.driver.node.last_index == last
 
 

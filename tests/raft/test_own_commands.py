@@ -81,5 +81,6 @@ async def test_a_write_queued_when_leadership_moves_is_forwarded_to_the_new_lead
         result = await asyncio.wait_for(put, 10)
         assert net.leader() is net.nodes["b"]
         assert a.driver.stats.proposal_entries == entries  # it never entered a's log
+        assert a.driver.stats.proposals_failed == 1
         kv = (await net.nodes["b"].kv.get("k"))[0]
         assert kv is not None and kv.value == b"moved" and kv.mod_revision == result.revision

@@ -4,7 +4,9 @@ Like ``sim.raft_adapter`` (disk = ``MemoryStorage`` written only when a Ready is
 crash keeps the disk and loses the core, unpersisted entries and the applied state), plus:
 
 - **State machine**: ``KvApp`` holds a ``consensus.kv.KvStore``; every committed entry is
-  applied to it and the result of each command is handed to observers (``last_applied``).
+  applied to it and its result is handed to observers (``last_applied``): one ``KvResult`` for
+  a command, ``Batched`` (its commands' results in order, all at the entry's index) for a
+  ``Batch`` entry, ``None`` for an entry that is not a command.
 - **Snapshots** (the driver's side of DESIGN §3 / ``consensus.storage``): a Ready's snapshot is
   persisted first (``apply_snapshot``) and replaces the store (``KvStore.restore``); after
   ``advance`` a node whose applied index is ``snapshot_every`` past its last snapshot serialises
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consensus.core import Micros, NodeId
-from consensus.kv import KvResult, KvStore
+from consensus.kv import Batched, KvResult, KvStore
 from consensus.messages import Entry
 from consensus.raft import RaftConfig, RaftNode, Ready
 from consensus.storage import MemoryStorage
@@ -31,15 +33,13 @@ from .adapter import Booted, SimNode
 from .errors import CoreMisbehaved
 from .raft_adapter import RaftAdapter
 
-"""Approximate envelope size of a Raft message, for bandwidth accounting without ``wire``."""
-
 
 @dataclass(slots=True)
 class KvApp:
     """A node's applied state: the KV store and what the last Ready applied."""
 
     store: KvStore
-    last_applied: list[tuple[Entry, KvResult | None]] = field(default_factory=list)
+    last_applied: list[tuple[Entry, KvResult | Batched | None]] = field(default_factory=list)
     """(entry, result) of each entry the last Ready applied, for observers."""
     restored_from: int = 0
     """Index of the last snapshot the store was restored from (0: never)."""

@@ -12,6 +12,16 @@ keys, chosen by ``weights``:
   result (``Ok`` / ``CasFailed``); another entry → the proposal was lost (no effect, not
   recorded). If the node crashes, or ``timeout_ms`` passes, the outcome is **unknown**.
   CAS expects the last mod revision any client saw for the key (or a random one).
+- **batched writes** (``batch_ms`` > 0): a write is checked against the node at once (a
+  non-leader refuses it, as the driver's ``check_writable`` does), then held with the other
+  writes aimed at that node for up to ``batch_ms`` and proposed with them, grouped by the
+  driver's rules (``sim.kv_batch``). Every write of a group shares its entry's Raft index (the
+  mod revision it creates); when the proposer applies that index with the group's own entry,
+  member ``i`` gets ``Batched.results[i]``; another entry there → every member was lost. A
+  held write whose node crashes before proposing it had no effect (not recorded); one that
+  times out, or whose node crashes after proposing it, is unknown as above. A group still
+  waiting at an index its node proposes again (it lost leadership, its log was cut back and
+  it leads again) was lost: that index can no longer commit it.
 - **get** (linearizable) — ``RaftNode.read_index`` on a random node (a follower forwards to
   its leader); served from that node's store once it has applied the ``ReadState``'s index,
   with the store's applied index as the read's revision. ``ReadIndexFailed`` = no effect.
@@ -29,13 +39,15 @@ from typing import Any
 
 from consensus.core import Micros, NodeId
 from consensus.errors import NotLeader
-from consensus.kv import Cas, CasFailed, Delete, Ok, Put
-from consensus.kv_types import encode_command
+from consensus.kv import Batched, Cas, CasFailed, Delete, Ok, Put
+from consensus.kv_types import KvCommand, encode_command
 from consensus.raft import RaftNode, ReadIndexFailed, Ready, Role
 
 from .adapter import SimNode
 from .cluster import Cluster, Observer, ms
+from .errors import InvariantViolation
 from .kv_adapter import KvApp
+from .kv_batch import BatchStats, entry_data, group_commands
 from .linearizability import Operation
 from .raft_checkers import RaftChecker
 
@@ -58,6 +70,10 @@ class KvClientSpec:
     """Relative frequency of put, cas, delete, get, stale_get, range."""
     random_cas: float = 0.2
     """Fraction of CAS that expect a random mod revision (most then fail)."""
+    batch_ms: float = 0.0
+    """0: each write is proposed at once, as its own entry. Above 0: the writes aimed at one
+    node are held up to this long (virtual ms) and proposed together, grouped into ``Batch``
+    entries by the node driver's rules (``sim.kv_batch``)."""
 
 
 @dataclass(slots=True)
@@ -73,6 +89,10 @@ class Pending:
     payload: bytes = b""
     """A write's encoded command; a linearizable read's ReadIndex context."""
     read_index: int | None = None
+    entry: bytes = b""
+    """A write's entry data once proposed: ``payload`` itself, or the ``Batch`` holding it."""
+    command: KvCommand | None = None
+    """A held write's command (``batch_ms`` > 0), for grouping."""
 
 
 @dataclass(slots=True)
@@ -119,7 +139,11 @@ class KvClients(Observer):
         self.stats = ClientStats()
         self.active = False
         self.known_mod: dict[str, int] = {}
-        self._writes: dict[tuple[NodeId, int], Pending] = {}
+        self._writes: dict[tuple[NodeId, int], list[Pending]] = {}
+        """(proposer, index) -> the writes proposed in that entry, in their order."""
+        self._held: dict[NodeId, list[Pending]] = {}
+        """Writes held for batching, by the node they are aimed at (``batch_ms`` > 0)."""
+        self.batch_stats = BatchStats()
         self._reads: dict[tuple[NodeId, bytes], Pending] = {}
         self._ctx = 0
         self._capture: list[tuple[NodeId, Any, Any]] | None = None
@@ -179,17 +203,24 @@ class KvClients(Observer):
         c.seq += 1
         value = f"c{c.num}:{c.seq}".encode()
         expected = 0
+        cmd: KvCommand
         if kind == "put":
-            data = encode_command(Put(key, value))
+            cmd = Put(key, value)
         elif kind == "delete":
             value = None
-            data = encode_command(Delete(key))
+            cmd = Delete(key)
         else:
             if self.rng.random() < self.spec.random_cas:
                 expected = self.rng.randint(0, max(1, self.known_mod.get(key, 0) + 2))
             else:
                 expected = self.known_mod.get(key, 0)
-            data = encode_command(Cas(key, expected, value))
+            cmd = Cas(key, expected, value)
+        data = encode_command(cmd)
+        if self.spec.batch_ms > 0:
+            now = self.cluster.now
+            self._hold(c, Pending(c.num, kind, key, target, now, value, expected, None, data,
+                                  command=cmd))  # fmt: skip
+            return
         self._capture = []
         try:
             index = self.cluster.call(target, lambda core, now: core.propose(data, now))
@@ -203,14 +234,81 @@ class KvClients(Observer):
         self.stats.issued[kind] += 1
         c.hint = target
         p = Pending(c.num, kind, key, target, self.cluster.now, value, expected, index, data)
+        p.entry = data
         c.pending = p
-        self._writes[(target, index)] = p
+        self._writes[(target, index)] = [p]
         self.cluster.kernel.after(ms(self.spec.timeout_ms), self._timeout, c, p)
         for nid, e, res in captured:  # applied within the call itself (a single-voter group)
             if nid == target and e.index == index:
                 self._writes.pop((target, index), None)
                 if e.data == data:
                     self._complete_write(self.cluster, p, index, res)
+
+    # ---- batched writes (batch_ms > 0) ------------------------------------------------------
+
+    def _hold(self, c: Client, p: Pending) -> None:
+        """Hold ``p`` for its node's next flush, unless the node refuses writes now."""
+        target = p.node
+        try:
+            self.cluster.nodes[target].core.check_writable()
+        except NotLeader as e:
+            self.stats.not_leader += 1
+            c.hint = e.leader_hint if e.leader_hint != target else None
+            self._think(c, RETRY_MS)
+            return
+        c.hint = target
+        c.pending = p
+        held = self._held.get(target)
+        if held is None:
+            held = self._held[target] = []
+            self.cluster.kernel.after(ms(self.spec.batch_ms), self._flush, target, held)
+        held.append(p)
+        self.cluster.kernel.after(ms(self.spec.timeout_ms), self._timeout, c, p)
+
+    def _flush(self, target: NodeId, held: list[Pending]) -> None:
+        """Propose the writes held for ``target`` (those still pending), group by group."""
+        if self._held.get(target) is not held:
+            return  # the node crashed meanwhile: on_crash dropped these
+        del self._held[target]
+        live = [p for p in held if self._is_pending(p)]
+        commands = [(p.command, p.payload) for p in live if p.command is not None]
+        for positions in group_commands(commands):
+            self._propose_group(target, [live[i] for i in positions])
+
+    def _propose_group(self, target: NodeId, group: list[Pending]) -> None:
+        """Propose ``group`` as one entry on ``target`` and wait for its index to apply."""
+        data = entry_data([p.payload for p in group])
+        self._capture = []
+        try:
+            index = self.cluster.call(target, lambda core, now: core.propose(data, now))
+        except NotLeader as e:
+            for p in group:  # never in the log: no effect, not recorded; retry elsewhere
+                self.stats.not_leader += 1
+                c = self.clients[p.client]
+                c.hint = e.leader_hint if e.leader_hint != target else None
+                c.pending = None
+                self._think(c, RETRY_MS)
+            return
+        finally:
+            captured, self._capture = self._capture, None
+        b = self.batch_stats
+        b.entries += 1
+        b.max_batch = max(b.max_batch, len(group))
+        if len(group) > 1:
+            b.batch_entries += 1
+            b.batched_writes += len(group)
+        for p in group:
+            self.stats.issued[p.kind] += 1
+            p.index, p.entry = index, data
+        for p in self._writes.get((target, index), ()):  # an older term's entry, cut back
+            self._lose(p)
+        self._writes[(target, index)] = group
+        for nid, e, res in captured:  # applied within the call itself (a single-voter group)
+            if nid == target and e.index == index:
+                self._settle(self.cluster, target, e.index, e.data, res)
+
+    def _is_pending(self, p: Pending) -> bool:
+        return self.clients[p.client].pending is p
 
     def _linear_read(self, c: Client, key: str, target: NodeId) -> None:
         self._ctx += 1
@@ -271,7 +369,12 @@ class KvClients(Observer):
         self.history.append(op)
 
     def _unknown(self, p: Pending) -> None:
-        self._writes.pop((p.node, p.index or 0), None)
+        key = (p.node, p.index or 0)
+        group = self._writes.get(key)
+        if group is not None and (
+            len(group) == 1 or all(q is p or not self._is_pending(q) for q in group)
+        ):
+            del self._writes[key]
         self._reads.pop((p.node, p.payload), None)
         self.stats.unknown += 1
         self.clients[p.client].hint = None
@@ -311,15 +414,7 @@ class KvClients(Observer):
             self._capture.extend((node.id, e, res) for e, res in app.last_applied)
         if self._writes:
             for e, res in app.last_applied:
-                p = self._writes.pop((node.id, e.index), None)
-                if p is None:
-                    continue
-                if e.data != p.payload:
-                    self.stats.lost += 1  # another entry won this index: no effect
-                    self.clients[p.client].hint = None
-                    self._done(p)
-                    continue
-                self._complete_write(cluster, p, e.index, res)
+                self._settle(cluster, node.id, e.index, e.data, res)
         for ev in rd.events:
             if isinstance(ev, ReadIndexFailed):
                 p = self._reads.pop((node.id, ev.context), None)
@@ -333,6 +428,38 @@ class KvClients(Observer):
         if self._reads:
             self._serve_ready_reads(node)
 
+    def _settle(self, cluster: Cluster, nid: NodeId, index: int, data: bytes, res: Any) -> None:
+        """``nid`` applied ``data`` at ``index`` with result ``res``: settle the writes it
+        proposed at that index (if any)."""
+        group = self._writes.pop((nid, index), None)
+        if group is None:
+            return
+        if data != group[0].entry:
+            for p in group:  # another entry won this index: no effect
+                self._lose(p)
+            return
+        if len(group) == 1:
+            if self._is_pending(group[0]):
+                self._complete_write(cluster, group[0], index, res)
+            return
+        if not isinstance(res, Batched) or len(res.results) != len(group):
+            raise InvariantViolation(
+                f"{nid} applied its batch of {len(group)} writes at {index} (built by the "
+                f"driver's rules) as {res!r}",
+                time_us=cluster.now,
+            )
+        self.batch_stats.batches_applied += 1
+        for p, result in zip(group, res.results, strict=True):
+            if self._is_pending(p):
+                self._complete_write(cluster, p, index, result)
+
+    def _lose(self, p: Pending) -> None:
+        """``p`` can no longer take effect: it ends without an entry in the history."""
+        if self._is_pending(p):
+            self.stats.lost += 1
+            self.clients[p.client].hint = None
+            self._done(p)
+
     def _complete_write(self, cluster: Cluster, p: Pending, index: int, res: Any) -> None:
         now = cluster.now
         if isinstance(res, CasFailed):
@@ -343,7 +470,7 @@ class KvClients(Observer):
             if p.kind != "delete":
                 self.known_mod[p.key] = max(self.known_mod.get(p.key, 0), index)
             if self.checker is not None:
-                self.checker.acknowledge(cluster, index, p.payload)
+                self.checker.acknowledge(cluster, index, p.entry)
             if (
                 self.progress_since is not None
                 and self.progress_index is None
@@ -357,7 +484,12 @@ class KvClients(Observer):
         self._done(p)
 
     def on_crash(self, cluster: Cluster, node: SimNode) -> None:
-        gone = [p for (nid, _), p in self._writes.items() if nid == node.id]
+        for p in self._held.pop(node.id, ()):  # never proposed: no effect, not recorded
+            if self._is_pending(p):
+                self.batch_stats.dropped += 1
+                self.clients[p.client].hint = None
+                self._done(p)
+        gone = [p for (nid, _), group in self._writes.items() if nid == node.id for p in group]
         gone += [p for (nid, _), p in self._reads.items() if nid == node.id]
         for p in gone:
             if self.clients[p.client].pending is p:

@@ -17,6 +17,10 @@ transfers (``sim.kv_membership``).
    failure too). All along, a watcher per node checks that its prefix watch stream is
    coherent (``sim.kv_watchers``).
 
+With ``KvClientSpec.batch_ms`` > 0 (the ``batched`` preset, or ``--batch-ms``) the clients'
+writes reach the log grouped into ``Batch`` entries as the node's driver groups them
+(``sim.kv_batch``), and the same checks judge them; ``KvRunResult`` counts the batches.
+
 ``run_kv(scenario, seed)`` never raises on a found bug: the ``KvRunResult`` carries the report
 with the seed and the command that reproduces it.
 """
@@ -37,7 +41,7 @@ from .kv_adapter import KvAdapter, KvApp
 from .kv_clients import KvClients, KvClientSpec, leader_of
 from .kv_membership import MembershipDriver, MembershipSpec
 from .kv_watchers import KvWatchers
-from .linearizability import DEFAULT_BUDGET, check
+from .linearizability import DEFAULT_BUDGET, Operation, check
 from .raft_checkers import RaftChecker
 from .raft_run import CONFIGS, _core_raised
 from .scenario import FaultSpec, LinkSpec
@@ -72,9 +76,16 @@ class KvScenario:
 _LINK = LinkSpec(delay_ms=3.0, jitter_ms=2.0, loss=0.01, duplicate=0.01, reorder=0.02)
 
 
+BATCH_CLIENTS = KvClientSpec(clients=16, keys=8, interval_ms=15.0, batch_ms=10.0)
+"""The ``batched`` preset's clients: enough of them, on enough keys, writing often enough that
+the writes held for 10 ms form batches of several commands (about 2 writes per entry on
+average, up to 6 or 7, in ``mixed`` faults)."""
+
+
 def kv_preset(name: str, voters: int = 3) -> KvScenario:
     """Named scenarios: ``calm``, ``crashes``, ``partitions``, ``membership`` and ``mixed``
-    (crashes, partitions, membership changes, transfers and snapshots together)."""
+    (crashes, partitions, membership changes, transfers and snapshots together), and
+    ``batched``: ``mixed`` with more clients whose writes share ``Batch`` entries."""
     members = MembershipSpec(min_voters=voters, max_voters=voters + 2)
     crashes = FaultSpec(crash_every_ms=900.0, downtime_ms=(50.0, 1200.0), persist_ms=(0.0, 1.0))
     parts = FaultSpec(partition_every_ms=700.0, partition_ms=(100.0, 1500.0), drift_ppm=200)
@@ -93,6 +104,7 @@ def kv_preset(name: str, voters: int = 3) -> KvScenario:
         "partitions": _replace(base, faults=parts),
         "membership": _replace(base, membership=members),
         "mixed": _replace(base, faults=mixed, membership=members),
+        "batched": _replace(base, faults=mixed, membership=members, clients=BATCH_CLIENTS),
     }
     if name not in table:
         raise ValueError(f"unknown KV preset {name!r}; known: {sorted(table)}")
@@ -100,6 +112,10 @@ def kv_preset(name: str, voters: int = 3) -> KvScenario:
 
 
 KV_PRESETS = ("calm", "crashes", "partitions", "membership", "mixed")
+"""The presets whose clients propose each write as its own entry (``tests/sim`` cycles
+through them by seed: keep their order)."""
+ALL_KV_PRESETS = (*KV_PRESETS, "batched")
+"""Every preset ``kv_preset`` knows (what the CLI sweeps by default)."""
 
 
 def _replace(s: KvScenario, **changes: object) -> KvScenario:
@@ -131,14 +147,25 @@ class KvRunResult:
     watch_events: int = 0
     watch_resyncs: int = 0
     stats: dict[str, float] = field(default_factory=dict)
+    batch_entries: int = 0
+    """``Batch`` entries the clients proposed (0 unless ``batch_ms`` > 0)."""
+    batched_writes: int = 0
+    """Writes proposed inside those ``Batch`` entries."""
+    max_batch: int = 0
+    """Most writes proposed in one entry."""
+    batches_applied: int = 0
+    """``Batch`` entries whose proposer applied them and handed each write its result."""
 
 
 def repro_command(scenario: KvScenario, seed: int) -> str:
     """The exact command that replays this run."""
     wire = " --wire" if scenario.wire else ""
+    batch_ms = scenario.clients.batch_ms
+    preset_ms = kv_preset(scenario.name).clients.batch_ms if scenario.name in ALL_KV_PRESETS else 0
+    batch = f" --batch-ms {batch_ms:g}" if batch_ms != preset_ms else ""
     return (
         f"python -m sim kv --seed {seed} --scenario {scenario.name} "
-        f"--voters {scenario.voters}{wire}"
+        f"--voters {scenario.voters}{wire}{batch}"
     )
 
 
@@ -209,12 +236,7 @@ def run_kv(scenario: KvScenario, seed: int) -> KvRunResult:
         inj.stop()
         if h.membership is not None:
             h.membership.stop()
-        _liveness(h, scenario)
-        clients.stop()
-        cluster.run_for(ms(scenario.clients.timeout_ms), lambda: clients.pending() == 0)
-        history = clients.finish()
-        h.checker.finish(cluster)
-        _same_state(cluster)
+        history = finish_run(h, scenario)
         t0 = time.perf_counter()
         verdict = check(history, scenario.budget)
         check_s = time.perf_counter() - t0
@@ -228,6 +250,7 @@ def run_kv(scenario: KvScenario, seed: int) -> KvRunResult:
         e.trace_tail = cluster.trace.tail()
         failure = str(e) + "\n  last events:\n    " + "\n    ".join(e.trace_tail[-20:])
     conf = h.membership.stats.proposed if h.membership is not None else {}
+    batches = clients.batch_stats
     return KvRunResult(
         seed=seed,
         scenario=scenario.name,
@@ -248,7 +271,26 @@ def run_kv(scenario: KvScenario, seed: int) -> KvRunResult:
         watch_events=h.watchers.events,
         watch_resyncs=h.watchers.resyncs,
         stats=cluster.stats(),
+        batch_entries=batches.batch_entries,
+        batched_writes=batches.batched_writes,
+        max_batch=batches.max_batch,
+        batches_applied=batches.batches_applied,
     )
+
+
+def finish_run(h: KvHarness, scenario: KvScenario) -> list[Operation]:
+    """Phases 2 and 3 up to the history check, for a harness whose faults have stopped: heal,
+    demand liveness, stop the clients and let their operations end, then the Raft checkers'
+    end-of-run check and the identical-state check (``SimFailure`` on a failed one). Returns
+    the history for ``sim.linearizability.check``."""
+    cluster, clients = h.cluster, h.clients
+    _liveness(h, scenario)
+    clients.stop()
+    cluster.run_for(ms(scenario.clients.timeout_ms), lambda: clients.pending() == 0)
+    history = clients.finish()
+    h.checker.finish(cluster)
+    _same_state(cluster)
+    return history
 
 
 def members_of(cluster: Cluster) -> tuple[NodeId, ...]:

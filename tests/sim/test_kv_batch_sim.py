@@ -1,0 +1,207 @@
+"""Batched KV writes in the simulator: clients' writes grouped into ``Batch`` entries by the
+node driver's rules go through partitions, crashes (the leader's included) and leader changes,
+and the Raft checkers, the watchers, the identical-state check and the linearizability check
+judge them. A client library that misreports a batched write is caught, so the checks are not
+vacuous. Every failure names its seed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from consensus.kv_types import (
+    MAX_BATCH_COMMANDS,
+    Batch,
+    Compact,
+    Delete,
+    Put,
+    decode_batch,
+    decode_command,
+    encode_command,
+)
+from sim.cluster import ms
+from sim.errors import InvariantViolation
+from sim.kv_batch import BATCH_BYTES, entry_data, group_commands
+from sim.kv_cli import scenario_of
+from sim.kv_clients import KvClients, Pending, leader_of
+from sim.kv_run import (
+    BATCH_CLIENTS,
+    KvHarness,
+    KvScenario,
+    build,
+    finish_run,
+    kv_preset,
+    repro_command,
+    run_kv,
+)
+from sim.linearizability import Operation, check
+
+SEEDS = (0, 1, 2)
+
+
+def _cmds(*cmds: Put | Delete | Compact) -> list[tuple[Put | Delete | Compact, bytes]]:
+    return [(c, encode_command(c)) for c in cmds]
+
+
+# --- grouping by the driver's rules ------------------------------------------------------------
+
+
+def test_writes_group_by_distinct_keys_in_order() -> None:
+    cmds = _cmds(Put("a", b"1"), Put("b", b"2"), Delete("c"), Put("a", b"3"), Put("b", b"4"))
+    assert group_commands(cmds) == [[0, 1, 2], [3, 4]]  # "a" again starts the next entry
+
+
+def test_a_command_that_may_not_be_batched_goes_alone() -> None:
+    cmds = _cmds(Put("a", b"1"), Compact(3), Put("b", b"2"), Put("c", b"3"))
+    assert group_commands(cmds) == [[0], [1], [2, 3]]
+
+
+def test_group_size_and_bytes_are_capped() -> None:
+    cmds = _cmds(*(Put(f"k{i}", b"v") for i in range(7)))
+    assert group_commands(cmds, max_commands=3) == [[0, 1, 2], [3, 4, 5], [6]]
+    size = len(cmds[0][1]) + 5
+    assert group_commands(cmds, max_bytes=2 * size) == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+def test_the_limits_are_the_drivers() -> None:
+    """The simulator may not import the node (DESIGN §1); its copy of the byte cap must match."""
+    from moltmesh.raft import driver
+
+    assert BATCH_BYTES == driver.BATCH_BYTES
+    assert driver.MAX_BATCH_COMMANDS == MAX_BATCH_COMMANDS
+
+
+def test_entry_data_is_the_plain_command_alone_and_a_batch_otherwise() -> None:
+    one = encode_command(Put("a", b"1"))
+    assert entry_data([one]) == one
+    two = [one, encode_command(Delete("b"))]
+    batch = decode_command(entry_data(two))
+    assert isinstance(batch, Batch)
+    assert decode_batch(batch) == [Put("a", b"1"), Delete("b")]
+
+
+# --- whole runs ------------------------------------------------------------------------------
+
+
+def test_batched_seeds_pass_every_checker() -> None:
+    """Crashes, partitions, membership changes and snapshots, with writes sharing entries."""
+    runs = []
+    for seed in SEEDS:
+        r = run_kv(kv_preset("batched", 3), seed)
+        assert r.ok, f"seed {seed} (batched) failed:\n{r.failure}"
+        assert r.batch_entries > 20 and r.batches_applied > 10, f"seed {seed}: few batches: {r}"
+        assert r.max_batch >= 3, f"seed {seed}: no batch of 3 writes or more ({r.max_batch})"
+        runs.append(r)
+    assert sum(r.crashes for r in runs) > 0 and sum(r.partitions for r in runs) > 0
+    assert sum(r.conf_changes for r in runs) > 0 and sum(r.unknown for r in runs) > 0
+
+
+SCRIPTED = dataclasses.replace(
+    kv_preset("calm", 3), name="batched-script", spares=0, clients=BATCH_CLIENTS
+)
+
+
+def scripted(seed: int, clients: type[KvClients] = KvClients) -> tuple[KvHarness, list[Operation]]:
+    """A batched run with scripted faults: the leader is cut off while it holds and proposes
+    batches, the network heals, then the new leader crashes with batches in flight and comes
+    back; then the usual liveness phase and end-of-run checks (``SimFailure`` if one fails).
+    ``clients`` replaces the client library (a subclass of ``KvClients``)."""
+    h = build(SCRIPTED, seed)
+    c = h.cluster
+    if clients is not KvClients:
+        c.observers.remove(h.clients)
+        h.clients = clients(c, SCRIPTED.clients, h.clients.rng, h.checker)
+        c.add_observer(h.clients)
+    c.start()
+    h.clients.start()
+    c.run_for(ms(600))
+    first = leader_of(c)
+    assert first is not None, f"seed {seed}: no leader after 600 ms"
+    c.network.isolate(first.id)
+    c.run_for(ms(500))
+    c.network.heal()
+    c.run_for(ms(400))
+    second = leader_of(c)
+    assert second is not None, f"seed {seed}: no leader after the heal"
+    c.crash(second.id)
+    c.run_for(ms(600))
+    return h, finish_run(h, SCRIPTED)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_batches_survive_a_cut_off_leader_and_a_leader_crash(seed: int) -> None:
+    h, history = scripted(seed)
+    verdict = check(history, SCRIPTED.budget)
+    assert verdict.ok, f"seed {seed}: {verdict.report()}"
+    b = h.clients.batch_stats
+    assert b.batches_applied > 5 and b.max_batch >= 3, f"seed {seed}: {b}"
+    assert h.clients.stats.unknown + h.clients.stats.lost > 0, f"seed {seed}: no write was hit"
+    assert h.watchers.events > 100, f"seed {seed}: watchers saw {h.watchers.events} events"
+
+
+def test_same_seed_same_history() -> None:
+    (a, history_a), (b, history_b) = scripted(6), scripted(6)
+    assert a.cluster.trace.digest() == b.cluster.trace.digest(), "seed 6: two traces"
+    assert history_a == history_b, "seed 6: the same seed gave two histories"
+    assert a.clients.batch_stats == b.clients.batch_stats
+    assert a.clients.batch_stats.batches_applied > 0
+
+
+# --- the checks catch a client library that gets batches wrong ------------------------------------
+
+
+class MisnumberedClients(KvClients):
+    """A broken client library: the i-th write of a batch is told the entry's index + i, as if
+    each command of the entry had a revision of its own."""
+
+    def _complete_write(self, cluster, p: Pending, index: int, res) -> None:  # type: ignore[no-untyped-def]
+        if p.entry != p.payload:
+            batch = decode_command(p.entry)
+            assert isinstance(batch, Batch)
+            p.index = index + batch.commands.index(p.payload)
+        super()._complete_write(cluster, p, index, res)
+
+
+class OwnCommandAckClients(KvClients):
+    """A broken client library: a batched write is acknowledged to the Raft checker as its own
+    command, not the entry that carried it."""
+
+    def _complete_write(self, cluster, p: Pending, index: int, res) -> None:  # type: ignore[no-untyped-def]
+        p.entry = p.payload
+        super()._complete_write(cluster, p, index, res)
+
+
+def test_a_batched_write_recorded_at_another_revision_is_caught() -> None:
+    seed = 0
+    _, history = scripted(seed, MisnumberedClients)
+    verdict = check(history, SCRIPTED.budget)
+    assert not verdict.ok, f"seed {seed}: misnumbered batch members went unnoticed"
+    assert "not linearizable" in verdict.report()
+
+
+def test_a_batched_write_acknowledged_as_its_own_entry_is_caught() -> None:
+    with pytest.raises(InvariantViolation, match="acknowledged"):
+        scripted(0, OwnCommandAckClients)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_cli_runs_a_batched_seed_and_reports_its_batches(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sim.cli import main
+
+    assert main(["kv", "--seed", "2", "--scenario", "crashes", "--batch-ms", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed 2 ok scenario=crashes") and "batched_writes=" in out
+
+
+def test_repro_command_names_a_batch_setting_the_preset_lacks() -> None:
+    crashes = scenario_of("crashes", 3, False, 5.0)
+    assert repro_command(crashes, 7).endswith("--scenario crashes --voters 3 --batch-ms 5")
+    batched: KvScenario = scenario_of("batched", 5, True, None)
+    assert repro_command(batched, 7).endswith("--scenario batched --voters 5 --wire")
+    plain = scenario_of("mixed", 3, False, None)
+    assert "--batch-ms" not in repro_command(plain, 7)

@@ -87,7 +87,15 @@ class BatchStats:
     batches_applied: int = 0
     """``Batch`` entries whose proposer applied them and handed each member its result."""
     dropped: int = 0
-    """Held writes never proposed: their node crashed, or stopped leading, first."""
+    """Held writes never proposed because their node crashed first."""
+
+    def proposed(self, writes: int) -> None:
+        """Count one entry proposed with ``writes`` held writes."""
+        self.entries += 1
+        self.max_batch = max(self.max_batch, writes)
+        if writes > 1:
+            self.batch_entries += 1
+            self.batched_writes += writes
 
     @property
     def writes_per_entry(self) -> float:

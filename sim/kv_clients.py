@@ -225,9 +225,7 @@ class KvClients(Observer):
         try:
             index = self.cluster.call(target, lambda core, now: core.propose(data, now))
         except NotLeader as e:
-            self.stats.not_leader += 1
-            c.hint = e.leader_hint if e.leader_hint != target else None
-            self._think(c, RETRY_MS)
+            self._refused(c, target, e)
             return
         finally:
             captured, self._capture = self._capture, None
@@ -244,6 +242,12 @@ class KvClients(Observer):
                 if e.data == data:
                     self._complete_write(self.cluster, p, index, res)
 
+    def _refused(self, c: Client, target: NodeId, e: NotLeader) -> None:
+        """``target`` refused ``c``'s write (no effect, not recorded): follow its hint, retry."""
+        self.stats.not_leader += 1
+        c.hint = e.leader_hint if e.leader_hint != target else None
+        self._think(c, RETRY_MS)
+
     # ---- batched writes (batch_ms > 0) ------------------------------------------------------
 
     def _hold(self, c: Client, p: Pending) -> None:
@@ -252,9 +256,7 @@ class KvClients(Observer):
         try:
             self.cluster.nodes[target].core.check_writable()
         except NotLeader as e:
-            self.stats.not_leader += 1
-            c.hint = e.leader_hint if e.leader_hint != target else None
-            self._think(c, RETRY_MS)
+            self._refused(c, target, e)
             return
         c.hint = target
         c.pending = p
@@ -282,21 +284,13 @@ class KvClients(Observer):
         try:
             index = self.cluster.call(target, lambda core, now: core.propose(data, now))
         except NotLeader as e:
-            for p in group:  # never in the log: no effect, not recorded; retry elsewhere
-                self.stats.not_leader += 1
-                c = self.clients[p.client]
-                c.hint = e.leader_hint if e.leader_hint != target else None
-                c.pending = None
-                self._think(c, RETRY_MS)
+            for p in group:  # never in the log
+                self.clients[p.client].pending = None
+                self._refused(self.clients[p.client], target, e)
             return
         finally:
             captured, self._capture = self._capture, None
-        b = self.batch_stats
-        b.entries += 1
-        b.max_batch = max(b.max_batch, len(group))
-        if len(group) > 1:
-            b.batch_entries += 1
-            b.batched_writes += len(group)
+        self.batch_stats.proposed(len(group))
         for p in group:
             self.stats.issued[p.kind] += 1
             p.index, p.entry = index, data

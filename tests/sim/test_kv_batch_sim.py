@@ -10,11 +10,13 @@ import dataclasses
 
 import pytest
 
+from consensus.kv import KvStore
 from consensus.kv_types import (
     MAX_BATCH_COMMANDS,
     Batch,
     Compact,
     Delete,
+    Event,
     Put,
     decode_batch,
     decode_command,
@@ -183,6 +185,43 @@ def test_a_batched_write_recorded_at_another_revision_is_caught() -> None:
 def test_a_batched_write_acknowledged_as_its_own_entry_is_caught() -> None:
     with pytest.raises(InvariantViolation, match="acknowledged"):
         scripted(0, OwnCommandAckClients)
+
+
+def test_a_watch_stream_that_drops_part_of_a_batch_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchers judge batches too: a stream that drops every event sharing its revision
+    with the one before it (the second and later commands of a batch) is caught."""
+    real = KvStore.watch
+
+    def lossy(self: KvStore, prefix: str = "", since: int = 0) -> list[Event]:
+        events = real(self, prefix, since)
+        return [e for i, e in enumerate(events) if i == 0 or e.revision != events[i - 1].revision]
+
+    monkeypatch.setattr(KvStore, "watch", lossy)
+    with pytest.raises(InvariantViolation, match="watch on"):
+        scripted(0)
+
+
+def _op(n: int, kind: str, key: str, call: int, ret: int, **kw: object) -> Operation:
+    return Operation(n, n, kind, key, call, ret, **kw)  # type: ignore[arg-type]
+
+
+def test_the_checker_takes_writes_sharing_an_index_and_refuses_one_misnumbered() -> None:
+    """Pure: two puts batched at index 7 and a range reading both at mod revision 7 are
+    linearizable; the same history with the second put recorded at 8 is not."""
+
+    def history(second_index: int) -> list[Operation]:
+        return [
+            _op(0, "put", "k1", 10, 20, value=b"a", index=7, ok=True),
+            _op(1, "put", "k2", 11, 20, value=b"b", index=second_index, ok=True),
+            _op(2, "range", "k", 30, 30, items=(("k1", b"a", 7), ("k2", b"b", 7)), revision=7),
+            _op(3, "get", "k2", 31, 40, result=(b"b", 7), revision=7),
+        ]
+
+    assert check(history(7)).ok
+    bad = check(history(8))
+    assert not bad.ok and "no write of b'b' to 'k2' at revision 7" in bad.report()
 
 
 # --- command line --------------------------------------------------------------------------------

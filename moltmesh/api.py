@@ -251,9 +251,11 @@ class InferRoute:
             parsed = v2.parse_infer_request(body, length)
             parameters = parsed.parameters
             deadline = None
-            if parameters:
-                _urgency(parameters)
-                deadline = _deadline(parameters, started)
+            if parameters:  # (binary_data_output makes it non-empty: look before calling)
+                if "urgency" in parameters:
+                    _urgency(parameters)
+                if "deadline_ms" in parameters or "timeout" in parameters:
+                    deadline = _deadline(parameters, started)
             requested = parsed.outputs
             wanted = None if requested is None else [o.name for o in requested]
             result = await service.infer_admitted(

@@ -139,6 +139,7 @@ class InferenceService:
         self._tier = tier
         self._on_battery = on_battery
         self._models: dict[str, LoadedModel] = {}
+        self._runtimes: dict[tuple[str, str | None], Runtime] = {}  # (model, version or None)
         self._slots = Slots(config.max_inflight)
         self._capacity = config.max_inflight + config.max_queue
         self._default_deadline_s = config.default_deadline_ms / 1000
@@ -194,6 +195,8 @@ class InferenceService:
                     run_ms=round(runtime.typical_run_seconds * 1000, 3),
                 )  # fmt: skip
             self._models[entry.name] = LoadedModel(entry, runtimes)
+            self._runtimes.update({(entry.name, v): r for v, r in runtimes.items()})
+            self._runtimes[entry.name, None] = runtimes[entry.latest]
         self._accepting = True
 
     def _variant_for(self, entry: ModelEntry, version: str) -> str:
@@ -209,7 +212,9 @@ class InferenceService:
         again; the API asks first, before it reads a request's body."""
         if not self._accepting:
             raise NotReady("node is not accepting requests")
-        runtime = self.runtime(model, version)
+        runtime = self._runtimes.get((model, version))  # one lookup, None when not served
+        if runtime is None:
+            runtime = self.runtime(model, version)  # the not-found errors
         if self._waiting + self._batched + self._running >= self._capacity:
             self._overloaded(runtime)
         return runtime

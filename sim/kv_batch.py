@@ -96,11 +96,3 @@ class BatchStats:
         if writes > 1:
             self.batch_entries += 1
             self.batched_writes += writes
-
-    @property
-    def writes_per_entry(self) -> float:
-        """Mean writes per proposed entry (0 when nothing was proposed)."""
-        if self.entries == 0:
-            return 0.0
-        singles = self.entries - self.batch_entries
-        return (singles + self.batched_writes) / self.entries

@@ -26,8 +26,10 @@ import msgpack
 from consensus.errors import DecodeError, LocalProtocolError
 from moltmesh.mesh.drops import DropReason
 
-PROTOCOL_VERSION = 1
-"""Version of the envelope and of the channel protocols' framing; bump on incompatible change."""
+PROTOCOL_VERSION = 2
+"""Version of the envelope and of the channel protocols (framing, and what a channel carries:
+2 since Raft entries may hold a KV ``Batch``, which version 1 replicas would reject while the
+others apply it); bump on incompatible change. Nodes of different versions do not talk."""
 
 MAX_FRAME_BYTES = 8 * 2**20
 """Default hard limit on one TCP frame's envelope (a push-pull or a model's tensors fit)."""

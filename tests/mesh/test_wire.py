@@ -14,6 +14,7 @@ from consensus.errors import LocalProtocolError, RemoteProtocolError
 from moltmesh.mesh.drops import DropReason
 from moltmesh.mesh.wire import (
     LENGTH_PREFIX,
+    PROTOCOL_VERSION,
     Channel,
     Envelope,
     EnvelopeError,
@@ -81,7 +82,9 @@ def test_wrong_mesh_and_version_and_channel_are_named():
     with pytest.raises(EnvelopeError) as e:
         decode_envelope(encode_envelope(env), mesh_id="mesh-b")
     assert e.value.drop is DropReason.WRONG_MESH
-    for bad in ([2, "m", 1, "n", b""], [1, "m", 200, "n", b""], [1, "m", 1, "", b""]):
+    v = PROTOCOL_VERSION
+    for bad in ([v - 1, "m", 1, "n", b""], [v + 1, "m", 1, "n", b""], [v, "m", 200, "n", b""],
+                [v, "m", 1, "", b""]):  # fmt: skip
         with pytest.raises(EnvelopeError) as e:
             decode_envelope(msgpack.packb(bad, use_bin_type=True))
         assert e.value.drop is DropReason.GARBAGE

@@ -148,8 +148,7 @@ class InferenceService:
         self._batched = 0  # in a batch that has not finished
         self._running = 0  # runs (a batch is one) executing
         self._admitted = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._drained: asyncio.Future[None] | None = None  # close() waits on it (set at 0)
         self._accepting = False
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="moltmesh-infer")
         # The gauges read the counters when scraped, instead of being set twice per request.
@@ -311,7 +310,7 @@ class InferenceService:
             )
         elif deadline <= now:
             raise DeadlineExceeded("deadline passed before the request could run")
-        self._enter()
+        self._admitted += 1
         try:
             batcher = self._batchers.get(runtime)
             joined = batcher.join(inputs, outputs, deadline) if batcher is not None else None
@@ -329,7 +328,9 @@ class InferenceService:
             else:
                 result = await self._execute(runtime, inputs, outputs, deadline)
         finally:
-            self._leave()
+            self._admitted -= 1
+            if self._admitted == 0 and self._drained is not None:
+                self._set_drained()
         meta = runtime.metadata
         return InferResult(meta.name, meta.version, meta.variant, self._node_id, "local", result)
 
@@ -447,14 +448,10 @@ class InferenceService:
         backlog = (self._waiting + self._batched + self._running) / self._config.max_inflight
         return max(1, math.ceil(backlog * runtime.typical_run_seconds))
 
-    def _enter(self) -> None:
-        self._admitted += 1
-        self._drained.clear()
-
-    def _leave(self) -> None:
-        self._admitted -= 1
-        if self._admitted == 0:
-            self._drained.set()
+    def _set_drained(self) -> None:
+        """The last admitted request has left while ``close`` waits for it."""
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def stop_accepting(self) -> None:
         """Refuse new requests from now on (NotReady); admitted ones go on."""
@@ -464,7 +461,9 @@ class InferenceService:
         """Stop admitting, wait up to ``grace_s`` for admitted requests, close the sessions."""
         self.stop_accepting()
         try:
-            await asyncio.wait_for(self._drained.wait(), grace_s)
+            if self._admitted:  # (no Event set and cleared by every request: a future, now)
+                self._drained = asyncio.get_running_loop().create_future()
+                await asyncio.wait_for(self._drained, grace_s)
         except TimeoutError:
             log_event(log, "inference.drain_timeout", logging.WARNING, admitted=self._admitted)
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -259,16 +259,20 @@ async def take_run_times(url: str) -> list[float]:
         return list((await r.json())["seconds"])
 
 
-async def profile_breakdown(server: Server, reqs: dict[str, Request], seconds: float) -> dict:
-    """hello and infer binary, 1 lean client, each under py-spy for ``seconds``: per endpoint the
-    share of samples per component, the server CPU µs per request and the request count."""
-    out: dict[str, Any] = {"server": server.spec.label}
+async def profile_breakdown(
+    server: Server, reqs: dict[str, Request], seconds: float, clients: int = 1
+) -> dict:
+    """hello and infer binary, ``clients`` lean clients, each under py-spy for ``seconds``: per
+    endpoint the share of samples per component, the server CPU µs per request and the request
+    count."""
+    out: dict[str, Any] = {"server": server.spec.label, "clients": clients}
     for endpoint in ("hello", "binary"):
         result: list[Any] = []
 
         async def load(req: Request = reqs[endpoint], result: list[Any] = result) -> None:
+            await run_lean_load(req, clients, 20 * clients, seconds)  # warm (connections, batcher)
             s0 = server.cpu_s()
-            got = await run_lean_load(req, 1, 10**9, seconds)
+            got = await run_lean_load(req, clients, 10**9, seconds)
             result += [got.count, (server.cpu_s() - s0) / max(1, got.count) * 1e6]
 
         raw = await profile_server(server.proc.pid, seconds, load)
@@ -362,7 +366,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
             reqs["hello"] = Request("GET", server.ready["hello_url"], {})
             try:
-                info["profile"] = await profile_breakdown(server, reqs, args.profile)
+                info["profile"] = [
+                    await profile_breakdown(server, reqs, args.profile, clients)
+                    for clients in args.profile_clients
+                ]
             except RuntimeError as e:
                 print(f"profile skipped: {e}", file=sys.stderr)
     info["load_after"] = os.getloadavg()[0]
@@ -408,6 +415,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="py-spy the uvloop server this long per endpoint (hello, infer binary; 1 lean "
         "client) for the per-component CPU breakdown; 0 skips it",
     )
+    parser.add_argument(
+        "--profile-clients",
+        default="1,32",
+        help="concurrent lean clients of the py-spy breakdown, comma-separated (one table each)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers")
     parser.add_argument(
         "--baseline",
@@ -430,6 +442,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
     args.clients = [x.strip() for x in args.clients.split(",") if x.strip()]
+    try:
+        args.profile_clients = [int(x) for x in args.profile_clients.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--profile-clients takes positive integers, comma-separated")
+    if not args.profile_clients or min(args.profile_clients) < 1:
+        parser.error("--profile-clients takes positive integers, comma-separated")
     if "lean" not in args.clients or not set(args.clients) <= set(CLIENTS):
         parser.error(f"--clients takes lean (always) and optionally aiohttp, from {CLIENTS}")
     if (

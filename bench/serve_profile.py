@@ -38,6 +38,11 @@ COMPONENTS: list[tuple[str, Callable[[str], bool]]] = [
         lambda f: "moltmesh/api.py" in f or "moltmesh/identity.py" in f,
     ),
     ("moltmesh admission (`inference.py`)", lambda f: "moltmesh/inference.py" in f),
+    ("moltmesh dynamic batching (`batching.py`)", lambda f: "moltmesh/batching.py" in f),
+    (
+        "thread pool hand-off (`concurrent.futures`, `threading`)",
+        lambda f: "concurrent/futures/" in f or "/threading.py" in f or "(threading.py" in f,
+    ),
     ("metrics", lambda f: "moltmesh/metrics.py" in f or "prometheus_client/" in f),
     ("numpy", lambda f: "numpy/" in f),
     ("aiohttp routing", lambda f: "aiohttp/web_urldispatcher.py" in f),
@@ -59,6 +64,9 @@ COMPONENTS: list[tuple[str, Callable[[str], bool]]] = [
     ),
 ]
 OTHER = "other Python (json, dataclasses, ...)"
+IDLE_WORKER = "_worker (concurrent/futures/thread.py)"
+"""The innermost frame of a thread-pool worker waiting for work: py-spy ``--nonblocking``
+samples such threads although they use no CPU (they do not count, see ``breakdown``)."""
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -71,13 +79,21 @@ def component(frame: str) -> str:
 
 
 def breakdown(raw: str) -> dict[str, float]:
-    """Share (0..1) of samples per component, from py-spy's ``--format raw`` output."""
+    """Share (0..1) of samples per component, from py-spy's ``--format raw`` output.
+
+    Samples of idle thread-pool workers (innermost frame ``IDLE_WORKER``, blocked waiting for
+    work) are left out: with batches running in the pool (many clients) they would otherwise
+    take a share of the CPU they do not use.
+    """
     counts: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        counts[component(_LINE.sub(")", stack.split(";")[-1]))] += int(n)
+        frame = _LINE.sub(")", stack.split(";")[-1])
+        if frame == IDLE_WORKER:
+            continue
+        counts[component(frame)] += int(n)
     total = sum(counts.values())
     return {name: n / total for name, n in counts.items()} if total else {}
 

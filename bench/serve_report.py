@@ -290,8 +290,9 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
     floor_note = _post_floor(cells, specs)
     if floor_note:
         body += ["", floor_note]
-    if "profile" in info:
-        body += ["", *_profile_table(info["profile"])]
+    profiles = info.get("profile", [])
+    for prof in [profiles] if isinstance(profiles, dict) else profiles:
+        body += ["", *_profile_table(prof)]
     if any(not spec.judged for spec in specs):
         body += ["", ORT_NOTE]
     verdict = "all targets met" if verdicts and all(verdicts) else "NOT all targets met"
@@ -309,13 +310,17 @@ def _profile_table(prof: dict[str, Any]) -> list[str]:
         h = hello["shares"].get(name, 0.0) * hello["cpu_us"]
         b = binary["shares"].get(name, 0.0) * binary["cpu_us"]
         rows.append(f"| {name} | {h:.0f} | {b:.0f} | {b - h:+.0f} |")
+    clients = prof.get("clients", 1)
+    who = "1 `lean` client" if clients == 1 else f"{clients} `lean` clients"
     return [
-        f"Where the server's CPU goes per request (server `{prof['server']}`, 1 `lean` client, "
+        f"Where the server's CPU goes per request (server `{prof['server']}`, {who}, "
         f"py-spy sampling the server: {hello['count']} hello-world and {binary['count']} infer "
         "binary requests; each sample charged to its innermost Python frame, shares scaled by "
         "the server CPU µs/req measured over the same requests — `bench/serve_profile.py`). "
-        "Native code counts under the Python frame that called it. Under py-spy the figures "
-        "are a little higher than in the table above.",
+        "Native code counts under the Python frame that called it: the event loop's row also "
+        "holds its idle waits (py-spy samples a thread waiting in epoll as a running one); "
+        "thread-pool workers waiting for work are left out. Under py-spy the figures are a "
+        "little higher than in the table above.",
         "",
         "| component | hello-world µs/req | infer binary µs/req | infer − hello |",
         "|---|---|---|---|",

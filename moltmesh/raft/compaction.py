@@ -28,7 +28,9 @@ from moltmesh.raft.wal import DiskStorage
 log = logging.getLogger("moltmesh.raft")
 
 KEEP_MAX = 1000
-"""Entries kept before a snapshot's index (for followers slightly behind), at most."""
+"""Entries kept before a snapshot's index (for followers slightly behind), at most ..."""
+KEEP_BYTES = 1024 * 1024
+"""... and at most about this many bytes of their data (a batch entry may hold 512 KiB)."""
 SETTLE_GC_COMMANDS = 10_000
 """Applied KV commands between two ``settle_gc`` calls, snapshots or not."""
 
@@ -94,7 +96,7 @@ class Compactor:
         if not self.due(applied, commands) or kv.applied_index != applied:
             return
         self._snapshot_at = commands
-        keep = min(KEEP_MAX, applied // 4)
+        keep = self._keep_before(applied)
         if self._exec is None:
             self.storage.save_snapshot(applied, conf, kv.snapshot(), keep=keep)
             self.taken += 1
@@ -103,6 +105,21 @@ class Compactor:
         self._keep = keep
         self._job = self._exec.submit(self._write, meta, kv.capture())
         self._job.add_done_callback(lambda _: self._on_done())
+
+    def _keep_before(self, applied: int) -> int:
+        """How many entries up to ``applied`` the log keeps once a snapshot at ``applied`` is
+        taken: at most ``KEEP_MAX`` and a quarter of the log, and no more once their data
+        passes ``KEEP_BYTES``."""
+        most = min(KEEP_MAX, applied // 4, applied - self.storage.first_index() + 1)
+        if most <= 0:
+            return 0
+        size = 0
+        recent = self.storage.entries(applied - most + 1, applied + 1)
+        for kept, e in enumerate(reversed(recent), start=1):
+            size += len(e.data)
+            if size > KEEP_BYTES:
+                return kept
+        return most
 
     def _write(self, meta: SnapshotMeta, capture: KvCapture) -> Snapshot:
         snap = Snapshot(meta, capture.encode())

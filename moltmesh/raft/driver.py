@@ -45,7 +45,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consensus.errors import ConfChangeError, DecodeError, NotLeader
+from consensus.errors import ConfChangeError, DecodeError, LocalProtocolError, NotLeader
 from consensus.kv import Batched, KvResult, KvStore
 from consensus.kv_types import (
     KV_CODEC,
@@ -80,7 +80,9 @@ log = logging.getLogger("moltmesh.raft")
 ELECTION_LATE_CHECK_S = 0.002
 """A follower whose election timer is overdue first lets the network run this long."""
 BATCH_BYTES = MAX_COMMAND_BYTES // 2
-"""Encoded commands one ``Batch`` entry carries at most (bytes; a larger command goes alone)."""
+"""Encoded commands one ``Batch`` entry carries at most (bytes; a larger command goes alone),
+unless the Raft config's ``max_bytes_per_msg`` is smaller: an entry is never split across
+messages, and a batch larger than a message could not be sent once the mesh's frame cap is."""
 _BATCH_TYPE = bytes((KV_CODEC.type_id(Batch),))
 
 
@@ -136,6 +138,7 @@ class RaftDriver:
         self.node = self._new_node()
         self._applied_commands = 0  # KV commands applied by this process (compaction counts)
         self._queued: list[_Proposal] = []  # proposed, not yet in the log (_flush_proposals)
+        self._batch_bytes = min(BATCH_BYTES, config.max_bytes_per_msg)
         self._proposals: dict[int, list[_Proposal]] = {}  # log index -> the entry's proposals
         self._deadlines: list[tuple[float, int, _Proposal]] = []  # (loop time, seq, proposal)
         self._seq = itertools.count()  # heap tie-breaker: proposals are never compared
@@ -249,8 +252,11 @@ class RaftDriver:
         were proposed, at the Ready loop's next turn: ``_flush_proposals``).
 
         No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
-        wakes for the earliest), so a proposal costs a future and a heap push. ``ValueError``
-        for an encoded ``Batch``: batches are formed here, from single commands."""
+        wakes for the earliest), so a proposal costs a future and a heap push. Raises at once
+        ``LocalProtocolError`` for ``data`` not ``bytes`` or over ``MAX_COMMAND_BYTES`` and
+        ``ValueError`` for an encoded ``Batch`` (batches are formed here, from single commands)."""
+        if type(data) is not bytes or len(data) > MAX_COMMAND_BYTES:
+            raise LocalProtocolError(f"a proposal is at most {MAX_COMMAND_BYTES} bytes (bytes)")
         if command is None and data[:1] == _BATCH_TYPE:
             raise ValueError("a batch cannot be proposed; propose its commands")
         self.node.check_writable()
@@ -278,7 +284,7 @@ class RaftDriver:
             key = None if p.command is None else batch_key(p.command)
             if group and (
                 key is None or key in keys or len(group) == MAX_BATCH_COMMANDS
-                or size + len(p.data) > BATCH_BYTES
+                or size + len(p.data) > self._batch_bytes
             ):  # fmt: skip
                 self._propose_group(group)
                 group, size = [], 0
@@ -293,18 +299,21 @@ class RaftDriver:
             self._propose_group(group)
 
     def _propose_group(self, group: list[_Proposal]) -> None:
-        """Propose ``group`` as one entry (a ``Batch`` when it holds more than one)."""
-        if len(group) == 1:
-            data = group[0].data
-        else:
-            data = encode_command(Batch(tuple([p.data for p in group])))
+        """Propose ``group`` as one entry (a ``Batch`` when it holds more than one). A failure
+        is its members' (they never entered the log), never the Ready loop's."""
         node = self.node
         try:
+            if len(group) == 1:
+                data = group[0].data
+            else:
+                data = encode_command(Batch(tuple([p.data for p in group])))
             index = node.propose(data, now_us())
-        except NotLeader:  # lost leadership since ``propose`` checked: never in the log
+        except Exception as e:  # NotLeader: leadership lost since ``propose`` checked
             self.stats.proposals_failed += len(group)
+            if not isinstance(e, NotLeader):
+                log.exception("raft: a proposal could not enter the log")
             for p in group:
-                p.future.set_exception(NotLeader(node.leader_id))
+                p.future.set_exception(NotLeader(node.leader_id) if isinstance(e, NotLeader) else e)
             return
         self.stats.proposal_entries += 1
         term = node.term

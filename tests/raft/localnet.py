@@ -30,7 +30,7 @@ class LocalNode:
     async def start(self) -> None:
         storage = DiskStorage.open(self.root / self.id, fsync=False)
         self.driver = RaftDriver(
-            self.id, storage, RaftConfig.local(), lambda dst, msgs: self.kv.send_raft(dst, msgs),
+            self.id, storage, self.net.raft_config, lambda dst, msgs: self.kv.send_raft(dst, msgs),
             bootstrap=self.bootstrap, snapshot_entries=self.net.snapshot_entries,
             kv_retain=self.net.kv_retain,
             seed=hash(self.id) & 0xFFFF,
@@ -53,7 +53,9 @@ class LocalNode:
 
 class LocalNet:
     def __init__(self, root: Path, ids: list[str], snapshot_entries: int = 10_000,
-                 max_learners: int = 2, kv_retain: int = 10_000) -> None:  # fmt: skip
+                 max_learners: int = 2, kv_retain: int = 10_000,
+                 raft_config: RaftConfig | None = None) -> None:  # fmt: skip
+        self.raft_config = raft_config or RaftConfig.local()
         self.snapshot_entries = snapshot_entries
         self.max_learners = max_learners
         self.kv_retain = kv_retain
@@ -111,9 +113,11 @@ async def eventually(cond, timeout: float = 10.0, what: str = "condition") -> No
 
 
 @contextlib.asynccontextmanager
-async def three_voters_led_by_a(root: Path) -> AsyncIterator[LocalNet]:
+async def three_voters_led_by_a(
+    root: Path, raft_config: RaftConfig | None = None
+) -> AsyncIterator[LocalNet]:
     """A started group of voters a, b and c (no learners) once a leads it; stopped on exit."""
-    net = LocalNet(root, ["a", "b", "c"], max_learners=0)
+    net = LocalNet(root, ["a", "b", "c"], max_learners=0, raft_config=raft_config)
     await net.start()
     try:
         a = net.nodes["a"]

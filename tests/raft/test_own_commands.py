@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from consensus.errors import LocalProtocolError
 from consensus.kv import KvStore
+from consensus.kv_types import Put, encode_command
 from moltmesh.raft.kvservice import CasMismatch
+from moltmesh.raft.runtime import raft_config
 from tests.raft.localnet import eventually, three_voters_led_by_a
 
 
@@ -84,3 +89,29 @@ async def test_a_write_queued_when_leadership_moves_is_forwarded_to_the_new_lead
         assert a.driver.stats.proposals_failed == 1
         kv = (await net.nodes["b"].kv.get("k"))[0]
         assert kv is not None and kv.value == b"moved" and kv.mod_revision == result.revision
+
+
+async def test_a_batch_never_outgrows_a_raft_message_so_a_small_frame_cap_still_commits(
+    tmp_path,
+) -> None:
+    """With a 64 KiB mesh frame (a Raft message is at most a quarter of it), 100 concurrent
+    1 kB puts must not become one entry too large to send: each batch fits a message."""
+    frame = 64 * 1024
+    async with three_voters_led_by_a(tmp_path, raft_config("local", frame)) as net:
+        for n in net.nodes.values():
+            n.kv.set_frame_limit(frame)
+        a = net.nodes["a"]
+        entries = a.driver.stats.proposal_entries
+        puts = [a.kv.put(f"k{i}", bytes(1000), timeout=5.0) for i in range(100)]
+        await asyncio.wait_for(asyncio.gather(*puts), 20)  # all acknowledged
+        assert 7 <= a.driver.stats.proposal_entries - entries < 100  # ≥ 100 kB / 16 KiB
+        assert all(n.kv.stats.oversize_dropped == 0 for n in net.nodes.values())
+
+
+async def test_a_proposal_that_is_not_bytes_fails_its_caller_not_the_raft_loop(tmp_path) -> None:
+    async with three_voters_led_by_a(tmp_path) as net:
+        a = net.nodes["a"]
+        with pytest.raises(LocalProtocolError):
+            await a.kv.propose(bytearray(encode_command(Put("k", b"v"))), 1.0)  # type: ignore[arg-type]
+        await a.kv.put("k", b"after")  # the loop still runs
+        assert (await a.kv.get("k"))[0].value == b"after"  # type: ignore[union-attr]

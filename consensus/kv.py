@@ -215,7 +215,7 @@ class KvStore:
         """Drop events older than ``revision``; reads at ``revision`` or later stay possible."""
         if revision <= self._compacted:
             return
-        cut = bisect.bisect_left(self._events, revision, key=lambda e: e.revision)
+        cut = bisect.bisect_left(self._events, revision, key=_revision_of)
         del self._events[:cut]
         self._compacted = revision
 
@@ -232,7 +232,7 @@ class KvStore:
 
     def _undone_after(self, revision: int) -> list[Event]:
         """Events after ``revision``, newest first (undoing them gives the state at it)."""
-        cut = bisect.bisect_right(self._events, revision, key=lambda e: e.revision)
+        cut = bisect.bisect_right(self._events, revision, key=_revision_of)
         return self._events[cut:][::-1]
 
     def get(self, key: str, revision: int | None = None) -> KeyValue | None:
@@ -272,7 +272,9 @@ class KvStore:
         the revision it read at + 1)."""
         if since < self._compacted:
             raise CompactedRevisionError(since, self._compacted)
-        start = bisect.bisect_left(self._events, since, key=lambda e: e.revision)
+        start = bisect.bisect_left(self._events, since, key=_revision_of)
+        if not prefix:
+            return self._events[start:]
         return [e for e in self._events[start:] if e.key.startswith(prefix)]
 
     def items(self) -> Iterable[KeyValue]:
@@ -378,3 +380,7 @@ def _kv_list(kv: KeyValue) -> list[object]:
 
 def _key_of(kv: KeyValue) -> str:
     return kv.key
+
+
+def _revision_of(event: Event) -> int:
+    return event.revision

@@ -39,9 +39,16 @@ class ChangeWaiters:
         """Wake the waiters whose prefix a key of ``events`` starts with; ``None`` (anything
         may have changed: a snapshot replaced the store, or the changes were compacted away)
         wakes all."""
+        if not self._waiting:
+            return
+        if events is not None:  # one C-level prefix test per event finds the few that matter
+            prefixes = tuple(set(self._waiting.values()))
+            keys = [e.key for e in events if e.key.startswith(prefixes)]
+            if not keys:
+                return
         for fut, prefix in list(self._waiting.items()):
             if fut.done():  # cancelled; its done callback has not run yet
                 continue
-            if events is None or any(e.key.startswith(prefix) for e in events):
+            if events is None or any(k.startswith(prefix) for k in keys):
                 del self._waiting[fut]
                 fut.set_result(None)

@@ -27,6 +27,11 @@ async def test_only_matching_changes_wake_a_waiter() -> None:
     assert len(waiters) == 1
     waiters.notify(None)  # anything may have changed
     assert mesh.done() and len(waiters) == 0
+    everything, mesh, config = waiters.wait(""), waiters.wait("mesh/"), waiters.wait("mesh/c")
+    waiters.notify([])
+    assert not everything.done()
+    waiters.notify([_put("k1"), _put("mesh/a")])
+    assert everything.done() and mesh.done() and not config.done()
 
 
 async def test_a_waiter_that_gives_up_is_forgotten() -> None:

@@ -37,7 +37,9 @@ def add_parser(sub: Any) -> None:
     watch.add_argument("key")
     watch.add_argument("--prefix", action="store_true", help="every key under KEY")
     watch.add_argument("--since", type=int, default=0, help="from this revision (0: from now)")
-    watch.add_argument("--count", type=int, default=0, help="stop after this many events")
+    watch.add_argument("--count", type=int, default=0,
+                       help="stop after this many events, at the end of a revision (writes "
+                       "that reach the leader together share one)")  # fmt: skip
     for p in (get, put, dele, ls, watch):
         add_node_config_flags(p)
         p.set_defaults(func=cmd_kv)
@@ -118,9 +120,11 @@ def _watch(args: argparse.Namespace) -> int:
         code, body = _call(args, "GET", f"/v1/kv/{q(args.key)}?watch=1&since={since}{prefix}")
         if code != 200:
             return _fail(code, body)
-        for e in body["events"]:
+        events = body["events"]
+        for i, e in enumerate(events):
             print(json.dumps(e), flush=True)
             since = e["revision"] + 1
             seen += 1
-            if args.count and seen >= args.count:
+            last_of_revision = i + 1 == len(events) or events[i + 1]["revision"] != e["revision"]
+            if args.count and seen >= args.count and last_of_revision:
                 return 0

@@ -4,6 +4,9 @@ never a 500, a hang or a write proposed anyway; a watch without a key watches ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import json
 from pathlib import Path
 
 import aiohttp
@@ -72,3 +75,24 @@ async def test_a_watch_without_a_key_watches_every_key(api) -> None:
         assert [(e["key"], e["revision"]) for e in (await r.json())["events"]] == [
             ("any/where", rev)
         ]
+
+
+async def test_kv_watch_count_stops_at_the_end_of_a_revision(tmp_path: Path) -> None:
+    """Writes that reach the leader together share one revision: ``moltmesh kv watch --count``
+    never stops in the middle of one (a watcher resuming at revision + 1 would miss the rest)."""
+    data = tmp_path / "n"
+    assert main(["mesh", "init", "--data-dir", str(data)]) == 0
+    config = config_for(data)
+    config.api.port = 0
+    async with Node(config) as node:
+        await node.kv.put("seed", b"1")
+        since = node.kv.local.revision + 1
+        writes = await asyncio.gather(*(node.kv.put(f"w/{i}", b"v") for i in range(5)))
+        assert len({w.revision for w in writes}) == 1  # one entry
+        out = io.StringIO()
+        argv = ["kv", "watch", "w/", "--prefix", "--since", str(since), "--count", "2",
+                "--data-dir", str(data)]  # fmt: skip
+        with contextlib.redirect_stdout(out):
+            assert await asyncio.to_thread(main, argv) == 0
+        events = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert sorted(e["key"] for e in events) == [f"w/{i}" for i in range(5)]

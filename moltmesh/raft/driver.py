@@ -47,15 +47,13 @@ from dataclasses import dataclass
 
 from consensus.errors import ConfChangeError, DecodeError, LocalProtocolError, NotLeader
 from consensus.kv import Batched, KvResult, KvStore
+from consensus.kv_batch import BATCH_BYTES, entry_data, group_commands
 from consensus.kv_types import (
     KV_CODEC,
-    MAX_BATCH_COMMANDS,
     MAX_COMMAND_BYTES,
     Batch,
     CompactedRevisionError,
     KvCommand,
-    batch_key,
-    encode_command,
 )
 from consensus.messages import AppendEntries, ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
@@ -79,10 +77,9 @@ log = logging.getLogger("moltmesh.raft")
 
 ELECTION_LATE_CHECK_S = 0.002
 """A follower whose election timer is overdue first lets the network run this long."""
-BATCH_BYTES = MAX_COMMAND_BYTES // 2
-"""Encoded commands one ``Batch`` entry carries at most (bytes; a larger command goes alone),
-unless the Raft config's ``max_bytes_per_msg`` is smaller: an entry is never split across
-messages, and a batch larger than a message could not be sent once the mesh's frame cap is."""
+# A Batch entry carries at most BATCH_BYTES of commands, or the Raft config's
+# max_bytes_per_msg when smaller: an entry is never split across messages, and a batch larger
+# than a message could not be sent through the mesh's frame cap.
 _BATCH_TYPE = bytes((KV_CODEC.type_id(Batch),))
 
 
@@ -270,44 +267,21 @@ class RaftDriver:
         return await fut
 
     def _flush_proposals(self) -> None:
-        """Put the queued proposals into the log, in their order. A run of them whose commands
-        may be batched (``batch_key``) and touch distinct keys shares one ``Batch`` entry (up to
-        ``MAX_BATCH_COMMANDS`` and ``BATCH_BYTES``); any other is an entry of its own. Those
-        cancelled or expired meanwhile are left out."""
-        queued, self._queued = self._queued, []
-        group: list[_Proposal] = []
-        keys: set[str] = set()
-        size = 0
-        for p in queued:
-            if p.future.done():
-                continue
-            key = None if p.command is None else batch_key(p.command)
-            if group and (
-                key is None or key in keys or len(group) == MAX_BATCH_COMMANDS
-                or size + len(p.data) > self._batch_bytes
-            ):  # fmt: skip
-                self._propose_group(group)
-                group, size = [], 0
-                keys.clear()
-            if key is None:
-                self._propose_group([p])
-                continue
-            group.append(p)
-            keys.add(key)
-            size += len(p.data) + 5  # + msgpack's bin header, at most
-        if group:
-            self._propose_group(group)
+        """Put the queued proposals into the log, in their order, grouped into entries by
+        ``consensus.kv_batch.group_commands`` (distinct keys per ``Batch``, at most
+        ``_batch_bytes`` of commands). Those cancelled or expired meanwhile are left out."""
+        queued = [p for p in self._queued if not p.future.done()]
+        self._queued = []
+        commands = [(p.command, p.data) for p in queued]
+        for positions in group_commands(commands, max_bytes=self._batch_bytes):
+            self._propose_group([queued[i] for i in positions])
 
     def _propose_group(self, group: list[_Proposal]) -> None:
         """Propose ``group`` as one entry (a ``Batch`` when it holds more than one). A failure
         is its members' (they never entered the log), never the Ready loop's."""
         node = self.node
         try:
-            if len(group) == 1:
-                data = group[0].data
-            else:
-                data = encode_command(Batch(tuple([p.data for p in group])))
-            index = node.propose(data, now_us())
+            index = node.propose(entry_data([p.data for p in group]), now_us())
         except Exception as e:  # NotLeader: leadership lost since ``propose`` checked
             self.stats.proposals_failed += len(group)
             if not isinstance(e, NotLeader):

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from consensus.kv import Batch, Batched, Cas, CasFailed, Compact, Delete, KvStore, Ok, Put, Rejected
-from consensus.kv_types import MAX_BATCH_COMMANDS, encode_command
+from consensus.kv_batch import entry_data, group_commands
+from consensus.kv_types import MAX_BATCH_COMMANDS, decode_batch, decode_command, encode_command
 from consensus.messages import Entry
 
 
@@ -83,3 +84,38 @@ def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> Non
         theirs = follower.apply_entry(entry(index, Batch(tuple(encode_command(c) for c in cmds))))
         assert mine == theirs, f"seed {seed}, entry {index}"
     assert leader.snapshot() == follower.snapshot(), f"seed {seed}"
+
+
+# --- which proposals share an entry -------------------------------------------------------
+
+
+def _cmds(*cmds: Put | Delete | Compact) -> list[tuple[Put | Delete | Compact, bytes]]:
+    return [(c, encode_command(c)) for c in cmds]
+
+
+def test_writes_group_by_distinct_keys_in_order() -> None:
+    cmds = _cmds(Put("a", b"1"), Put("b", b"2"), Delete("c"), Put("a", b"3"), Put("b", b"4"))
+    assert group_commands(cmds) == [[0, 1, 2], [3, 4]]  # "a" again starts the next entry
+
+
+def test_a_command_that_may_not_be_batched_goes_alone() -> None:
+    cmds = _cmds(Put("a", b"1"), Compact(3), Put("b", b"2"), Put("c", b"3"))
+    assert group_commands(cmds) == [[0], [1], [2, 3]]
+    raw = [(None, b"only bytes"), *_cmds(Put("a", b"1"))]  # a command known by its bytes alone
+    assert group_commands(raw) == [[0], [1]]
+
+
+def test_group_size_and_bytes_are_capped() -> None:
+    cmds = _cmds(*(Put(f"k{i}", b"v") for i in range(7)))
+    assert group_commands(cmds, max_commands=3) == [[0, 1, 2], [3, 4, 5], [6]]
+    size = len(cmds[0][1]) + 5
+    assert group_commands(cmds, max_bytes=2 * size) == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+def test_entry_data_is_the_plain_command_alone_and_a_batch_otherwise() -> None:
+    one = encode_command(Put("a", b"1"))
+    assert entry_data([one]) == one
+    two = [one, encode_command(Delete("b"))]
+    batch = decode_command(entry_data(two))
+    assert isinstance(batch, Batch)
+    assert decode_batch(batch) == [Put("a", b"1"), Delete("b")]

@@ -12,19 +12,12 @@ import pytest
 
 from consensus.kv import KvStore
 from consensus.kv_types import (
-    MAX_BATCH_COMMANDS,
     Batch,
-    Compact,
-    Delete,
     Event,
-    Put,
-    decode_batch,
     decode_command,
-    encode_command,
 )
 from sim.cluster import ms
 from sim.errors import InvariantViolation
-from sim.kv_batch import BATCH_BYTES, entry_data, group_commands
 from sim.kv_cli import scenario_of
 from sim.kv_clients import KvClients, Pending, leader_of
 from sim.kv_run import (
@@ -40,47 +33,6 @@ from sim.kv_run import (
 from sim.linearizability import Operation, check
 
 SEEDS = (0, 1, 2)
-
-
-def _cmds(*cmds: Put | Delete | Compact) -> list[tuple[Put | Delete | Compact, bytes]]:
-    return [(c, encode_command(c)) for c in cmds]
-
-
-# --- grouping by the driver's rules ------------------------------------------------------------
-
-
-def test_writes_group_by_distinct_keys_in_order() -> None:
-    cmds = _cmds(Put("a", b"1"), Put("b", b"2"), Delete("c"), Put("a", b"3"), Put("b", b"4"))
-    assert group_commands(cmds) == [[0, 1, 2], [3, 4]]  # "a" again starts the next entry
-
-
-def test_a_command_that_may_not_be_batched_goes_alone() -> None:
-    cmds = _cmds(Put("a", b"1"), Compact(3), Put("b", b"2"), Put("c", b"3"))
-    assert group_commands(cmds) == [[0], [1], [2, 3]]
-
-
-def test_group_size_and_bytes_are_capped() -> None:
-    cmds = _cmds(*(Put(f"k{i}", b"v") for i in range(7)))
-    assert group_commands(cmds, max_commands=3) == [[0, 1, 2], [3, 4, 5], [6]]
-    size = len(cmds[0][1]) + 5
-    assert group_commands(cmds, max_bytes=2 * size) == [[0, 1], [2, 3], [4, 5], [6]]
-
-
-def test_the_limits_are_the_drivers() -> None:
-    """The simulator may not import the node (DESIGN §1); its copy of the byte cap must match."""
-    from moltmesh.raft import driver
-
-    assert BATCH_BYTES == driver.BATCH_BYTES
-    assert driver.MAX_BATCH_COMMANDS == MAX_BATCH_COMMANDS
-
-
-def test_entry_data_is_the_plain_command_alone_and_a_batch_otherwise() -> None:
-    one = encode_command(Put("a", b"1"))
-    assert entry_data([one]) == one
-    two = [one, encode_command(Delete("b"))]
-    batch = decode_command(entry_data(two))
-    assert isinstance(batch, Batch)
-    assert decode_batch(batch) == [Put("a", b"1"), Delete("b")]
 
 
 # --- whole runs ------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class RequestedOutput:
     binary: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     """A decoded infer request. ``outputs`` is None when the client wants every output."""
 
@@ -85,7 +85,8 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     """
     if (
         header_length is not None
-        and 0 <= header_length <= min(len(body), MAX_PLANNED_HEADER)
+        and 0 <= header_length <= MAX_PLANNED_HEADER
+        and header_length <= len(body)
         and type(body) is bytes  # a bytearray's slice cannot be a dict key
     ):
         plan = _PLANS.get(body[:header_length])
@@ -176,11 +177,16 @@ class _HeaderPlan:
     parameters: dict[str, Any]
 
     def apply(self, body: bytes, header_length: int) -> InferRequest:
-        inputs: dict[str, np.ndarray] = {}
-        offset = header_length
-        for p in self.inputs:
-            inputs[p.name] = np.frombuffer(body, p.dtype, p.count, offset).reshape(p.shape)
-            offset += p.size
+        if len(self.inputs) == 1:  # the common case: no loop, no offset bookkeeping
+            p = self.inputs[0]
+            array = np.frombuffer(body, p.dtype, p.count, header_length).reshape(p.shape)
+            inputs = {p.name: array}
+        else:
+            inputs = {}
+            offset = header_length
+            for p in self.inputs:
+                inputs[p.name] = np.frombuffer(body, p.dtype, p.count, offset).reshape(p.shape)
+                offset += p.size
         outputs = None if self.outputs is None else list(self.outputs)
         return InferRequest(
             inputs, outputs, self.binary_output, self.request_id, dict(self.parameters)

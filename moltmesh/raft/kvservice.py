@@ -27,7 +27,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.errors import DecodeError, NotLeader
@@ -202,12 +202,20 @@ class ClusterKv:
         copy elsewhere."""
         return self.driver.kv if self.driver.is_member() else self.follow.kv
 
-    def _change_under(self, prefix: str) -> Awaitable[object]:
-        """Done at the local copy's next change: on a member, only a change under ``prefix``
-        (``ChangeWaiters``); on the followed copy, any."""
+    async def _change_under(self, prefix: str) -> None:
+        """Return at the local copy's next change: on a member, only a change under ``prefix``
+        (``ChangeWaiters``); on the followed copy, any, or this node joining the group (the
+        driver wakes all its waiters when membership flips: reads move to its copy)."""
+        joined = self.driver.changes.wait(prefix)
         if self.driver.is_member():
-            return self.driver.changes.wait(prefix)
-        return self.follow.changed.wait()
+            await joined
+            return
+        followed = asyncio.ensure_future(self.follow.changed.wait())
+        try:
+            await asyncio.wait((joined, followed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+            followed.cancel()
 
     def members(self) -> tuple[str, ...]:
         if self.driver.is_member():

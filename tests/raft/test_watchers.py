@@ -91,7 +91,8 @@ async def test_writes_elsewhere_do_not_wake_a_watch(tmp_path, monkeypatch) -> No
 
 async def test_a_watch_wakes_when_its_node_leaves_the_group(tmp_path, monkeypatch) -> None:
     """A node that leaves the group reads the followed copy from then on: a watch waiting on
-    the Raft copy wakes at once to look there, not at its next re-arm."""
+    the Raft copy wakes at once to look there, not at its next re-arm; and the other way round
+    when the node joins again."""
     monkeypatch.setattr(kvservice, "WATCH_REARM_S", 600.0)  # only a wake-up can end the wait
     async with three_voters_led_by_a(tmp_path) as net:
         a = net.nodes["a"]
@@ -105,4 +106,12 @@ async def test_a_watch_wakes_when_its_node_leaves_the_group(tmp_path, monkeypatc
         await eventually(lambda: not a.driver.is_member(), 10, "a left the group")
         await eventually(waiting.done, 5, "the watch woke")
         assert not watch.done()  # it went on waiting, on the followed copy now
-        watch.cancel()
+        # and back: once a is a member again, the watch reads the Raft copy at once
+        await eventually(lambda: net.leader() not in (None, a), 10, "b or c leads")
+        leader = net.leader()
+        assert leader is not None
+        await leader.driver.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "a"), 5)
+        await eventually(a.driver.is_member, 10, "a is back in the group")
+        rev = (await leader.kv.put("mesh/back", b"1")).revision
+        events, _ = await asyncio.wait_for(watch, 10)
+        assert ("mesh/back", rev) in [(e.key, e.revision) for e in events]

@@ -142,6 +142,7 @@ class RaftDriver:
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count(1)
         self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None  # wakes the loop (``_wake_at``)
         self._applied = asyncio.Event()  # set and replaced on every apply
         self.changes = ChangeWaiters()  # woken by the changes each Ready applies
         self._removed = False  # see ``mark_removed``
@@ -183,6 +184,9 @@ class RaftDriver:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.compactor.stop()
         for p in self._queued:
             if not p.future.done():
@@ -422,9 +426,25 @@ class RaftDriver:
             wait = None if deadline is None else max(0.0, (deadline - now_us()) / 1e6)
             if expiry is not None:
                 wait = expiry if wait is None else min(wait, expiry)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            if wait is not None:
+                self._wake_at(asyncio.get_running_loop().time() + wait)
+            await self._wake.wait()
+
+    def _wake_at(self, when: float) -> None:
+        """Have the loop woken at loop time ``when`` at the latest. One timer serves many
+        waits: an armed one that fires no later is kept (a follower's election deadline moves
+        on with every append; firing early only costs the loop one look), so a wait costs no
+        timer of its own."""
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     def _handle_ready(self, rd: Ready) -> None:
         """Handle ``rd`` in the contract's order (see the module docstring)."""

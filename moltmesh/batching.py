@@ -75,12 +75,15 @@ class _Batch:
     """Requests waiting to run together: their inputs, row counts and futures, in join order."""
 
     __slots__ = (
-        "armed", "deadlines", "futures", "inputs", "key", "outputs", "rows", "running", "timer",
-        "total", "waiting_on",
+        "armed", "deadlines", "futures", "inputs", "key", "loop", "outputs", "rows", "running",
+        "timer", "total", "waiting_on",
     )  # fmt: skip
 
-    def __init__(self, key: tuple[Any, ...], outputs: Sequence[str] | None) -> None:
+    def __init__(
+        self, key: tuple[Any, ...], outputs: Sequence[str] | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.key = key
+        self.loop = loop
         self.outputs = outputs
         self.inputs: list[Mapping[str, np.ndarray]] = []
         self.rows: list[int] = []
@@ -115,7 +118,6 @@ class Batcher:
         self._on_batch = on_batch
         self._model = model
         self._open: dict[tuple[Any, ...], _Batch] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it is confined to
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._active = True
         self._singles = 0
@@ -142,9 +144,6 @@ class Batcher:
         rows, key = _rows_and_key(inputs, outputs)
         if rows is None or rows > self._max_batch:
             return None
-        loop = self._loop
-        if loop is None:  # the loop of the first join (each get_running_loop() is a getpid())
-            loop = self._loop = asyncio.get_running_loop()
         batch = self._open.get(key)
         if batch is None or batch.total + rows > self._max_batch:
             if not self._active:
@@ -152,12 +151,13 @@ class Batcher:
                     self._until_probe -= 1
                     return None
                 self._until_probe = PROBE_EVERY - 1
-            batch = _Batch(key, outputs)
-            self._open[key] = batch
+            loop = asyncio.get_running_loop()  # once per batch, not per request
+            batch = _Batch(key, outputs, loop)
             task = loop.create_task(self._run(batch))
+            self._open[key] = batch  # only once its task exists
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        future: asyncio.Future[Outputs] = loop.create_future()
+        future: asyncio.Future[Outputs] = batch.loop.create_future()
         batch.inputs.append(inputs)
         batch.rows.append(rows)
         batch.deadlines.append(deadline)
@@ -172,8 +172,7 @@ class Batcher:
             batch.timer.cancel()
         batch.armed = deadline
         delay = deadline - time.monotonic()
-        assert self._loop is not None  # set by the join that armed it
-        batch.timer = self._loop.call_later(delay, self._expire, batch)
+        batch.timer = batch.loop.call_later(delay, self._expire, batch)
 
     def _expire(self, batch: _Batch) -> None:
         """The batch's timer: fail members whose deadline has passed, re-arm for the next."""

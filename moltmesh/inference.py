@@ -309,6 +309,7 @@ class InferenceService:
                 f"got {deadline - now} s"
             )
         elif deadline <= now:
+            self._rejected_deadline.inc()
             raise DeadlineExceeded("deadline passed before the request could run")
         self._admitted += 1
         try:
@@ -462,8 +463,10 @@ class InferenceService:
         self.stop_accepting()
         try:
             if self._admitted:  # (no Event set and cleared by every request: a future, now)
-                self._drained = asyncio.get_running_loop().create_future()
-                await asyncio.wait_for(self._drained, grace_s)
+                if self._drained is None or self._drained.done():
+                    self._drained = asyncio.get_running_loop().create_future()
+                # shielded: one closer's timeout or cancellation must not cancel the others' wait
+                await asyncio.wait_for(asyncio.shield(self._drained), grace_s)
         except TimeoutError:
             log_event(log, "inference.drain_timeout", logging.WARNING, admitted=self._admitted)
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -11,10 +11,11 @@ import aiohttp
 import numpy as np
 import pytest
 
-from moltmesh import Node, NodeConfig, v2
+from moltmesh import Node, v2
 from moltmesh.client import decode_answer
 from tests.models import tiny_reference
 from tests.moltmesh.serving import serving_node
+from tests.moltmesh.test_node import config_for
 
 
 @pytest.fixture
@@ -95,12 +96,9 @@ async def test_binary_infer_repeated_answers_each_request(node: Node):
 async def test_body_over_the_limit_is_413_and_under_it_is_read(
     tmp_path: Path, model_repo: Path, chunked: bool
 ):
-    config = NodeConfig(data_dir=tmp_path / "data")
+    config = config_for(tmp_path, model_repo)
     config.api.port = 0
     config.api.max_body_bytes = 4096
-    config.runtime.model_repository = [model_repo]
-    config.runtime.bundled_models = False
-    config.runtime.warmup_runs = 1
 
     def payload(n: int) -> bytes:
         x = np.full((n, 3), 0.5, np.float32)

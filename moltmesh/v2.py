@@ -270,10 +270,14 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
 
 def _json_floats(name: str, datatype: str, data: Any) -> np.ndarray:
     """Float data, converted in one pass (the JSON path's hot spot). Refused: null (numpy makes
-    it NaN, so it is looked for only when a NaN appears) and data that starts with text or
-    booleans (only the first value is looked at: a second full pass costs as much again)."""
+    it NaN), numbers beyond the datatype's range (numpy makes them infinite: 1e39 in FP32,
+    70000 in FP16) and data that starts with text or booleans (only the first value is looked
+    at: a second full pass over the Python values costs as much again). NaN and Infinity
+    literals stay what they are, as binary data can carry them too. The extra checks run only
+    when the converted array holds a non-finite value."""
     try:
-        array = np.asarray(data, dtype=DTYPES[datatype]).ravel()
+        with np.errstate(over="ignore"):  # out of range: refused below, not warned about
+            array = np.asarray(data, dtype=DTYPES[datatype]).ravel()
     except (TypeError, ValueError, OverflowError) as e:
         raise V2Error(f"input {name!r}: data is not {datatype}: {e}") from None
     leaf = _first_leaf(data)
@@ -281,8 +285,12 @@ def _json_floats(name: str, datatype: str, data: Any) -> np.ndarray:
         raise V2Error(f"input {name!r}: data is not {datatype}: it holds text")
     if isinstance(leaf, bool) and np.asarray(data).dtype == np.bool_:
         raise V2Error(f"input {name!r}: data is boolean, datatype says {datatype}")
-    if np.isnan(array).any() and np.asarray(data).dtype == np.object_:
-        raise V2Error(f"input {name!r}: data is not {datatype}: it holds null")
+    if not np.isfinite(array).all():
+        if np.asarray(data).dtype == np.object_:
+            raise V2Error(f"input {name!r}: data is not {datatype}: it holds null")
+        sent = np.asarray(data, dtype=np.float64).ravel()
+        if (np.isinf(array) & np.isfinite(sent)).any():
+            raise V2Error(f"input {name!r}: data holds a number beyond {datatype}'s range")
     return array
 
 

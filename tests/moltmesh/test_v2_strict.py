@@ -26,6 +26,9 @@ def request(datatype: str, data: Any, shape: list[int] | None = None, **top: Any
         ("FP32", [1.0, None, 2.0], "null"),
         ("FP64", [[1.0], [None]], "null"),
         ("FP32", ["1.5"], "text"),
+        ("FP32", [1.0, 1e39], "FP32's range"),  # numpy would make it inf
+        ("FP16", [70000.0], "FP16's range"),
+        ("FP16", [float("inf"), 70000.0], "FP16's range"),
         ("INT32", [1.9], "integer"),
         ("INT64", [1, 2.5], "integer"),
         ("INT32", [None], "null"),
@@ -71,10 +74,10 @@ def test_json_data_of_its_datatype_is_exact(datatype: str, data: list, expected:
     assert array.tolist() == expected
 
 
-def test_nan_literals_stay_nan_for_floats():
-    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[NaN, 1.0]}]}'
+def test_nan_and_infinity_literals_stay_what_they_are_for_floats():
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"data":[NaN, 1.0, -Infinity]}]}'
     array = v2.parse_infer_request(body, None).inputs["x"]
-    assert np.isnan(array[0]) and array[1] == 1.0
+    assert np.isnan(array[0]) and array[1] == 1.0 and array[2] == -np.inf
 
 
 @pytest.mark.parametrize("flag", ["false", "true", 0, 1, None, [True]])

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.kv_batch import BATCH_BYTES, entry_data, group_commands
-
-__all__ = ["BATCH_BYTES", "BatchStats", "entry_data", "group_commands"]
-
 
 @dataclass(slots=True)
 class BatchStats:

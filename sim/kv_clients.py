@@ -40,6 +40,7 @@ from typing import Any
 from consensus.core import Micros, NodeId
 from consensus.errors import NotLeader
 from consensus.kv import Batched, Cas, CasFailed, Delete, Ok, Put
+from consensus.kv_batch import entry_data, group_commands
 from consensus.kv_types import KvCommand, encode_command
 from consensus.raft import RaftNode, ReadIndexFailed, Ready, Role
 
@@ -47,7 +48,7 @@ from .adapter import SimNode
 from .cluster import Cluster, Observer, ms
 from .errors import InvariantViolation
 from .kv_adapter import KvApp
-from .kv_batch import BatchStats, entry_data, group_commands
+from .kv_batch import BatchStats
 from .linearizability import Operation
 from .raft_checkers import RaftChecker
 

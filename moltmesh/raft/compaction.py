@@ -80,13 +80,13 @@ class Compactor:
         """A snapshot is being written, or written and not yet taken by the log (``poll``)."""
         return self._job is not None
 
-    def due(self, applied: int, commands: int = 0) -> bool:
+    def due(self, applied: int, commands: int) -> bool:
         if self._job is not None:
             return False
         held = max(self.storage.snapshot_index(), self.storage.first_index() - 1)
         return applied - held >= self.every or commands - self._snapshot_at >= self.every
 
-    def maybe_start(self, applied: int, conf: ConfState, kv: KvStore, commands: int = 0) -> None:
+    def maybe_start(self, applied: int, conf: ConfState, kv: KvStore, commands: int) -> None:
         """Snapshot ``kv`` (which reflects exactly ``applied``) if one is due and none is
         being written; ``settle_gc`` if due (called after each apply). ``commands``: the KV
         commands applied so far by this process (a running count)."""

@@ -87,14 +87,24 @@ back to ``retain`` (amortised cost; deterministic)."""
 
 
 class KvStore:
-    """A versioned KV state machine; see the module docstring for its contract."""
+    """A versioned KV state machine; see the module docstring for its contract.
+
+    History is kept column-wise (a revision, key, new value and previous value per change,
+    in four parallel lists) rather than as one ``Event`` per change: a write allocates only its
+    ``KeyValue``, and ``Event`` values are built when ``watch`` or a snapshot asks for them."""
 
     def __init__(self, retain: int = DEFAULT_RETAIN) -> None:
         if retain < 1:
             raise LocalProtocolError("retain must keep at least one past change")
         self._retain = retain
+        self._trim_above = retain * (1 + COMPACT_SLACK)  # history length that triggers a trim
         self._keys: dict[str, KeyValue] = {}
-        self._events: list[Event] = []
+        # The history since ``compacted``, in revision order: change i made ``_ev_rev[i]``,
+        # to key ``_ev_key[i]``, value ``_ev_kv[i]`` (None: deleted), before ``_ev_prev[i]``.
+        self._ev_rev: list[int] = []
+        self._ev_key: list[str] = []
+        self._ev_kv: list[KeyValue | None] = []
+        self._ev_prev: list[KeyValue | None] = []
         self._applied = 0
         self._revision = 0
         self._compacted = 0
@@ -149,6 +159,33 @@ class KvStore:
             return Rejected(f"not a KV command: {exc.reason}", self._revision)
         return self._execute(index, cmd)
 
+    def apply_entry_quietly(self, entry: Entry) -> int:
+        """``apply_entry`` for a replica that has nobody to answer (a follower): the same
+        state change, no result values built. Returns how many results ``apply_entry`` would
+        have given: the commands of a valid ``Batch``, else 1 (a plain or rejected command, a
+        no-op entry)."""
+        index = entry.index
+        self._advance(index)
+        data = entry.data
+        if entry.kind is not EntryKind.NORMAL or not data:
+            return 1
+        try:
+            cmd = decode_command(data)
+            if isinstance(cmd, Batch):
+                cmds = decode_batch(cmd)
+            else:
+                self._execute(index, cmd)
+                return 1
+        except DecodeError:
+            return 1
+        put, execute = self._put, self._execute
+        for c in cmds:
+            if type(c) is Put:
+                put(index, c.key, c.value)
+            else:
+                execute(index, c)
+        return len(cmds)
+
     def apply_command(self, index: int, cmd: KvCommand) -> KvResult:
         """``apply`` of a command already decoded (the proposer's own, whose entry at
         ``index`` encodes exactly ``cmd``)."""
@@ -162,8 +199,11 @@ class KvStore:
         return self._execute_all(index, cmds)
 
     def _execute_all(self, index: int, cmds: Sequence[KvCommand]) -> Batched:
-        execute = self._execute
-        return Batched(tuple([execute(index, cmd) for cmd in cmds]))
+        put, execute = self._put, self._execute
+        return Batched(
+            tuple([Ok(index, put(index, c.key, c.value)) if type(c) is Put else execute(index, c)
+                   for c in cmds])
+        )  # fmt: skip
 
     def _advance(self, index: int) -> None:
         if index != self._applied + 1:
@@ -174,18 +214,18 @@ class KvStore:
 
     def _execute(self, index: int, cmd: KvCommand) -> KvResult:
         if isinstance(cmd, Put):
-            return self._put(index, cmd.key, cmd.value)
+            return Ok(index, self._put(index, cmd.key, cmd.value))
         if isinstance(cmd, Cas):
             cur = self._keys.get(cmd.key)
             current = cur.mod_revision if cur is not None else 0
             if current != cmd.expected:
                 return CasFailed(cmd.key, cmd.expected, current, self._revision)
-            return self._put(index, cmd.key, cmd.value)
+            return Ok(index, self._put(index, cmd.key, cmd.value))
         if isinstance(cmd, Delete):
             prev = self._keys.pop(cmd.key, None)
             if prev is None:
                 return Ok(self._revision, None, changed=False)
-            self._record(Event(EventKind.DELETE, cmd.key, index, None, prev))
+            self._record(index, cmd.key, None, prev)
             return Ok(index, prev)
         if cmd.revision > self._revision:
             return Rejected(
@@ -195,29 +235,41 @@ class KvStore:
         self._compact_to(cmd.revision)
         return Ok(self._revision, None, changed=False)
 
-    def _put(self, index: int, key: str, value: bytes) -> Ok:
-        prev = self._keys.get(key)
+    def _put(self, index: int, key: str, value: bytes) -> KeyValue | None:
+        """Set ``key`` at revision ``index``; returns its previous value."""
+        keys = self._keys
+        prev = keys.get(key)
         if prev is None:
-            kv = KeyValue(key, value, index, index, 1)
+            kv = keys[key] = KeyValue(key, value, index, index, 1)
         else:
-            kv = KeyValue(key, value, prev.create_revision, index, prev.version + 1)
-        self._keys[key] = kv
-        self._record(Event(EventKind.PUT, key, index, kv, prev))
-        return Ok(index, prev)
+            kv = keys[key] = KeyValue(key, value, prev.create_revision, index, prev.version + 1)
+        self._record(index, key, kv, prev)
+        return prev
 
-    def _record(self, event: Event) -> None:
-        self._revision = event.revision
-        self._events.append(event)
-        if len(self._events) > self._retain * (1 + COMPACT_SLACK):
-            self._compact_to(self._events[-self._retain].revision)
+    def _record(self, revision: int, key: str, kv: KeyValue | None, prev: KeyValue | None) -> None:
+        self._revision = revision
+        revs = self._ev_rev
+        revs.append(revision)
+        self._ev_key.append(key)
+        self._ev_kv.append(kv)
+        self._ev_prev.append(prev)
+        if len(revs) > self._trim_above:
+            self._compact_to(revs[-self._retain])
 
     def _compact_to(self, revision: int) -> None:
         """Drop events older than ``revision``; reads at ``revision`` or later stay possible."""
         if revision <= self._compacted:
             return
-        cut = bisect.bisect_left(self._events, revision, key=_revision_of)
-        del self._events[:cut]
+        cut = bisect.bisect_left(self._ev_rev, revision)
+        for column in (self._ev_rev, self._ev_key, self._ev_kv, self._ev_prev):
+            del column[:cut]
         self._compacted = revision
+
+    def _event(self, i: int) -> Event:
+        """The change at history position ``i`` as an ``Event``."""
+        kv = self._ev_kv[i]
+        kind = EventKind.PUT if kv is not None else EventKind.DELETE
+        return Event(kind, self._ev_key[i], self._ev_rev[i], kv, self._ev_prev[i])
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -230,10 +282,11 @@ class KvStore:
             raise CompactedRevisionError(revision, self._compacted)
         return revision
 
-    def _undone_after(self, revision: int) -> list[Event]:
-        """Events after ``revision``, newest first (undoing them gives the state at it)."""
-        cut = bisect.bisect_right(self._events, revision, key=_revision_of)
-        return self._events[cut:][::-1]
+    def _undone_after(self, revision: int) -> range:
+        """History positions of the changes after ``revision``, newest first (undoing them
+        gives the state at it)."""
+        cut = bisect.bisect_right(self._ev_rev, revision)
+        return range(len(self._ev_rev) - 1, cut - 1, -1)
 
     def get(self, key: str, revision: int | None = None) -> KeyValue | None:
         """``key``'s value at ``revision`` (default: now); ``None`` if absent then.
@@ -242,9 +295,10 @@ class KvStore:
         ``revision``."""
         rev = self._check_revision(revision)
         kv = self._keys.get(key)
-        for e in self._undone_after(rev):
-            if e.key == key:
-                kv = e.prev
+        keys, prevs = self._ev_key, self._ev_prev
+        for i in self._undone_after(rev):
+            if keys[i] == key:
+                kv = prevs[i]
         return kv
 
     def range(
@@ -254,12 +308,15 @@ class KvStore:
         at most ``limit`` of them. Same errors as ``get``."""
         rev = self._check_revision(revision)
         view = {k: kv for k, kv in self._keys.items() if k.startswith(prefix)}
-        for e in self._undone_after(rev):
-            if e.key.startswith(prefix):
-                if e.prev is None:
-                    view.pop(e.key, None)
+        keys, prevs = self._ev_key, self._ev_prev
+        for i in self._undone_after(rev):
+            key = keys[i]
+            if key.startswith(prefix):
+                prev = prevs[i]
+                if prev is None:
+                    view.pop(key, None)
                 else:
-                    view[e.key] = e.prev
+                    view[key] = prev
         out = [view[k] for k in sorted(view)]
         return out if limit is None else out[:limit]
 
@@ -272,10 +329,17 @@ class KvStore:
         the revision it read at + 1)."""
         if since < self._compacted:
             raise CompactedRevisionError(since, self._compacted)
-        start = bisect.bisect_left(self._events, since, key=_revision_of)
-        if not prefix:
-            return self._events[start:]
-        return [e for e in self._events[start:] if e.key.startswith(prefix)]
+        start = bisect.bisect_left(self._ev_rev, since)
+        keys, event = self._ev_key, self._event
+        return [event(i) for i in range(start, len(keys)) if keys[i].startswith(prefix)]
+
+    def changed_keys(self, since: int) -> list[str]:
+        """The keys of the changes made at revision ``since`` or later, in revision order (one
+        per change: ``[e.key for e in watch("", since)]`` without building the events). Same
+        error as ``watch``."""
+        if since < self._compacted:
+            raise CompactedRevisionError(since, self._compacted)
+        return self._ev_key[bisect.bisect_left(self._ev_rev, since) :]
 
     def items(self) -> Iterable[KeyValue]:
         """Current key-values, sorted by key."""
@@ -297,7 +361,7 @@ class KvStore:
             self._compacted,
             self._retain,
             list(self._keys.values()),
-            tuple(self._events),
+            (self._ev_rev[:], self._ev_key[:], self._ev_kv[:], self._ev_prev[:]),
         )
 
     @classmethod
@@ -314,14 +378,22 @@ class KvStore:
         store._revision = snap.revision
         store._compacted = snap.compacted
         store._keys = {kv.key: kv for kv in snap.keys}
-        store._events = list(snap.events)
+        events = snap.events
+        store._ev_rev = [e.revision for e in events]
+        store._ev_key = [e.key for e in events]
+        store._ev_kv = [e.kv for e in events]
+        store._ev_prev = [e.prev for e in events]
         return store
+
+
+History = tuple[list[int], list[str], list["KeyValue | None"], list["KeyValue | None"]]
+"""A ``KvStore``'s history columns: revisions, keys, new values, previous values."""
 
 
 class KvCapture:
     """A ``KvStore``'s state at one applied index (``KvStore.capture``), to encode later."""
 
-    __slots__ = ("applied_index", "compacted", "events", "keys", "retain", "revision")
+    __slots__ = ("applied_index", "compacted", "history", "keys", "retain", "revision")
 
     def __init__(
         self,
@@ -330,14 +402,22 @@ class KvCapture:
         compacted: int,
         retain: int,
         keys: list[KeyValue],
-        events: tuple[Event, ...],
+        history: History,
     ) -> None:
         self.applied_index = applied_index
         self.revision = revision
         self.compacted = compacted
         self.retain = retain
         self.keys = keys
-        self.events = events
+        self.history = history
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """The captured history as ``Event`` values, in revision order."""
+        return tuple(
+            Event(EventKind.PUT if kv is not None else EventKind.DELETE, key, rev, kv, prev)
+            for rev, key, kv, prev in zip(*self.history, strict=True)
+        )
 
     def encode(self) -> bytes:
         """The sealed snapshot bytes (``KvStore.snapshot`` of the store when captured): the
@@ -345,11 +425,12 @@ class KvCapture:
         values (they were checked when their commands decoded, so the codec's schema pass is
         skipped; a test holds the two encodings equal)."""
         kvl = _kv_list
+        put, delete = int(EventKind.PUT), int(EventKind.DELETE)
         keys = [kvl(kv) for kv in sorted(self.keys, key=_key_of)]
         events = [
-            [e.kind, e.key, e.revision, None if e.kv is None else kvl(e.kv),
-             None if e.prev is None else kvl(e.prev)]
-            for e in self.events
+            [delete, key, rev, None, kvl(prev)] if kv is None  # type: ignore[arg-type]
+            else [put, key, rev, kvl(kv), None if prev is None else kvl(prev)]
+            for rev, key, kv, prev in zip(*self.history, strict=True)
         ]  # fmt: skip
         body = [SNAPSHOT_FORMAT, self.applied_index, self.revision, self.compacted, self.retain,
                 keys, events]  # fmt: skip
@@ -380,7 +461,3 @@ def _kv_list(kv: KeyValue) -> list[object]:
 
 def _key_of(kv: KeyValue) -> str:
     return kv.key
-
-
-def _revision_of(event: Event) -> int:
-    return event.revision

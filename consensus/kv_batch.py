@@ -18,7 +18,10 @@ from consensus.kv_types import (
     MAX_BATCH_COMMANDS,
     MAX_COMMAND_BYTES,
     Batch,
+    Cas,
+    Delete,
     KvCommand,
+    Put,
     batch_key,
     encode_command,
 )
@@ -44,7 +47,8 @@ def group_commands(
     keys: set[str] = set()
     size = 0
     for pos, (cmd, data) in enumerate(commands):
-        key = None if cmd is None else batch_key(cmd)
+        t = type(cmd)
+        key = cmd.key if t is Put or t is Delete or t is Cas else _key_or_none(cmd)  # type: ignore[union-attr]
         cost = len(data) + BIN_HEADER_BYTES
         if group and (
             key is None or key in keys or len(group) == max_commands or size + cost > max_bytes
@@ -61,6 +65,10 @@ def group_commands(
     if group:
         groups.append(group)
     return groups
+
+
+def _key_or_none(cmd: KvCommand | None) -> str | None:
+    return None if cmd is None else batch_key(cmd)
 
 
 def entry_data(datas: Sequence[bytes]) -> bytes:

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.errors import ConfChangeError, DecodeError, LocalProtocolError, NotLeader
-from consensus.kv import Batched, KvResult, KvStore
+from consensus.kv import KvResult, KvStore
 from consensus.kv_batch import BATCH_BYTES, entry_data, group_commands
 from consensus.kv_types import (
     KV_CODEC,
@@ -256,6 +256,14 @@ class RaftDriver:
         wakes for the earliest), so a proposal costs a future and a heap push. Raises at once
         ``LocalProtocolError`` for ``data`` not ``bytes`` or over ``MAX_COMMAND_BYTES`` and
         ``ValueError`` for an encoded ``Batch`` (batches are formed here, from single commands)."""
+        return await self.submit(data, timeout, command)
+
+    def submit(
+        self, data: bytes, timeout: float, command: KvCommand | None = None
+    ) -> asyncio.Future[KvResult | None]:
+        """``propose`` without its coroutine (one less per write for a caller that awaits at
+        once): raises at the call what ``propose`` raises before its proposal is queued, and
+        returns the future that ends as ``propose`` does. Called on the driver's loop."""
         if type(data) is not bytes or len(data) > MAX_COMMAND_BYTES:
             raise LocalProtocolError(f"a proposal is at most {MAX_COMMAND_BYTES} bytes (bytes)")
         if command is None and data[:1] == _BATCH_TYPE:
@@ -268,7 +276,7 @@ class RaftDriver:
         self._queued.append(p)
         heapq.heappush(self._deadlines, (loop.time() + timeout, next(self._seq), p))
         self._wake.set()
-        return await fut
+        return fut
 
     def _flush_proposals(self) -> None:
         """Put the queued proposals into the log, in their order, grouped into entries by
@@ -475,7 +483,7 @@ class RaftDriver:
             self.changes.notify(None)
             return
         try:
-            self.changes.notify(self.kv.watch("", revision + 1))
+            self.changes.notify(self.kv.changed_keys(revision + 1))
         except CompactedRevisionError:  # a Compact command of this Ready dropped them
             self.changes.notify(None)
 
@@ -614,8 +622,7 @@ class RaftDriver:
             return  # already reflected by a restored snapshot
         group = self._proposals.pop(e.index, None)
         if group is None or e.term != group[0].term:  # not ours (or nobody waits here)
-            applied = self.kv.apply_entry(e)
-            self._applied_commands += len(applied.results) if isinstance(applied, Batched) else 1
+            self._applied_commands += self.kv.apply_entry_quietly(e)
             for p in group or ():
                 if not p.future.done():
                     self.stats.proposals_failed += 1

@@ -27,8 +27,9 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from consensus.errors import DecodeError, NotLeader
 from consensus.fastinit import fast_init
@@ -93,6 +94,8 @@ copy wakes it on any change, not per prefix)."""
 
 def _checked_timeout(timeout: float) -> float:
     """``timeout`` if it is a positive, finite number of seconds; ``ValueError`` otherwise."""
+    if type(timeout) is float and 0.0 < timeout < math.inf:
+        return timeout
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
     return float(timeout)
@@ -238,18 +241,25 @@ class ClusterKv:
         """Every key under ``prefix`` (sorted) and the revision read at."""
         return await self._read(prefix, True, consistency, timeout)
 
-    async def put(self, key: str, value: bytes, *, timeout: float | None = None) -> WriteResult:
-        return await self._write(Put(key, value), timeout)
+    # The writes return ``_write``'s coroutine (awaited, gathered or made a task like that of
+    # an ``async def``) rather than wrapping it in one more: one coroutine less per write.
 
-    async def delete(self, key: str, *, timeout: float | None = None) -> WriteResult:
-        return await self._write(Delete(key), timeout)
+    def put(
+        self, key: str, value: bytes, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, WriteResult]:
+        """Set ``key`` to ``value`` (awaitable)."""
+        return self._write(Put(key, value), timeout)
 
-    async def cas(
+    def delete(self, key: str, *, timeout: float | None = None) -> Coroutine[Any, Any, WriteResult]:
+        """Remove ``key`` (awaitable; ``changed`` is False when it was absent)."""
+        return self._write(Delete(key), timeout)
+
+    def cas(
         self, key: str, expected: int, value: bytes, *, timeout: float | None = None
-    ) -> WriteResult:
-        """Set ``key`` only if its mod revision is ``expected`` (0: only if absent); raises
-        ``CasMismatch`` otherwise."""
-        return await self._write(Cas(key, expected, value), timeout)
+    ) -> Coroutine[Any, Any, WriteResult]:
+        """Set ``key`` only if its mod revision is ``expected`` (0: only if absent); the
+        awaited result raises ``CasMismatch`` otherwise."""
+        return self._write(Cas(key, expected, value), timeout)
 
     async def watch(
         self, prefix: str, since: int, *, exact: bool = False, timeout: float = 30.0
@@ -324,7 +334,7 @@ class ClusterKv:
         d = self.driver
         if d.node.role is Role.LEADER:  # proposed here: the result maps straight to ours
             try:
-                result = await d.propose(data, timeout, cmd)
+                result = await d.submit(data, timeout, cmd)
             except NotLeader:
                 pass  # a transfer under way: the general path finds the leader
             else:

@@ -2,16 +2,14 @@
 
 A watcher of a quiet prefix (the mesh config under ``mesh/``, an app's long-poll) must not cost
 anything per write to other keys: under a write load that would be a wake-up, a scan and a new
-timer per applied batch, for each watcher. ``ChangeWaiters.notify`` gets the batch's events
-and wakes only the waiters whose prefix one of them matches.
+timer per applied batch, for each watcher. ``ChangeWaiters.notify`` gets the keys the batch
+changed and wakes only the waiters whose prefix one of them starts with.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-from consensus.kv_types import Event
 
 
 class ChangeWaiters:
@@ -35,20 +33,20 @@ class ChangeWaiters:
     def _forget(self, fut: asyncio.Future[None]) -> None:
         self._waiting.pop(fut, None)
 
-    def notify(self, events: Sequence[Event] | None) -> None:
-        """Wake the waiters whose prefix a key of ``events`` starts with; ``None`` (anything
-        may have changed: a snapshot replaced the store, or the changes were compacted away)
-        wakes all."""
+    def notify(self, changed: Sequence[str] | None) -> None:
+        """Wake the waiters whose prefix a key in ``changed`` (the keys a batch of changes
+        touched, ``KvStore.changed_keys``) starts with; ``None`` (anything may have changed: a
+        snapshot replaced the store, or the changes were compacted away) wakes all."""
         if not self._waiting:
             return
-        if events is not None:  # one C-level prefix test per event finds the few that matter
+        if changed is not None:  # one C-level prefix test per key finds the few that matter
             prefixes = tuple(set(self._waiting.values()))
-            keys = [e.key for e in events if e.key.startswith(prefixes)]
+            keys = [k for k in changed if k.startswith(prefixes)]
             if not keys:
                 return
         for fut, prefix in list(self._waiting.items()):
             if fut.done():  # cancelled; its done callback has not run yet
                 continue
-            if events is None or any(k.startswith(prefix) for k in keys):
+            if changed is None or any(k.startswith(prefix) for k in keys):
                 del self._waiting[fut]
                 fut.set_result(None)

@@ -122,7 +122,10 @@ def test_compaction_makes_old_revisions_a_clear_error() -> None:
     assert err.value.compacted == 4 and err.value.requested == 3
     with pytest.raises(CompactedRevisionError):
         kv.watch("k", since=2)
+    with pytest.raises(CompactedRevisionError):
+        kv.changed_keys(since=2)
     assert [e.revision for e in kv.watch("k", since=4)] == [4, 5]
+    assert kv.changed_keys(since=4) == ["k", "k"] and kv.changed_keys(since=6) == []
     assert isinstance(kv.apply_entry(cmd(7, Compact(99))), Rejected)
 
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import random
 
+import msgpack
 import pytest
 
+from consensus.errors import DecodeError, EncodeError
 from consensus.kv import Batch, Batched, Cas, CasFailed, Compact, Delete, KvStore, Ok, Put, Rejected
 from consensus.kv_batch import entry_data, group_commands
-from consensus.kv_types import MAX_BATCH_COMMANDS, decode_batch, decode_command, encode_command
+from consensus.kv_types import (
+    KV_CODEC,
+    MAX_BATCH_COMMANDS,
+    MAX_COMMAND_BYTES,
+    decode_batch,
+    decode_command,
+    encode_command,
+)
 from consensus.messages import Entry
 
 
@@ -62,14 +71,16 @@ def test_a_batch_that_breaks_the_rules_is_rejected_whole(bad: Batch, why: str) -
 
 
 def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> None:
-    """Random batches applied decoded (the leader's ``apply_batch``) and from their entries
-    (a follower's ``apply_entry``) give the same results and the same snapshot bytes."""
+    """Random batches applied decoded (the leader's ``apply_batch``), from their entries (a
+    replica's ``apply_entry``) and quietly (a follower's ``apply_entry_quietly``: no results)
+    give the same results, result counts and snapshot bytes; a batch that breaks the rules, a
+    lone command and a no-op entry count as one result everywhere."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    leader, follower = KvStore(retain=50), KvStore(retain=50)
-    for index in range(1, 200):
+    leader, replica, quiet = KvStore(retain=50), KvStore(retain=50), KvStore(retain=50)
+    for index in range(1, 300):
         keys = rng.sample([f"k{i}" for i in range(30)], rng.randint(1, 12))
-        cmds = []
+        cmds: list[Put | Delete | Cas] = []
         for k in keys:
             cur = leader.get(k)
             choice = rng.random()
@@ -80,10 +91,29 @@ def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> Non
             else:
                 expected = cur.mod_revision if cur and rng.random() < 0.7 else rng.randint(0, 9)
                 cmds.append(Cas(k, expected, rng.randbytes(4)))
-        mine = leader.apply_batch(index, cmds)
-        theirs = follower.apply_entry(entry(index, Batch(tuple(encode_command(c) for c in cmds))))
+        shape = rng.random()
+        if shape < 0.85:
+            e = entry(index, Batch(tuple(encode_command(c) for c in cmds)))
+            mine: object = leader.apply_batch(index, cmds)
+        elif shape < 0.9:  # a batch that repeats a key: rejected whole
+            e = entry(index, Batch(tuple(encode_command(c) for c in [*cmds, cmds[0]])))
+            mine = leader.apply_entry(e)
+            assert isinstance(mine, Rejected), f"seed {seed}, entry {index}"
+        elif shape < 0.95:
+            e = entry(index, cmds[0])
+            mine = leader.apply_command(index, cmds[0])
+        else:
+            e = Entry(index=index, term=1)
+            mine = leader.apply_entry(e)
+        revision = replica.revision
+        theirs = replica.apply_entry(e)
         assert mine == theirs, f"seed {seed}, entry {index}"
-    assert leader.snapshot() == follower.snapshot(), f"seed {seed}"
+        count = len(theirs.results) if isinstance(theirs, Batched) else 1
+        assert quiet.apply_entry_quietly(e) == count, f"seed {seed}, entry {index}"
+        assert quiet.changed_keys(revision + 1) == [
+            ev.key for ev in replica.watch("", revision + 1)
+        ]
+    assert leader.snapshot() == replica.snapshot() == quiet.snapshot(), f"seed {seed}"
 
 
 # --- which proposals share an entry -------------------------------------------------------
@@ -119,3 +149,55 @@ def test_entry_data_is_the_plain_command_alone_and_a_batch_otherwise() -> None:
     batch = decode_command(entry_data(two))
     assert isinstance(batch, Batch)
     assert decode_batch(batch) == [Put("a", b"1"), Delete("b")]
+
+
+# --- the direct Put encoding and decoding -------------------------------------------------
+
+
+def test_puts_encode_and_decode_as_the_codec_does_whatever_the_bytes() -> None:
+    """``encode_command`` packs a ``Put`` itself and ``decode_batch`` unpacks one itself: the
+    bytes and values are the codec's, and any corrupted command gives the codec's outcome
+    (the same command, or a batch rejected with the same reason)."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for n in range(400):
+        key = "".join(rng.choice("ab/é🙂\x00") for _ in range(rng.randint(0, 40)))
+        value = rng.randbytes(rng.choice([0, 1, 31, 32, 255, 256, 65535, 65536]))
+        put = Put(key, value)
+        data = encode_command(put)
+        assert data == KV_CODEC.encode(put), f"seed {seed}, put {n}"
+        corrupt = bytearray(data)
+        for _ in range(rng.randint(0, 3)):
+            corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
+        cut = bytes(corrupt)[: rng.choice([len(corrupt), rng.randrange(len(corrupt) + 1)])]
+        for b in (Batch((data,)), Batch((data, cut)), Batch((cut,))):
+            try:
+                want: object = [KV_CODEC.decode(d) for d in b.commands]
+                keys = [getattr(c, "key", None) for c in want]  # type: ignore[attr-defined]
+                if None in keys or len(set(keys)) < len(keys):
+                    want = "rejected"
+            except DecodeError as e:
+                want = e.reason
+            try:
+                got: object = decode_batch(b)
+            except DecodeError as e:
+                got = "rejected" if "twice" in e.reason or "only puts" in e.reason else e.reason
+            assert got == want, f"seed {seed}, put {n}: {b!r}"
+    crafted = [b"\x01", b"\x01\xc1", msgpack.packb(["k", b"v"]), b"\x01" + msgpack.packb(["k"]),
+               *(b"\x01" + msgpack.packb(body, use_bin_type=True) for body in
+                 (["k", b"v", 1], [b"k", b"v"], ["k", "v"], [1, b"v"], ["k", None], {"k": b"v"},
+                  "k", [["k"], b"v"], ["k", b"v"]))]  # fmt: skip
+    crafted.append(crafted[-1] + b"\x00")  # trailing bytes
+    for d in crafted:
+        try:
+            want = KV_CODEC.decode(d)
+        except DecodeError as e:
+            want = e.reason  # type: ignore[assignment]
+        try:
+            got = decode_batch(Batch((d,)))[0]
+        except DecodeError as e:
+            got = e.reason  # type: ignore[assignment]
+        assert got == want, d
+    with pytest.raises(EncodeError):  # one over the limit is the codec's error
+        encode_command(Put("k", bytes(MAX_COMMAND_BYTES)))
+    assert encode_command(Put("k", b"v")) == b"\x01" + msgpack.packb(["k", b"v"])

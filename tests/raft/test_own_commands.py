@@ -11,6 +11,7 @@ import pytest
 from consensus.errors import LocalProtocolError
 from consensus.kv import KvStore
 from consensus.kv_types import Put, encode_command
+from consensus.messages import Entry, EntryKind
 from moltmesh.raft.kvservice import CasMismatch
 from moltmesh.raft.runtime import raft_config
 from tests.raft.localnet import eventually, three_voters_led_by_a
@@ -22,13 +23,19 @@ async def test_commands_proposed_together_share_an_entry_applied_undecoded_by_th
     async with three_voters_led_by_a(tmp_path) as net:
         a = net.nodes["a"]
         decoded: dict[int, int] = {}  # id(store) -> entries it decoded
-        inner = KvStore.apply
+        inner, inner_quietly = KvStore.apply, KvStore.apply_entry_quietly
 
         def counting(store: KvStore, index: int, data: bytes):  # type: ignore[no-untyped-def]
             decoded[id(store)] = decoded.get(id(store), 0) + 1
             return inner(store, index, data)
 
+        def counting_quietly(store: KvStore, e: Entry) -> int:  # a follower's apply
+            if e.kind is EntryKind.NORMAL and e.data:
+                decoded[id(store)] = decoded.get(id(store), 0) + 1
+            return inner_quietly(store, e)
+
         monkeypatch.setattr(KvStore, "apply", counting)
+        monkeypatch.setattr(KvStore, "apply_entry_quietly", counting_quietly)
         entries_before = a.driver.stats.proposal_entries
         first = a.driver.node.last_index + 1
         writes = await asyncio.gather(*(a.kv.put(f"k{i}", f"v{i}".encode()) for i in range(40)))

@@ -8,21 +8,16 @@ import asyncio
 
 import pytest
 
-from consensus.kv_types import Event, EventKind
 from consensus.messages import ConfChange, ConfChangeType
 from moltmesh.raft import kvservice
 from moltmesh.raft.watchers import ChangeWaiters
 from tests.raft.localnet import eventually, three_voters_led_by_a
 
 
-def _put(key: str) -> Event:
-    return Event(EventKind.PUT, key, 1, None, None)
-
-
 async def test_only_matching_changes_wake_a_waiter() -> None:
     waiters = ChangeWaiters()
     mesh, apps = waiters.wait("mesh/"), waiters.wait("app/")
-    waiters.notify([_put("k1"), _put("app/x")])
+    waiters.notify(["k1", "app/x"])
     assert apps.done() and not mesh.done()
     assert len(waiters) == 1
     waiters.notify(None)  # anything may have changed
@@ -30,7 +25,7 @@ async def test_only_matching_changes_wake_a_waiter() -> None:
     everything, mesh, config = waiters.wait(""), waiters.wait("mesh/"), waiters.wait("mesh/c")
     waiters.notify([])
     assert not everything.done()
-    waiters.notify([_put("k1"), _put("mesh/a")])
+    waiters.notify(["k1", "mesh/a"])
     assert everything.done() and mesh.done() and not config.done()
 
 
@@ -49,7 +44,7 @@ async def test_a_waiter_cancelled_in_the_same_turn_is_skipped() -> None:
     waiters = ChangeWaiters()
     gone, kept = waiters.wait("mesh/"), waiters.wait("mesh/")
     gone.cancel()
-    waiters.notify([_put("mesh/config")])
+    waiters.notify(["mesh/config"])
     assert kept.done() and gone.cancelled()
     await asyncio.sleep(0)
     assert len(waiters) == 0

@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from consensus.kv_types import (
     MAX_BATCH_COMMANDS,
     MAX_COMMAND_BYTES,
-    Batch,
     Cas,
     Delete,
     KvCommand,
     Put,
     batch_key,
-    encode_command,
+    encode_batch,
 )
 
 BATCH_BYTES = MAX_COMMAND_BYTES // 2
@@ -76,4 +75,4 @@ def entry_data(datas: Sequence[bytes]) -> bytes:
     command itself when alone, else the ``Batch`` of them."""
     if len(datas) == 1:
         return datas[0]
-    return encode_command(Batch(tuple(datas)))
+    return encode_batch(datas)

@@ -17,7 +17,9 @@ they share the entry's revision and a key's mod revision still names exactly one
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import msgpack
 
@@ -111,7 +113,14 @@ KvCommand = Put | Delete | Cas | Compact
 KV_CODEC.check_schemas()
 
 _PUT_TYPE = bytes((KvCommandType.PUT,))
-_packb = msgpack.packb
+_BATCH_TYPE = bytes((KvCommandType.BATCH,))
+if msgpack.Packer.__module__ == "msgpack._cmsgpack":
+    # One packer for every Put: ``msgpack.packb`` builds a new one per call (3x the cost of
+    # packing a put). Shared safely across threads: the C packer runs a call through without
+    # releasing the GIL, as it packs only a str and a bytes here (no Python code runs).
+    _packb_bin = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+else:  # the pure-Python fallback is not atomic: a packer per call
+    _packb_bin = partial(msgpack.packb, use_bin_type=True)
 _unpackb = msgpack.unpackb
 _new = object.__new__
 _set_put_key = Put.__dict__["key"].__set__  # the slots' own stores (Put is frozen)
@@ -127,10 +136,20 @@ def encode_command(cmd: KvCommand | Batch) -> bytes:
     if type(cmd) is Put:
         key, value = cmd.key, cmd.value
         if type(key) is str and type(value) is bytes:
-            frame = _PUT_TYPE + _packb([key, value], use_bin_type=True)
+            frame = _PUT_TYPE + _packb_bin([key, value])
             if len(frame) <= MAX_COMMAND_BYTES:
                 return frame
     return KV_CODEC.encode(cmd)
+
+
+def encode_batch(datas: Sequence[bytes]) -> bytes:
+    """``encode_command(Batch(tuple(datas)))``: the same bytes (a test holds them equal),
+    packed directly when every item is ``bytes``; raises ``EncodeError`` if it does not fit."""
+    if all(type(d) is bytes for d in datas):
+        frame = _BATCH_TYPE + _packb_bin([datas if type(datas) is list else list(datas)])
+        if len(frame) <= MAX_COMMAND_BYTES:
+            return frame
+    return KV_CODEC.encode(Batch(tuple(datas)))
 
 
 def decode_command(data: bytes) -> KvCommand | Batch:

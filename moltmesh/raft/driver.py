@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import random
@@ -63,6 +62,7 @@ from moltmesh.logs import log_event
 from moltmesh.raft.compaction import Compactor
 from moltmesh.raft.outcomes import (
     FSYNC_BUCKETS,
+    Deadlines,
     OutcomeUnknown,
     Stats,
     Unavailable,
@@ -137,8 +137,7 @@ class RaftDriver:
         self._queued: list[_Proposal] = []  # proposed, not yet in the log (_flush_proposals)
         self._batch_bytes = min(BATCH_BYTES, config.max_bytes_per_msg)
         self._proposals: dict[int, list[_Proposal]] = {}  # log index -> the entry's proposals
-        self._deadlines: list[tuple[float, int, _Proposal]] = []  # (loop time, seq, proposal)
-        self._seq = itertools.count()  # heap tie-breaker: proposals are never compared
+        self._deadlines = Deadlines()  # the proposals' deadlines (loop time)
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -252,8 +251,9 @@ class RaftDriver:
         others proposed in the same turn of the loop (they enter the log, in the order they
         were proposed, at the Ready loop's next turn: ``_flush_proposals``).
 
-        No timer per proposal: deadlines wait in one heap that the Ready loop expires (it
-        wakes for the earliest), so a proposal costs a future and a heap push. Raises at once
+        No timer per proposal: deadlines wait in one queue that the Ready loop expires (it
+        wakes for the earliest; ``outcomes.Deadlines``), so a proposal costs a future and an
+        append. Raises at once
         ``LocalProtocolError`` for ``data`` not ``bytes`` or over ``MAX_COMMAND_BYTES`` and
         ``ValueError`` for an encoded ``Batch`` (batches are formed here, from single commands)."""
         return await self.submit(data, timeout, command)
@@ -274,7 +274,7 @@ class RaftDriver:
         fut: asyncio.Future[KvResult | None] = loop.create_future()
         p = _Proposal(0, fut, "", 0, timeout, command, data)
         self._queued.append(p)
-        heapq.heappush(self._deadlines, (loop.time() + timeout, next(self._seq), p))
+        self._deadlines.add(loop.time() + timeout, p)
         self._wake.set()
         return fut
 
@@ -324,21 +324,14 @@ class RaftDriver:
     def _expire_proposals(self) -> float | None:
         """Fail the proposals whose deadline passed (``OutcomeUnknown``); returns the seconds
         until the next deadline (``None``: none pending)."""
-        heap = self._deadlines
-        if not heap:
+        if not self._deadlines:
             return None
         now = asyncio.get_running_loop().time()
-        while heap:
-            deadline, _, p = heap[0]
-            if p.future.done():
-                heapq.heappop(heap)
-                continue
-            if deadline > now:
-                return deadline - now
-            heapq.heappop(heap)
+        expired, nxt = self._deadlines.pop_expired(now)
+        for p in expired:
             self.stats.proposals_failed += 1
             p.future.set_exception(p.unknown())
-        return None
+        return None if nxt is None else nxt - now
 
     async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
         """Propose a membership change (leader only) and wait until it is applied here."""

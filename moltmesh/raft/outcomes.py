@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from consensus.kv import KvResult
@@ -82,3 +85,56 @@ class _Proposal:
         return OutcomeUnknown(
             self.what or f"no commit within {self.timeout} s (entry {self.index})"
         )
+
+
+class Deadlines:
+    """Proposals waiting for their deadline (loop time), the earliest first out.
+
+    Most writes use one timeout, so their deadlines arrive in order: those wait in a FIFO (an
+    append and a pop per proposal); one earlier than the last queued waits in a heap instead.
+    A proposal whose future is done (answered, failed, cancelled) is dropped when reached."""
+
+    __slots__ = ("_fifo", "_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._fifo: deque[tuple[float, _Proposal]] = deque()
+        self._heap: list[tuple[float, int, _Proposal]] = []
+        self._seq = itertools.count()  # heap tie-breaker: proposals are never compared
+
+    def __len__(self) -> int:
+        return len(self._fifo) + len(self._heap)
+
+    def add(self, deadline: float, p: _Proposal) -> None:
+        fifo = self._fifo
+        if not fifo or deadline >= fifo[-1][0]:
+            fifo.append((deadline, p))
+        else:
+            heapq.heappush(self._heap, (deadline, next(self._seq), p))
+
+    def clear(self) -> None:
+        self._fifo.clear()
+        self._heap.clear()
+
+    def pop_expired(self, now: float) -> tuple[list[_Proposal], float | None]:
+        """The proposals still waiting (future not done) whose deadline is ``now`` or earlier,
+        removed, in deadline order per queue; and the earliest deadline of those left
+        (``None``: none left)."""
+        expired: list[_Proposal] = []
+        fifo, heap = self._fifo, self._heap
+        while fifo:
+            deadline, p = fifo[0]
+            if not p.future.done():
+                if deadline > now:
+                    break
+                expired.append(p)
+            fifo.popleft()
+        while heap:
+            deadline, _, p = heap[0]
+            if not p.future.done():
+                if deadline > now:
+                    break
+                expired.append(p)
+            heapq.heappop(heap)
+        if fifo:
+            return expired, min(fifo[0][0], heap[0][0]) if heap else fifo[0][0]
+        return expired, heap[0][0] if heap else None

@@ -17,6 +17,7 @@ from consensus.kv_types import (
     MAX_COMMAND_BYTES,
     decode_batch,
     decode_command,
+    encode_batch,
     encode_command,
 )
 from consensus.messages import Entry
@@ -198,6 +199,14 @@ def test_puts_encode_and_decode_as_the_codec_does_whatever_the_bytes() -> None:
         except DecodeError as e:
             got = e.reason  # type: ignore[assignment]
         assert got == want, d
-    with pytest.raises(EncodeError):  # one over the limit is the codec's error
+    for n in (0, 1, 2, 17, 1024):  # a batch of encoded commands: the codec's bytes too
+        datas = [encode_command(Put(f"k{i}", rng.randbytes(rng.randrange(300)))) for i in range(n)]
+        assert encode_batch(datas) == KV_CODEC.encode(Batch(tuple(datas))), f"seed {seed}"
+        assert encode_batch(tuple(datas)) == entry_data(datas) or n == 1
+    with pytest.raises(EncodeError):  # not bytes: the codec's error
+        encode_batch([b"a", bytearray(b"b")])  # type: ignore[list-item]
+    with pytest.raises(EncodeError):  # over the limit: the codec's error
+        encode_batch([bytes(MAX_COMMAND_BYTES // 2)] * 3)
+    with pytest.raises(EncodeError):
         encode_command(Put("k", bytes(MAX_COMMAND_BYTES)))
     assert encode_command(Put("k", b"v")) == b"\x01" + msgpack.packb(["k", b"v"])

@@ -5,7 +5,6 @@ A proposal whose index is proposed again fails at once rather than waiting forev
 from __future__ import annotations
 
 import asyncio
-import heapq
 
 import pytest
 
@@ -64,17 +63,17 @@ async def test_a_proposal_replaced_at_its_index_fails_instead_of_waiting_forever
     loop = asyncio.get_running_loop()
     old = _Proposal(2, loop.create_future(), "entry 7")
     d._track(7, [old])
-    heapq.heappush(d._deadlines, (loop.time() + 0.01, 0, old))
+    d._deadlines.add(loop.time() + 0.01, old)
     new = _Proposal(4, loop.create_future(), "entry 7")
     d._track(7, [new])
-    heapq.heappush(d._deadlines, (loop.time() + 60, 1, new))
+    d._deadlines.add(loop.time() + 60, new)
     with pytest.raises(Unavailable):
         await old.future  # failed when its index was proposed again
     await asyncio.sleep(0.02)
     d._expire_proposals()  # the old deadline passed: it does not touch the new proposal
     assert not new.future.done() and d._proposals[7] == [new]
     d._deadlines.clear()
-    d._deadlines.append((loop.time() - 1, 2, new))
+    d._deadlines.add(loop.time() - 1, new)
     d._expire_proposals()  # its own deadline does
     with pytest.raises(OutcomeUnknown):
         await new.future

@@ -1,7 +1,8 @@
 """The ``moltmesh`` command: a thin layer over ``moltmesh.Node`` and the v2 client.
 
 Each subcommand's ``--help`` explains it. Errors a user can fix are printed as one line naming the
-problem, with exit status 2; nothing prints a traceback for bad input.
+problem, with exit status 2 (``moltmesh kv`` has more codes: see its ``--help``); nothing prints
+a traceback for bad input.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ def add_node_config_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by commands that build a NodeConfig (they override file and environment)."""
     p.add_argument("--config", type=Path, help="TOML config file (see README: Configuration)")
     p.add_argument("--data-dir", type=Path, help="data directory (default: XDG data dir)")
+
+
+def add_tls_flags(p: argparse.ArgumentParser) -> None:
+    """``--cacert``, for commands that talk to a node's HTTP API (which may serve TLS with a
+    certificate of its own CA)."""
+    p.add_argument(
+        "--cacert", type=Path, metavar="FILE",
+        help="trust the node's HTTPS certificate if this CA (PEM) signed it (default: the "
+        "system's CAs)",
+    )  # fmt: skip
+
+
+def plain_doc(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: reST ````literal```` marks become `literal`."""
+    return (doc or "").replace("``", "`")
 
 
 def node_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -78,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     node.add_argument("--no-bundled-models", action="store_true", help="serve only your models")
     node.add_argument("--variant", choices=["auto", "full", "int8", "fp16"], help="model variant")
-    node.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    node.add_argument("--log-format", choices=["json", "text"])
+    node.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"],
+        help="least severe log events shown (default info)",
+    )  # fmt: skip
+    node.add_argument(
+        "--log-format", choices=["json", "text"],
+        help="json: one JSON object per line (default); text: for reading in a terminal",
+    )  # fmt: skip
     node.set_defaults(func=cmd_node)
     cli_mesh.add_node_flags(node)
 
@@ -140,6 +162,31 @@ async def serve(config: NodeConfig) -> int:
     return 0
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that are the user's to fix (a busy data directory, an unreachable node, a
+    bad file...): ``main`` prints them as one line, exit status 2."""
+    from moltmesh.client import ClientError
+    from moltmesh.dirlock import DataDirBusy
+    from moltmesh.identity import IdentityError
+    from runtimes.errors import RuntimeErrorBase
+
+    errors: tuple[type[Exception], ...] = (
+        ClientError,
+        DataDirBusy,
+        IdentityError,
+        RuntimeErrorBase,
+        OSError,
+        *cli_mesh.mesh_errors(),
+    )
+    discovery = sys.modules.get("moltmesh.discovery.service")  # loaded if it could have raised
+    if discovery is not None:
+        errors += (discovery.DiscoveryError,)
+    interfaces = sys.modules.get("moltmesh.discovery.interfaces")
+    if interfaces is not None:
+        errors += (interfaces.InterfaceError,)
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,18 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        from moltmesh.client import ClientError
-        from moltmesh.identity import IdentityError
-        from runtimes.errors import RuntimeErrorBase
-
-        user_errors = (
-            ClientError,
-            IdentityError,
-            RuntimeErrorBase,
-            OSError,
-            *cli_mesh.mesh_errors(),
-        )
-        if isinstance(e, user_errors):
+        if isinstance(e, user_errors()):
             print(f"moltmesh {args.command}: {e}", file=sys.stderr)
             return 2
         raise

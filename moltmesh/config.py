@@ -6,11 +6,18 @@ Sources, later ones winning: the defaults below (good for a LAN), a TOML file (`
 ``MOLTMESH_<KEY>`` for a top-level key (``MOLTMESH_DATA_DIR=/var/lib/moltmesh``). Section names
 contain no underscore, so the split is unambiguous. Unknown keys and badly typed values raise
 ``ConfigError`` naming the key and the source.
+
+Every value is then checked (``NodeConfig.validate``): integers in range, times and sizes finite
+numbers in range (NaN and infinity are refused wherever they make no sense), names from their
+lists, ``host:port`` strings well formed. Each section's ``problems()`` returns one message per bad
+value, each beginning with the dotted key it is about; ``load_config`` adds where the value came
+from (file, environment variable or flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -25,6 +32,59 @@ ENV_PREFIX = "MOLTMESH_"
 
 class ConfigError(ValueError):
     """A configuration value is unknown, badly typed or out of range; the message names it."""
+
+
+def _range_text(lo: float, hi: float | None, above: bool) -> str:
+    if hi is not None:
+        return f"{lo:g}..{hi:g}"
+    if above:
+        return f"more than {lo:g}"
+    return "0 or more" if lo == 0 else f"at least {lo:g}"
+
+
+def check_int(key: str, value: Any, lo: int, hi: int | None = None) -> list[str]:
+    """``[]`` when ``value`` is an int (not a bool) in ``lo..hi``; else a message naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [f"{key} must be an integer, got {value!r}"]
+    if value < lo or (hi is not None and value > hi):
+        return [f"{key} must be {_range_text(lo, hi, False)}, got {value!r}"]
+    return []
+
+
+def check_number(
+    key: str, value: Any, lo: float, hi: float | None = None, *, above: bool = False
+) -> list[str]:
+    """``[]`` when ``value`` is a finite number >= ``lo`` (> ``lo`` with ``above``), <= ``hi``.
+
+    NaN and infinities are refused: every number in this config is a time, a size or a rate
+    where they make no sense (and NaN compares false with everything, passing naive checks).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [f"{key} must be a number, got {value!r}"]
+    if (
+        not math.isfinite(value)
+        or value < lo
+        or (above and value == lo)
+        or (hi is not None and value > hi)
+    ):
+        return [f"{key} must be a finite number {_range_text(lo, hi, above)}, got {value!r}"]
+    return []
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> list[str]:
+    """``[]`` when ``value`` is one of ``choices``; else a message listing them."""
+    if value in choices:
+        return []
+    listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    return [f"{key} must be {listed}, got {value!r}"]
+
+
+def check_address(key: str, value: Any) -> list[str]:
+    """``[]`` when ``value`` is ``host:port`` (or ``[v6]:port``) with a port 1..65535."""
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        return [f"{key} must be host:port with a port 1..65535, got {value!r}"]
+    return []
 
 
 def default_data_dir() -> Path:
@@ -44,6 +104,19 @@ class ApiConfig:
     tls_key: Path | None = None
     max_body_bytes: int = 64 * 2**20  # larger requests get 413
     shutdown_grace_s: float = 10.0  # how long in-flight requests may take to finish on stop
+
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable)."""
+        return [
+            *check_int("api.port", self.port, 0, 65535),
+            *check_int("api.max_body_bytes", self.max_body_bytes, 1),
+            *check_number("api.shutdown_grace_s", self.shutdown_grace_s, 0),
+            *(
+                []
+                if (self.tls_cert is None) == (self.tls_key is None)
+                else ["api.tls_cert and api.tls_key go together: give both or neither"]
+            ),
+        ]
 
 
 @dataclass
@@ -68,6 +141,21 @@ class RuntimeConfig:
     max_queue: int = 64  # requests waiting beyond max_inflight; more get 429
     default_deadline_ms: float = 30_000.0  # deadline when a request names none
 
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable)."""
+        return [
+            *check_choice("runtime.variant", self.variant, ("auto", "full", "int8", "fp16")),
+            *check_int("runtime.intra_op_threads", self.intra_op_threads, 0),
+            *check_int("runtime.inter_op_threads", self.inter_op_threads, 0),
+            *check_int("runtime.workers", self.workers, 1),
+            *check_number("runtime.inline_threshold_ms", self.inline_threshold_ms, 0),
+            *check_int("runtime.warmup_runs", self.warmup_runs, 0),
+            *check_int("runtime.max_batch", self.max_batch, 1),
+            *check_int("runtime.max_inflight", self.max_inflight, 1),
+            *check_int("runtime.max_queue", self.max_queue, 0),
+            *check_number("runtime.default_deadline_ms", self.default_deadline_ms, 0, above=True),
+        ]
+
 
 @dataclass
 class DiscoveryConfig:
@@ -82,6 +170,17 @@ class DiscoveryConfig:
     interfaces: list[str] = field(default_factory=lambda: ["loopback"])
     probe: bool = True  # probe for a clash of our name before announcing (RFC 6762, ~1 s)
     resolve_timeout_ms: int = 3000  # wait for a browsed peer's SRV/TXT/A records this long
+
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable).
+
+        Interface names are checked against the host's network cards when discovery starts.
+        """
+        empty = self.enabled and not self.interfaces
+        return [
+            *check_int("discovery.resolve_timeout_ms", self.resolve_timeout_ms, 1),
+            *(["discovery.interfaces is empty: name loopback, all or interfaces"] if empty else []),
+        ]
 
 
 @dataclass
@@ -113,25 +212,28 @@ class MeshConfig:
 
     def problems(self) -> list[str]:
         """Messages for every nonsensical value (empty when the section is usable)."""
-        checks = [
-            (0 <= self.port <= 65535, "mesh.port must be 0..65535"),
-            (self.cert_lifetime_s > 3 * self.cert_backdate_s >= 0,
-             "mesh.cert_lifetime_s must exceed 3 x mesh.cert_backdate_s"),
-            (self.max_clock_skew_s > 0, "mesh.max_clock_skew_s must be positive"),
-            (self.renew_check_s > 0, "mesh.renew_check_s must be positive"),
-            (self.token_ttl_s > 0, "mesh.token_ttl_s must be positive"),
-            (min(self.connect_timeout_s, self.request_timeout_s, self.idle_timeout_s) > 0,
-             "mesh timeouts must be positive"),
-            (self.max_connections >= 1, "mesh.max_connections must be at least 1"),
-            (self.max_frame_bytes >= 4096, "mesh.max_frame_bytes must be at least 4096"),
-            (576 <= self.max_datagram_bytes <= 65507,
-             "mesh.max_datagram_bytes must be 576..65507"),
-            (self.replay_window >= 1, "mesh.replay_window must be at least 1"),
-            (self.swim in ("lan", "wan", "local"), "mesh.swim must be lan, wan or local"),
-            (self.leave_timeout_s >= 0, "mesh.leave_timeout_s must be 0 or more"),
-            (self.meta_refresh_s > 0, "mesh.meta_refresh_s must be positive"),
-        ]  # fmt: skip
-        return [message for ok, message in checks if not ok]
+        found = [
+            *check_int("mesh.port", self.port, 0, 65535),
+            *(check_address("mesh.advertise", self.advertise) if self.advertise else []),
+            *[m for seed in self.seeds for m in check_address("mesh.seeds", seed)],
+            *check_number("mesh.cert_backdate_s", self.cert_backdate_s, 0),
+            *check_number("mesh.cert_lifetime_s", self.cert_lifetime_s, 0, above=True),
+        ]
+        if not found and self.cert_lifetime_s <= 3 * self.cert_backdate_s:
+            found.append("mesh.cert_lifetime_s must exceed 3 x mesh.cert_backdate_s")
+        positive = ("max_clock_skew_s", "renew_check_s", "token_ttl_s", "connect_timeout_s",
+                    "request_timeout_s", "idle_timeout_s", "meta_refresh_s")  # fmt: skip
+        for name in positive:
+            found += check_number(f"mesh.{name}", getattr(self, name), 0, above=True)
+        return [
+            *found,
+            *check_number("mesh.leave_timeout_s", self.leave_timeout_s, 0),
+            *check_int("mesh.max_connections", self.max_connections, 1),
+            *check_int("mesh.max_frame_bytes", self.max_frame_bytes, 4096),
+            *check_int("mesh.max_datagram_bytes", self.max_datagram_bytes, 576, 65507),
+            *check_int("mesh.replay_window", self.replay_window, 1),
+            *check_choice("mesh.swim", self.swim, ("lan", "wan", "local")),
+        ]
 
 
 @dataclass
@@ -152,21 +254,30 @@ class RaftNodeConfig:
 
     def problems(self) -> list[str]:
         """Messages for every nonsensical value (empty when the section is usable)."""
-        checks = [
-            (self.timing in ("lan", "local", "wan"), "raft.timing must be lan, local or wan"),
-            (self.max_voters in (1, 3, 5), "raft.max_voters must be 1, 3 or 5"),
-            (self.max_learners >= 0, "raft.max_learners must be 0 or more"),
-            (self.stabilization_s >= 0, "raft.stabilization_s must be 0 or more"),
-            (self.snapshot_entries >= 1, "raft.snapshot_entries must be at least 1"),
-            (self.request_timeout_s > 0, "raft.request_timeout_s must be positive"),
+        voters = check_int("raft.max_voters", self.max_voters, 1, 5)
+        if not voters and self.max_voters not in (1, 3, 5):
+            voters = [f"raft.max_voters must be 1, 3 or 5, got {self.max_voters!r}"]
+        return [
+            *check_choice("raft.timing", self.timing, ("lan", "local", "wan")),
+            *voters,
+            *check_int("raft.max_learners", self.max_learners, 0),
+            *check_number("raft.stabilization_s", self.stabilization_s, 0),
+            *check_int("raft.snapshot_entries", self.snapshot_entries, 1),
+            *check_number("raft.request_timeout_s", self.request_timeout_s, 0, above=True),
         ]
-        return [message for ok, message in checks if not ok]
 
 
 @dataclass
 class LogConfig:
     level: str = "info"  # debug | info | warning | error
     format: str = "json"  # json (one event per line) | text
+
+    def problems(self) -> list[str]:
+        """Messages for every nonsensical value (empty when the section is usable)."""
+        return [
+            *check_choice("log.level", self.level, ("debug", "info", "warning", "error")),
+            *check_choice("log.format", self.format, ("json", "text")),
+        ]
 
 
 @dataclass
@@ -182,39 +293,22 @@ class NodeConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     raft: RaftNodeConfig = field(default_factory=RaftNodeConfig)
 
-    def validate(self) -> None:
-        """Raise ConfigError on values no node could run with."""
-        checks = [
-            (0 <= self.api.port <= 65535, "api.port must be 0..65535"),
-            (self.api.max_body_bytes > 0, "api.max_body_bytes must be positive"),
-            (
-                (self.api.tls_cert is None) == (self.api.tls_key is None),
-                "api.tls_cert and api.tls_key go together",
-            ),
-            (
-                self.runtime.variant in ("auto", "full", "int8", "fp16"),
-                "runtime.variant must be auto, full, int8 or fp16",
-            ),
-            (self.runtime.workers >= 1, "runtime.workers must be at least 1"),
-            (self.runtime.max_inflight >= 1, "runtime.max_inflight must be at least 1"),
-            (self.runtime.max_batch >= 1, "runtime.max_batch must be at least 1"),
-            (self.runtime.max_queue >= 0, "runtime.max_queue must be 0 or more"),
-            (self.runtime.default_deadline_ms > 0, "runtime.default_deadline_ms must be positive"),
-            (
-                self.log.level in ("debug", "info", "warning", "error"),
-                "log.level must be debug, info, warning or error",
-            ),
-            (self.log.format in ("json", "text"), "log.format must be json or text"),
-            (
-                self.discovery.resolve_timeout_ms > 0,
-                "discovery.resolve_timeout_ms must be positive",
-            ),
+    def problems(self) -> list[str]:
+        """Messages for every value no node could run with, each beginning with its dotted key."""
+        return [
+            *self.api.problems(),
+            *self.runtime.problems(),
+            *self.log.problems(),
+            *self.discovery.problems(),
+            *self.mesh.problems(),
+            *self.raft.problems(),
         ]
-        checks += [(False, message) for message in self.mesh.problems()]
-        checks += [(False, message) for message in self.raft.problems()]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` (all problems, one line) on values no node could run with."""
+        found = self.problems()
+        if found:
+            raise ConfigError("; ".join(found))
 
 
 def load_config(
@@ -228,6 +322,7 @@ def load_config(
     ``None`` values are skipped so unset flags do not hide lower layers.
     """
     config = NodeConfig()
+    sources: dict[str, str] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -235,17 +330,28 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
-        _merge(config, data, source=str(path), prefix="")
+        _merge(config, data, source=f"config file {path}", prefix="", sources=sources)
     for key, raw in _env_items(os.environ if env is None else env):
-        _set(config, key, raw, source=f"environment {ENV_PREFIX}{key.upper().replace('.', '_')}")
+        source = f"environment {ENV_PREFIX}{key.upper().replace('.', '_')}"
+        _set(config, key, raw, source=source, sources=sources)
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set(config, key, value, source=f"flag for {key}")
-    config.validate()
+            _set(config, key, value, source=f"flag for {key}", sources=sources)
+    found = config.problems()
+    if found:
+        raise ConfigError("; ".join(_with_source(m, sources) for m in found))
     return config
 
 
-def _merge(target: Any, data: Mapping[str, Any], source: str, prefix: str) -> None:
+def _with_source(message: str, sources: Mapping[str, str]) -> str:
+    """``message`` followed by where its key (the message's first word) was set, if known."""
+    key = message.split(" ", 1)[0].rstrip(":")
+    return f"{message} (from {sources[key]})" if key in sources else message
+
+
+def _merge(
+    target: Any, data: Mapping[str, Any], source: str, prefix: str, sources: dict[str, str]
+) -> None:
     names = {f.name: f for f in dataclasses.fields(target)}
     for key, value in data.items():
         dotted = prefix + key
@@ -255,9 +361,9 @@ def _merge(target: Any, data: Mapping[str, Any], source: str, prefix: str) -> No
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: {dotted!r} must be a table")
-            _merge(current, value, source, dotted + ".")
+            _merge(current, value, source, dotted + ".", sources)
         else:
-            _set(target, key, value, source, dotted=dotted)
+            _set(target, key, value, source, dotted=dotted, sources=sources)
 
 
 def _env_items(env: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -274,8 +380,18 @@ def _env_items(env: Mapping[str, str]) -> list[tuple[str, str]]:
     return items
 
 
-def _set(root: Any, key: str, value: Any, source: str, dotted: str | None = None) -> None:
-    """Set ``key`` (dotted, relative to ``root``) to ``value`` coerced to the field's type."""
+def _set(
+    root: Any,
+    key: str,
+    value: Any,
+    source: str,
+    dotted: str | None = None,
+    sources: dict[str, str] | None = None,
+) -> None:
+    """Set ``key`` (dotted, relative to ``root``) to ``value`` coerced to the field's type.
+
+    ``sources`` (when given) records ``source`` under the full dotted key.
+    """
     parts = key.split(".")
     target = root
     for part in parts[:-1]:
@@ -291,6 +407,8 @@ def _set(root: Any, key: str, value: Any, source: str, dotted: str | None = None
         setattr(target, name, _coerce(value, hints[name]))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: bad value {value!r} for {dotted or key!r}: {e}") from e
+    if sources is not None:
+        sources[dotted or key] = source
 
 
 def _coerce(value: Any, hint: Any) -> Any:

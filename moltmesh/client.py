@@ -51,12 +51,46 @@ def local_endpoint(data_dir: Path) -> tuple[str, str]:
     return url, token
 
 
+def check_url(url: str) -> str:
+    """``url`` without a trailing slash; ``ClientError`` unless it is an http(s) URL with a
+    host (``localhost:8470`` alone would be read as scheme "localhost")."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientError(0, f"node URL {url!r} needs http:// or https:// (e.g. http://{url})")
+    return url.rstrip("/")
+
+
+def tls_context(cafile: Path | None) -> ssl.SSLContext | None:
+    """A context trusting the CA certificate(s) in ``cafile`` (PEM), or None (urllib's default:
+    the system's CAs). ``ClientError`` naming the file when it is missing or not PEM."""
+    if cafile is None:
+        return None
+    if not cafile.is_file():
+        raise ClientError(0, f"CA certificate file {cafile} does not exist")
+    try:
+        return ssl.create_default_context(cafile=str(cafile))
+    except ssl.SSLError as e:
+        raise ClientError(0, f"{cafile} holds no usable PEM CA certificate: {e.reason}") from None
+    except OSError as e:
+        raise ClientError(0, f"cannot read CA certificate file {cafile}: {e.strerror}") from None
+
+
+def unreachable(url: str, reason: object) -> ClientError:
+    """The error for a node that gave no HTTP answer; a failed certificate check says how to
+    trust a private CA."""
+    hint = ""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        hint = " (a certificate of a private CA? trust that CA with --cacert FILE)"
+    return ClientError(0, f"cannot reach {url}: {reason}{hint}")
+
+
 class Client:
     def __init__(self, url: str, token: str, timeout_s: float = 60.0, cafile: Path | None = None):
-        self.url = url.rstrip("/")
+        """``ClientError`` if ``url`` is not an http(s) URL or ``cafile`` is unusable."""
+        self.url = check_url(url)
         self.token = token
         self.timeout_s = timeout_s
-        self._ssl = ssl.create_default_context(cafile=cafile) if cafile else None
+        self._ssl = tls_context(cafile)
 
     def request(
         self,
@@ -80,7 +114,7 @@ class Client:
                 message = raw.decode(errors="replace") or e.reason
             raise ClientError(e.code, message) from None
         except urllib.error.URLError as e:
-            raise ClientError(0, f"cannot reach {self.url}: {e.reason}") from None
+            raise unreachable(self.url, e.reason) from None
 
     def get_json(self, path: str) -> Any:
         return json.loads(self.request("GET", path)[2])

@@ -46,3 +46,24 @@ async def test_model_names_reach_the_node_quoted(
     assert await run_cli(node, name, str(source)) == 2
     err = capsys.readouterr().err
     assert "404" in err and name in err
+
+
+async def test_a_v2_request_body_file_is_answered(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0] * 6}]}
+    source = tmp_path / "request.json"
+    source.write_text(json.dumps(body))
+    assert await run_cli(node, "tiny", str(source)) == 0
+    out = capsys.readouterr().out
+    assert "probs" in out and "route local" in out
+
+
+async def test_an_uncastable_input_is_one_line_naming_file_and_input(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    source = tmp_path / "hello.json"
+    source.write_text(json.dumps({"x": "hello"}))
+    assert await run_cli(node, "tiny", str(source)) == 2
+    err = capsys.readouterr().err
+    assert err == f"moltmesh infer: {source}: cannot convert to FP32 for input 'x': it holds text\n"

@@ -9,7 +9,8 @@ contain no underscore, so the split is unambiguous. Unknown keys and badly typed
 
 Every value is then checked (``NodeConfig.validate``): integers in range, times and sizes finite
 numbers in range (NaN and infinity are refused wherever they make no sense), names from their
-lists, ``host:port`` strings well formed. Each section's ``problems()`` returns one message per bad
+lists, ``host:port`` strings well formed, ``runtime.model_repository`` roots existing directories
+(checked against the disk when validated). Each section's ``problems()`` returns one message per bad
 value, each beginning with the dotted key it is about; ``load_config`` adds where the value came
 from (file, environment variable or flag).
 """
@@ -79,6 +80,18 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> list[str]:
     return [f"{key} must be {listed}, got {value!r}"]
 
 
+def check_dir(key: str, path: Path) -> list[str]:
+    """``[]`` when ``path`` is an existing directory; else a message naming ``key`` and ``path``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return []
+        reason = "is not a directory" if path.exists() else "does not exist"
+    except OSError as e:
+        reason = f"cannot be read ({e.strerror})"
+    return [f"{key}: {path} {reason}"]
+
+
 def check_address(key: str, value: Any) -> list[str]:
     """``[]`` when ``value`` is ``host:port`` (or ``[v6]:port``) with a port 1..65535."""
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
@@ -142,8 +155,17 @@ class RuntimeConfig:
     default_deadline_ms: float = 30_000.0  # deadline when a request names none
 
     def problems(self) -> list[str]:
-        """Messages for every nonsensical value (empty when the section is usable)."""
+        """Messages for every nonsensical value (empty when the section is usable).
+
+        A ``model_repository`` root that does not exist (or is a file) is a problem: a mistyped
+        path would otherwise start a node serving only the bundled models, or none.
+        """
         return [
+            *[
+                m
+                for root in self.model_repository
+                for m in check_dir("runtime.model_repository", root)
+            ],
             *check_choice("runtime.variant", self.variant, ("auto", "full", "int8", "fp16")),
             *check_int("runtime.intra_op_threads", self.intra_op_threads, 0),
             *check_int("runtime.inter_op_threads", self.inter_op_threads, 0),

@@ -10,6 +10,7 @@ error                      meaning (suggested HTTP status)
 ``VersionNotFound``        the model exists, that version does not (404)
 ``VariantNotAvailable``    the version exists, that variant cannot be had (404 / 409)
 ``InvalidModel``           a model directory or file is malformed (500 / reported)
+``RepositoryRootProblem``  (an ``InvalidModel``) a repository root is missing (reported)
 ``InvalidInput``           a request's tensors do not match the model's metadata (400)
 ``RunFailed``              onnxruntime failed on valid-looking inputs (500)
 ``RuntimeClosed``          ``run`` was called after ``close`` (503)
@@ -52,6 +53,18 @@ class InvalidModel(RuntimeErrorBase):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"invalid model at {self.path}: {reason}")
+
+
+class RepositoryRootProblem(InvalidModel):
+    """The repository root ``path`` is missing, not a directory or unreadable: nothing read there.
+
+    An ``InvalidModel`` so it is listed with the other problems of a scan; its message names the
+    root rather than a model.
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.args = (f"model repository root {self.path}: {reason}",)
 
 
 class InvalidInput(RuntimeErrorBase):

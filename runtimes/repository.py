@@ -17,7 +17,9 @@ Layout (the same as Triton's, so users can drop in their own ONNX models)::
   file, a name unusable in a URL) never makes scanning fail: it is reported as an
   :class:`InvalidModel` in :meth:`ModelRepository.problems` and left out of the index; loading it
   raises that error. A version directory without any model file is reported and skipped, the
-  model's other versions stay usable. Missing roots are skipped; hidden entries are ignored.
+  model's other versions stay usable. A root that is missing, not a directory or unreadable is
+  reported as a :class:`~runtimes.errors.RepositoryRootProblem` (logged as a warning naming
+  the path) and skipped, so the other roots stay usable; hidden entries are ignored.
 - The disk is scanned afresh on every call, so models dropped in are seen without a restart.
 """
 
@@ -33,7 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtimes.base import VARIANT_FP16, VARIANT_FULL, VARIANT_INT8, VARIANTS, CascadeConfig
-from runtimes.errors import InvalidModel, ModelNotFound, VariantNotAvailable, VersionNotFound
+from runtimes.errors import (
+    InvalidModel,
+    ModelNotFound,
+    RepositoryRootProblem,
+    VariantNotAvailable,
+    VersionNotFound,
+)
 
 if TYPE_CHECKING:  # onnxruntime is imported only when a model is loaded
     from runtimes.onnx import OnnxOptions, OnnxRuntime
@@ -114,13 +122,9 @@ class ModelRepository:
         """Scan every root now; never raises for malformed content."""
         result = RepositoryScan()
         for root in self.roots:
-            if not root.is_dir():
-                log.debug("model repository root %s does not exist, skipped", root)
-                continue
             try:
-                children = sorted(root.iterdir(), key=lambda p: p.name)
-            except OSError as exc:
-                problem = InvalidModel(root, f"cannot list the repository root: {exc}")
+                children = _list_root(root)
+            except RepositoryRootProblem as problem:
                 log.warning("%s", problem)
                 result.problems.append(problem)
                 continue
@@ -148,7 +152,7 @@ class ModelRepository:
         return [entries[name] for name in sorted(entries)]
 
     def problems(self) -> list[InvalidModel]:
-        """Every malformed model or version directory found by a fresh scan."""
+        """Every unusable root and malformed model or version directory found by a fresh scan."""
         return self.scan().problems
 
     def entry(self, name: str) -> ModelEntry:
@@ -207,6 +211,17 @@ class ModelRepository:
             description=entry.description,
             cascade=entry.cascade,
         )
+
+
+def _list_root(root: Path) -> list[Path]:
+    """The entries of ``root`` by name; ``RepositoryRootProblem`` when it cannot be used."""
+    try:
+        if not root.is_dir():
+            reason = "is not a directory" if root.exists() else "does not exist"
+            raise RepositoryRootProblem(root, f"{reason}, no models read from it")
+        return sorted(root.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise RepositoryRootProblem(root, f"cannot list it: {exc}") from None
 
 
 def _read_model_dir(model_dir: Path, problems: list[InvalidModel]) -> ModelEntry:

@@ -31,6 +31,8 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path):
 
 
 def test_env_top_level_keys_and_types(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     config = load_config(
         env={
             "MOLTMESH_DATA_DIR": str(tmp_path / "d"),

@@ -20,6 +20,7 @@ onnxruntime's quantization tools are imported only when a variant is made.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -157,7 +158,7 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Calibration | N
 
     src, dst = Path(src), Path(dst)
 
-    def make(tmp: Path) -> None:
+    def _quantize(tmp: Path) -> None:
         if calibration is None:
             quantize_dynamic(
                 src,
@@ -177,11 +178,55 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Calibration | N
                 per_channel=True,
                 nodes_to_exclude=first_layers,
             )
+
+    def make(tmp: Path) -> None:
+        with _without_preprocess_hint():
+            _quantize(tmp)
         if not _has_quantized_weights(tmp):
             how = "static" if calibration is not None else "dynamic (give calibration data)"
             raise ValueError(f"{how} quantization found no weights to quantize")
 
     return _produce(VARIANT_INT8, src, dst, make)
+
+
+PREPROCESS_HINT = "pre-processing before quantization"
+"""Words of onnxruntime's hint (logged twice per quantization) that :func:`quantize_int8` drops."""
+
+
+class _DropPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return PREPROCESS_HINT not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocess_hint() -> Iterator[None]:
+    """Within the block, drop onnxruntime's "Please consider pre-processing" hint.
+
+    onnxruntime's quantizers log it through the root logger with ``logging.warning``, which also
+    runs ``logging.basicConfig`` when the root logger has no handler, leaving a stderr handler on
+    it for the rest of the process. Within the block the root logger gets a filter dropping the
+    hint (a logger's filters see only records logged on it: other loggers' warnings pass) and, when
+    it has no handler, Python's last-resort handler, so that ``basicConfig`` does nothing and
+    other warnings still show as they would. Both are removed on exit; the filter is process-wide
+    while the block runs.
+
+    The pre-processing itself (symbolic shape inference and graph fusion) is not run: it renames
+    and fuses nodes, which would defeat excluding the first layers by name and change the
+    accuracy measured for the variants; the models served here are small and already shaped.
+    """
+    root = logging.getLogger()
+    hint = _DropPreprocessHint()
+    added: logging.Handler | None = None
+    if not root.handlers:
+        added = logging.lastResort or logging.NullHandler()
+        root.addHandler(added)
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+        if added is not None:
+            root.removeHandler(added)
 
 
 _WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})

@@ -11,6 +11,12 @@
 Key ring changes and revocations are carried out by the running node of this data directory
 (reached over mutual TLS with its own certificate), which relays them to every member. When no
 node is running, only this device's files change, and the command says so.
+
+Data-directory lock (``<data-dir>/lock``, held by a running node for its whole life): ``init``
+and ``ca import`` hold it while they write, so they refuse to run beside a node; ``keys
+install|use|remove`` and ``revoke`` hold it when they change the files offline, and go through
+the running node when a node holds it; ``token``, ``keys list`` and ``status`` take no lock
+(``token`` only adds a record to the CA holder's token file, beside a running node).
 """
 
 from __future__ import annotations
@@ -49,28 +55,62 @@ def node_overrides(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def ttl_seconds(text: str) -> float:
+    """argparse type of ``--ttl``: seconds, finite, in ``(0, MAX_TTL_S]``."""
+    from moltmesh.mesh.tokens import check_ttl
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    try:
+        return check_ttl(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+LOCKED = "Holds the data directory's lock: refused while a node runs on it."
+RELAYED = (
+    "Goes through the node running on this data directory (it holds the directory's lock); "
+    "with none, changes this device's files under that lock."
+)
+
+
 def add_parser(sub: Any) -> None:
-    from moltmesh.cli import add_node_config_flags
+    from moltmesh.cli import add_node_config_flags, plain_doc
+    from moltmesh.mesh.tokens import MAX_TTL_S
 
     mesh = sub.add_parser(
         "mesh", help="create a mesh, issue join tokens, manage gossip keys and revocations",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=plain_doc(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     msub = mesh.add_subparsers(dest="mesh_command", metavar="ACTION", required=True)
 
-    p = msub.add_parser("init", help="create a new mesh with this node as its CA holder")
+    p = msub.add_parser(
+        "init", help="create a new mesh with this node as its CA holder", description=LOCKED
+    )
     add_node_config_flags(p)
     p.set_defaults(func=cmd_init)
 
-    p = msub.add_parser("token", help="print a join token (CA holders only)")
+    p = msub.add_parser(
+        "token", help="print a join token (CA holders only)",
+        description="Print a one-line, single-use, expiring join token. Takes no lock: it runs "
+        "beside the node, which admits the device that presents the token.",
+    )  # fmt: skip
     add_node_config_flags(p)
     p.add_argument("--address", help="HOST:PORT where new devices reach this node")
-    p.add_argument("--ttl", type=float, help="seconds the token stays valid (default 86400)")
+    p.add_argument(
+        "--ttl", type=ttl_seconds, metavar="SECONDS",
+        help=f"seconds the token stays valid: more than 0, at most {MAX_TTL_S:g} (30 days) "
+        "(default: mesh.token_ttl_s, 86400)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_token)
 
     ca_p = msub.add_parser("ca", help="CA key management")
     ca_sub = ca_p.add_subparsers(dest="ca_command", metavar="ACTION", required=True)
-    p = ca_sub.add_parser("import", help="install the mesh CA certificate and key here")
+    p = ca_sub.add_parser(
+        "import", help="install the mesh CA certificate and key here", description=LOCKED
+    )
     add_node_config_flags(p)
     p.add_argument("cert", type=Path, help="CA certificate (PEM)")
     p.add_argument("key", type=Path, help="CA private key (PEM, Ed25519)")
@@ -81,18 +121,22 @@ def add_parser(sub: Any) -> None:
     p = ksub.add_parser("list", help="key ids; the primary seals outgoing gossip")
     add_node_config_flags(p)
     p.set_defaults(func=cmd_keys_list)
-    p = ksub.add_parser("install", help="add a key everywhere (generated when KEY is omitted)")
+    p = ksub.add_parser(
+        "install", help="add a key everywhere (generated when KEY is omitted)", description=RELAYED
+    )
     add_node_config_flags(p)
     p.add_argument("key", nargs="?", help="base64 of 32 bytes")
     p.set_defaults(func=cmd_keys_install)
     for name, helptext in (("use", "seal gossip with this key everywhere"),
                            ("remove", "forget this key everywhere")):  # fmt: skip
-        p = ksub.add_parser(name, help=helptext)
+        p = ksub.add_parser(name, help=helptext, description=RELAYED)
         add_node_config_flags(p)
         p.add_argument("key_id", help="key id (8 hex digits, from `keys list`)")
         p.set_defaults(func=cmd_keys_use if name == "use" else cmd_keys_remove)
 
-    p = msub.add_parser("revoke", help="refuse a node everywhere and rotate the gossip key")
+    p = msub.add_parser(
+        "revoke", help="refuse a node everywhere and rotate the gossip key", description=RELAYED
+    )
     add_node_config_flags(p)
     p.add_argument("node", help="node id to revoke")
     p.set_defaults(func=cmd_revoke)
@@ -122,18 +166,20 @@ def mesh_errors() -> tuple[type[Exception], ...]:
 def cmd_init(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from moltmesh.dirlock import hold
     from moltmesh.identity import load_or_create_identity
     from moltmesh.mesh import ca, store
 
     config = _config(args)
-    identity = load_or_create_identity(config.data_dir)
-    try:
-        state = store.init_mesh(
-            config.data_dir, identity, dt.timedelta(seconds=config.mesh.cert_lifetime_s),
-            dt.timedelta(seconds=config.mesh.cert_backdate_s), ca.utcnow(),
-        )  # fmt: skip
-    except mesh_errors() as e:
-        raise _usage(e) from None
+    with hold(config.data_dir, "moltmesh mesh init"):
+        identity = load_or_create_identity(config.data_dir)
+        try:
+            state = store.init_mesh(
+                config.data_dir, identity, dt.timedelta(seconds=config.mesh.cert_lifetime_s),
+                dt.timedelta(seconds=config.mesh.cert_backdate_s), ca.utcnow(),
+            )  # fmt: skip
+        except mesh_errors() as e:
+            raise _usage(e) from None
     print(f"mesh {state.mesh_id} created; this node {state.node_id} holds its CA")
     print(f"CA fingerprint {state.ca_fingerprint}")
     print(f"CA key in {state.dir / 'ca.key'} (keep it there, or back it up offline)")
@@ -178,13 +224,17 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_import(args: argparse.Namespace) -> int:
+    from moltmesh.dirlock import hold
     from moltmesh.mesh import store
 
     config = _config(args)
-    try:
-        state = store.import_ca(config.data_dir, args.cert.read_bytes(), args.key.read_bytes())
-    except mesh_errors() as e:
-        raise _usage(e) from None
+    cert, key = args.cert.read_bytes(), args.key.read_bytes()
+    _load(config)  # a member's directory, before the lock creates anything
+    with hold(config.data_dir, "moltmesh mesh ca import"):
+        try:
+            state = store.import_ca(config.data_dir, cert, key)
+        except mesh_errors() as e:
+            raise _usage(e) from None
     print(f"CA key of mesh {state.mesh_id} installed; this node can now admit and revoke")
     return 0
 
@@ -214,20 +264,41 @@ async def _ask_running(config: NodeConfig, state: Any, address: str, msg: object
     return ADMIN_CODEC.decode(raw)
 
 
-def _mesh_wide(config: NodeConfig, state: Any, msg: object) -> bool:
-    """Ask the running node to carry out ``msg``; False when no node is running here."""
+def _no_answer(address: str, e: Exception) -> Exception:
+    return _usage(ValueError(f"no node answers at {address} (is it running?): {e}"))
+
+
+def _mesh_wide(config: NodeConfig, state: Any, msg: object) -> None:
+    """Have the running node carry out ``msg`` (it relays it to every member)."""
     from moltmesh.mesh.streams import StreamError
 
     address = _running_address(state)
     if address is None:
-        return False
+        raise _usage(
+            ValueError(
+                f"{config.data_dir} is in use, but no node serves on it yet (starting, or "
+                "another command): try again in a moment"
+            )
+        )
     try:
         reply = asyncio.run(_ask_running(config, state, address, msg))
     except StreamError as e:
-        raise _usage(ValueError(f"the running node at {address} did not answer: {e}")) from None
+        raise _no_answer(address, e) from None
     if not reply.ok:
         raise _usage(ValueError(f"not applied everywhere: {reply.error}"))
-    return True
+
+
+def _offline_lock(config: NodeConfig, purpose: str) -> Any:
+    """The data directory's lock, held, when no node runs on it; None when a node (or another
+    command) holds it: then the change goes through the running node."""
+    from moltmesh.dirlock import DataDirBusy, DataDirLock
+
+    lock = DataDirLock(config.data_dir, purpose)
+    try:
+        lock.acquire()
+    except DataDirBusy:
+        return None
+    return lock
 
 
 def _key_op(args: argparse.Namespace, op: Any) -> None:
@@ -236,13 +307,16 @@ def _key_op(args: argparse.Namespace, op: Any) -> None:
 
     config = _config(args)
     state = _load(config)
-    if _mesh_wide(config, state, RelayKeyOp(op)):
+    lock = _offline_lock(config, "moltmesh mesh keys")
+    if lock is None:
+        _mesh_wide(config, state, RelayKeyOp(op))
         print("applied on every member")
         return
-    try:
-        MeshService(config.data_dir, config.mesh, state=state).apply_key_op(op)
-    except mesh_errors() as e:
-        raise _usage(e) from None
+    with lock:
+        try:
+            MeshService(config.data_dir, config.mesh, state=_load(config)).apply_key_op(op)
+        except mesh_errors() as e:
+            raise _usage(e) from None
     print("no node is running here: changed this device's key ring only")
 
 
@@ -289,21 +363,44 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     state = _load(config)
     if state.ca_key is None:
         raise _usage(ValueError("only a CA holder can revoke (see `moltmesh mesh ca import`)"))
-    if _mesh_wide(config, state, Revoke(args.node)):
+    lock = _offline_lock(config, "moltmesh mesh revoke")
+    if lock is None:
+        _mesh_wide(config, state, Revoke(args.node))
         print(f"revoked {args.node}; the gossip key was rotated on every other member")
         return 0
-    service = MeshService(config.data_dir, config.mesh, state=state)
-    try:
-        asyncio.run(service.revoke(args.node))  # no peers known offline: local files only
-    except mesh_errors() as e:
-        raise _usage(e) from None
+    with lock:
+        service = MeshService(config.data_dir, config.mesh, state=_load(config))
+        try:
+            asyncio.run(service.revoke(args.node))  # no peers known offline: local files only
+        except mesh_errors() as e:
+            raise _usage(e) from None
     print(f"revoked {args.node} on this device only (no node running here); start the node "
           "and revoke again to reach the others")  # fmt: skip
     return 0
 
 
+def members_table(doc: dict[str, Any]) -> Any:
+    """The ``status`` table (a rich ``Table``). Node ids are never cut, however narrow the
+    terminal: ``revoke`` and ``raft recover --voters`` need them whole."""
+    from rich.table import Table
+
+    from moltmesh.identity import NODE_ID_CHARS
+
+    table = Table(title=f"mesh {doc['mesh']} seen from {doc['node']}")
+    table.add_column("node", overflow="fold", min_width=NODE_ID_CHARS)
+    for col in ("state", "address", "tier", "cpu %", "mem %", "models", "age s"):
+        table.add_column(col, overflow="fold")
+    for m in doc["members"]:
+        models = ", ".join(f"{k} ({'+'.join(v)})" if v else k for k, v in m["models"].items())
+        name = m["node"] + (" (this node)" if m["self"] else "")
+        table.add_row(name, m["status"], m["address"], m["tier"], str(m["cpu_load"]),
+                      str(m["mem_load"]), models, f"{m['age_s']:.0f}")  # fmt: skip
+    return table
+
+
 def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
-    """``moltmesh node --token``: join before the node starts.
+    """``moltmesh node --token``: join before the node starts, holding the data directory's
+    lock while it writes the credentials (released before the node takes it for its life).
 
     A member of the token's mesh ignores the token, unless its certificate has expired (it was
     away longer than the certificate lifetime): then it joins again with it.
@@ -311,6 +408,7 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
     token_text = getattr(args, "token", None)
     if not token_text:
         return
+    from moltmesh.dirlock import hold
     from moltmesh.identity import load_or_create_identity
     from moltmesh.mesh import ca, store
     from moltmesh.mesh.join import join
@@ -318,17 +416,18 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
 
     try:
         token = parse_token(token_text)
-        rejoin = False
-        if store.has_mesh(config.data_dir):
-            state = store.load(config.data_dir)
-            if state.ca_fingerprint != token.ca_fingerprint:
-                raise _usage(ValueError(f"{config.data_dir} already belongs to another mesh"))
-            if ca.utcnow() < state.node_cert.not_valid_after_utc:
-                print(f"already a member of mesh {state.mesh_id}; ignoring --token", flush=True)
-                return
-            rejoin = True
-        identity = load_or_create_identity(config.data_dir)
-        state = asyncio.run(join(token, identity, config.data_dir, config.mesh, rejoin))
+        with hold(config.data_dir, "moltmesh node --token (joining)"):
+            rejoin = False
+            if store.has_mesh(config.data_dir):
+                state = store.load(config.data_dir)
+                if state.ca_fingerprint != token.ca_fingerprint:
+                    raise _usage(ValueError(f"{config.data_dir} already belongs to another mesh"))
+                if ca.utcnow() < state.node_cert.not_valid_after_utc:
+                    print(f"already a member of mesh {state.mesh_id}; ignoring --token", flush=True)
+                    return
+                rejoin = True
+            identity = load_or_create_identity(config.data_dir)
+            state = asyncio.run(join(token, identity, config.data_dir, config.mesh, rejoin))
     except (*mesh_errors(), OSError, TimeoutError) as e:
         raise _usage(ValueError(f"cannot join with this token: {e}")) from None
     again = "again (its certificate had expired) " if rejoin else ""
@@ -362,7 +461,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         reply = asyncio.run(_ask_running(config, state, address, MembersRequest()))
     except StreamError as e:
-        raise _usage(ValueError(f"the running node at {address} did not answer: {e}")) from None
+        raise _no_answer(address, e) from None
     if isinstance(reply, AdminReply) or not isinstance(reply, MemberList):
         raise _usage(ValueError(getattr(reply, "error", "unexpected answer")))
     doc = json.loads(reply.document)
@@ -370,18 +469,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"mesh {doc['mesh']} seen from {doc['node']}")
-    for col in ("node", "state", "address", "tier", "cpu %", "mem %", "models", "age s"):
-        table.add_column(col)
-    for m in doc["members"]:
-        models = ", ".join(f"{k} ({'+'.join(v)})" if v else k for k, v in m["models"].items())
-        name = m["node"] + (" (this node)" if m["self"] else "")
-        table.add_row(name, m["status"], m["address"], m["tier"], str(m["cpu_load"]),
-                      str(m["mem_load"]), models, f"{m['age_s']:.0f}")  # fmt: skip
     console = Console()
-    console.print(table)
+    console.print(members_table(doc))
     raft = doc.get("raft")
     if raft:
         voters = ", ".join(str(v) for v in raft["voters"])

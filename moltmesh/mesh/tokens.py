@@ -6,7 +6,9 @@ Format (as ``docker swarm join`` tokens)::
 
 The CA fingerprint lets the joiner pin the mesh before it trusts anything; the address is where
 a CA holder listens. The CA holder keeps only the SHA-256 of the secret (``TokenStore``), marks a
-token used the moment it admits a node, and refuses expired ones.
+token used the moment it admits a node, and refuses expired ones. A token lives for a finite
+``0 < ttl <= MAX_TTL_S`` seconds; a record whose expiry is not a finite number (NaN compares
+false with any clock, so it would never expire) is refused as corrupt.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,22 @@ from moltmesh.mesh.errors import TokenError
 PREFIX = "MMTKN-1"
 TOKEN_ID_CHARS = 16
 SECRET_CHARS = 32
+MAX_TTL_S = 30 * 86400.0
+"""Longest a join token may stay valid (30 days): a token is for enrolling a device soon, and a
+forgotten one must not open the mesh for ever."""
+
+
+def check_ttl(ttl_s: float) -> float:
+    """``ttl_s`` if it is a finite number of seconds in ``(0, MAX_TTL_S]``, else ``ValueError``
+    naming it (NaN, infinities, zero and negatives included)."""
+    if not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s):
+        raise ValueError(f"token lifetime {ttl_s!r} is not a finite number of seconds")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(
+            f"token lifetime {ttl_s:g} s is out of range: more than 0, at most {MAX_TTL_S:g} s "
+            "(30 days)"
+        )
+    return float(ttl_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,17 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
+def _expiry(record: object) -> float:
+    """A record's expiry (seconds since the epoch), NaN when it is missing, not a number or not
+    finite (the JSON file may hold ``NaN`` or ``Infinity`` literals): such a record never counts
+    as valid, and pruning drops it."""
+    raw = record.get("expires") if isinstance(record, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return math.nan
+    expires = float(raw)
+    return expires if math.isfinite(expires) else math.nan
+
+
 class TokenStore:
     """The CA holder's record of tokens it issued: hashed secret, expiry, use.
 
@@ -94,25 +124,32 @@ class TokenStore:
         write_private(self.path, json.dumps(records, indent=1, sort_keys=True).encode())
 
     def create(self, ca_fingerprint: str, address: str, ttl_s: float, now_s: float) -> JoinToken:
-        """Issue a token valid for ``ttl_s`` seconds from ``now_s``; expired records are pruned."""
+        """Issue a token valid for ``ttl_s`` seconds from ``now_s``; expired records are pruned.
+        ``ValueError`` for a bad address, a ``ttl_s`` that ``check_ttl`` refuses, or a
+        non-finite ``now_s``."""
         split_address(address)
+        check_ttl(ttl_s)
+        if not math.isfinite(now_s):
+            raise ValueError(f"clock reading {now_s!r} is not finite")
         token_id = secrets.token_hex(TOKEN_ID_CHARS // 2)
         secret = base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
-        records = {
-            k: v for k, v in self._load().items() if float(v.get("expires") or 0) > now_s
-        }  # fmt: skip
+        records = {k: v for k, v in self._load().items() if now_s < _expiry(v) <= now_s + MAX_TTL_S}
         records[token_id] = {"sha256": _hash(secret), "expires": now_s + ttl_s, "used": None}
         self._save(records)
         return JoinToken(ca_fingerprint, token_id, secret, address)
 
     def check(self, token_id: str, now_s: float) -> None:
-        """Raise ``TokenError`` unless ``token_id`` is known, unused and unexpired."""
+        """Raise ``TokenError`` unless ``token_id`` is known, unused and unexpired (an expiry
+        that is not finite, or further than ``MAX_TTL_S`` from ``now_s``, is refused)."""
         record = self._load().get(token_id)
-        if record is None:
+        if not isinstance(record, dict):
             raise TokenError("unknown join token")
         if record.get("used") is not None:
             raise TokenError("join token already used")
-        if float(record.get("expires") or 0) <= now_s:
+        expires = _expiry(record)
+        if math.isnan(expires) or expires > now_s + MAX_TTL_S:
+            raise TokenError(f"join token record in {self.path} has no valid expiry")
+        if not expires > now_s:  # a NaN clock reading expires every token too
             raise TokenError("join token expired")
 
     def consume(self, token_id: str, secret: str, now_s: float, used_by: str) -> None:

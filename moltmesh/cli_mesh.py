@@ -214,7 +214,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         address = running
     if not address:
         raise _usage(ValueError("give --address HOST:PORT: where new devices reach this node"))
-    ttl = args.ttl if args.ttl is not None else config.mesh.token_ttl_s
+    ttl = args.ttl
+    if ttl is None:
+        from moltmesh.mesh.tokens import check_ttl
+
+        try:
+            ttl = check_ttl(config.mesh.token_ttl_s)
+        except ValueError as e:
+            raise _usage(ValueError(f"mesh.token_ttl_s: {e}; give --ttl")) from None
     try:
         token = state.tokens().create(state.ca_fingerprint, address, ttl, time.time())
     except (ValueError, *mesh_errors()) as e:

@@ -141,3 +141,13 @@ def test_mesh_help_is_plain_text(capsys: pytest.CaptureFixture[str]):
     assert code == 0 and "``" not in out and "Data-directory lock" in out
     code, out, _ = run(capsys, "mesh", "init", "--help")
     assert "lock" in out
+
+
+def test_a_configured_token_ttl_out_of_range_names_the_setting(
+    member: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MOLTMESH_MESH_TOKEN_TTL_S", str(MAX_TTL_S * 2))
+    argv = ["mesh", "token", "--data-dir", str(member), "--address", "10.0.0.5:8471"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "mesh.token_ttl_s: token lifetime" in err and "--ttl" in err
+    assert run(capsys, *argv, "--ttl", "60")[0] == 0

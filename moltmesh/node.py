@@ -3,7 +3,9 @@
     async with Node(config) as node:
         result = await node.infer("defects", {"image": batch})
 
-``start`` (or entering the context) creates the data directory and identity, loads the models,
+``start`` (or entering the context) takes the data directory's lock (``moltmesh.dirlock``: a
+second node on the same directory is refused with ``DataDirBusy``; the lock is held until
+``stop`` ends), creates the directory and identity, loads the models,
 unless ``serve_api=False`` serves the HTTP API, and — when the data directory holds mesh
 credentials (``moltmesh mesh init`` or a join token) — runs the mesh: TLS streams, sealed gossip,
 SWIM membership (``members()``, ``events()``) and mDNS discovery. ``stop`` leaves the mesh
@@ -26,7 +28,8 @@ from aiohttp import web
 
 from moltmesh import capability
 from moltmesh.api import build_app
-from moltmesh.config import NodeConfig
+from moltmesh.config import ConfigError, NodeConfig
+from moltmesh.dirlock import DataDirLock
 from moltmesh.errors import BadRequest
 from moltmesh.identity import (
     API_URL_FILE,
@@ -70,12 +73,13 @@ class Node:
         self._service: InferenceService | None = None
         self._runner: web.AppRunner | None = None
         self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
-        self._collectors: list[Collector] = []  # mesh, discovery and Raft figures on /metrics
+        self._collectors: list[Collector] = []  # mesh, discovery and Raft figures, registered
         self._discovered: DiscoveredPeers | None = None
         self.raft_ref = RaftRef()  # the API's view of Raft/KV; ``runtime`` set while it runs
         self.api_url: str | None = None
         self.api_token: str | None = None
         self.token_created = False
+        self._lock = DataDirLock(self.config.data_dir, "moltmesh node")
 
     @property
     def node_id(self) -> str:
@@ -104,22 +108,26 @@ class Node:
         return roots
 
     async def start(self) -> None:
+        """Start everything (see the module docstring). On failure, what started is stopped
+        and the data directory's lock released before the error propagates."""
         started = time.perf_counter()
         data_dir = self.config.data_dir
-        self._identity = load_or_create_identity(data_dir)
-        self.api_token, self.token_created = load_or_create_api_token(data_dir)
-        providers = list(onnxruntime.get_available_providers())
-        tier = capability.local_tier(providers)
-        self._service = InferenceService(
-            ModelRepository(self.model_roots()),
-            self.config.runtime,
-            self.metrics,
-            self.node_id,
-            tier=tier,
-            on_battery=capability.on_battery(),
-        )
-        await self._service.start()
+        self._check_tls_files()  # before anything is created on disk
+        self._lock.acquire()
         try:
+            self._identity = load_or_create_identity(data_dir)
+            self.api_token, self.token_created = load_or_create_api_token(data_dir)
+            providers = list(onnxruntime.get_available_providers())
+            tier = capability.local_tier(providers)
+            self._service = InferenceService(
+                ModelRepository(self.model_roots()),
+                self.config.runtime,
+                self.metrics,
+                self.node_id,
+                tier=tier,
+                on_battery=capability.on_battery(),
+            )
+            await self._service.start()
             if self._serve_api:
                 await self._start_api()
             await self._start_mesh()
@@ -131,6 +139,19 @@ class Node:
             log, "node.started", node=self.node_id, tier=tier, models=self._service.model_names(),
             api=self.api_url, startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
+
+    def _check_tls_files(self) -> None:
+        """``ConfigError`` naming the key and file when the API's certificate or key cannot be
+        read (found before the node creates its identity, so a first start that fails here
+        still shows its token on the next)."""
+        api = self.config.api
+        for key, path in (("api.tls_cert", api.tls_cert), ("api.tls_key", api.tls_key)):
+            if path is None:
+                continue
+            try:
+                Path(path).open("rb").close()
+            except OSError as e:
+                raise ConfigError(f"{key} {path}: {e.strerror or e}") from None
 
     async def _start_api(self) -> None:
         api = self.config.api
@@ -144,9 +165,22 @@ class Node:
         ssl_context = None
         if api.tls_cert and api.tls_key:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.load_cert_chain(api.tls_cert, api.tls_key)
+            try:
+                ssl_context.load_cert_chain(api.tls_cert, api.tls_key)
+            except ssl.SSLError as e:
+                raise ConfigError(
+                    f"api.tls_cert {api.tls_cert} / api.tls_key {api.tls_key}: not a usable "
+                    f"PEM certificate and matching private key ({e.reason or e})"
+                ) from None
         site = web.TCPSite(self._runner, api.host, api.port, ssl_context=ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise OSError(
+                e.errno,
+                f"cannot serve the API on api.host {api.host!r}, api.port {api.port}: "
+                f"{e.strerror or e}",
+            ) from None
         host, port = self._runner.addresses[0][:2]
         scheme = "https" if ssl_context else "http"
         shown = f"[{host}]" if ":" in host else host
@@ -176,7 +210,7 @@ class Node:
                 await raft.stop()
             raise
         self.mesh_ref.runtime = runtime
-        self._collectors.append(runtime.collector())
+        self._register(runtime.collector())
         if self.config.discovery.enabled and runtime.driver is not None:
             from moltmesh.mesh.discovered import DiscoveredPeers, advert_for
 
@@ -186,11 +220,14 @@ class Node:
                                 runtime.service.address, public_api)  # fmt: skip
             self._discovered = DiscoveredPeers(advert, self.config.discovery, runtime.driver)
             await self._discovered.start()
-            self._collectors.append(self._discovered.collector())
-        for collector in self._collectors:
-            self.metrics.registry.register(collector)
+            self._register(self._discovered.collector())
         if raft is not None:
             await self._start_raft(raft)
+
+    def _register(self, collector: Collector) -> None:
+        """Put ``collector`` on /metrics now; ``stop`` takes off exactly what was put on."""
+        self.metrics.registry.register(collector)
+        self._collectors.append(collector)
 
     async def _start_raft(self, raft: RaftRuntime) -> None:
         """Raft and the cluster KV over the running mesh (``node.kv``)."""
@@ -200,9 +237,7 @@ class Node:
             await raft.stop()
             raise
         self.raft_ref.runtime = raft
-        collector = raft.collector()
-        self.metrics.registry.register(collector)
-        self._collectors.append(collector)
+        self._register(raft.collector())
 
     @property
     def kv(self) -> ClusterKv:
@@ -262,8 +297,11 @@ class Node:
             self._runner = None
         if self._service is not None:
             await self._service.close(self.config.api.shutdown_grace_s)
-        (self.config.data_dir / API_URL_FILE).unlink(missing_ok=True)
-        log_event(log, "node.stopped", node=self._identity.node_id if self._identity else None)
+        if self._lock.held and self.api_url is not None:  # ours: written under the lock
+            (self.config.data_dir / API_URL_FILE).unlink(missing_ok=True)
+        if self._lock.held:
+            log_event(log, "node.stopped", node=self._identity.node_id if self._identity else None)
+        self._lock.release()
 
     async def infer(
         self,
@@ -278,8 +316,9 @@ class Node:
         """Answer one inference request.
 
         ``inputs`` maps input names to arrays (a bare array is accepted for single-input models);
-        ``urgency`` is 0..1; ``deadline`` is the time budget in seconds (None = the configured
-        default). Raises the errors of ``InferenceService.infer``.
+        ``urgency`` is 0..1, checked (this node answers every request itself: route "local");
+        ``deadline`` is the time budget in seconds (None = the configured default). Raises the
+        errors of ``InferenceService.infer``.
         """
         if not 0.0 <= urgency <= 1.0:
             raise BadRequest("urgency must be from 0 to 1")

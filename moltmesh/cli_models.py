@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from runtimes.base import TensorSpec
     from runtimes.repository import ModelEntry, ModelRepository
 
+LIST_COLUMNS = ("model", "versions", "variants", "inputs", "outputs", "description", "path")
+TABLE_MIN_WIDTH = 120
+"""Terminal columns below which ``models list`` prints one block per model instead of a table."""
+
 REPOSITORY_HELP = (
     "model repository in Triton's layout, <DIR>/<model>/<version>/model.onnx, searched before "
     "the bundled models (repeatable; replaces runtime.model_repository of the config)"
@@ -88,17 +92,31 @@ def cmd_list(args: argparse.Namespace) -> int:
         scan = repo.scan()
     finally:
         scan_log.setLevel(level)
-    table = Table(title="models")
-    for col in ("model", "versions", "variants", "inputs", "outputs", "description", "path"):
-        table.add_column(col)
+    rows = []
     for name in sorted(scan.entries):
         entry = scan.entries[name]
         variants = sorted({v for vs in entry.variants.values() for v in vs})
         inputs, outputs = _tensors(repo, entry)
-        table.add_row(entry.name, ", ".join(entry.versions), ", ".join(variants), inputs,
-                      outputs, entry.description, str(entry.path))  # fmt: skip
+        rows.append((entry.name, ", ".join(entry.versions), ", ".join(variants), inputs, outputs,
+                     entry.description, str(entry.path)))  # fmt: skip
     console = Console()
-    console.print(table)
+    if console.width >= TABLE_MIN_WIDTH:
+        table = Table(title="models")
+        for col in LIST_COLUMNS[:3]:
+            table.add_column(col, no_wrap=True)  # names stay whole (and greppable)
+        for col in LIST_COLUMNS[3:]:
+            table.add_column(col, overflow="fold")  # wrapped, never cut off
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # a narrow terminal: one block per model, a field per line
+        for row in rows:
+            console.print(f"[bold]{row[0]}[/]", soft_wrap=True)
+            for col, value in zip(LIST_COLUMNS[1:], row[1:], strict=True):
+                lines = value.splitlines() or [""]
+                console.print(f"  {col:<11} {lines[0]}", soft_wrap=True)
+                for line in lines[1:]:
+                    console.print(f"  {'':<11} {line}", soft_wrap=True)
     for problem in scan.problems:
         kind = "unusable root" if isinstance(problem, RepositoryRootProblem) else "skipped"
         console.print(f"[yellow]{kind}[/]: {problem}", soft_wrap=True)

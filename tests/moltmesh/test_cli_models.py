@@ -40,6 +40,22 @@ def test_list_shows_tensors_and_problems(
     assert f"skipped: invalid model at {repo / 'broken'}" in out
 
 
+def test_list_on_a_narrow_terminal_is_one_block_per_model(
+    tmp_path: Path, model_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # also what a pipe gets
+    argv = ["models", "list", "--model-repository", str(model_repo), "--data-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("tiny")
+    assert lines[at + 1].split() == ["versions", "1,", "2"]
+    assert lines[at + 3].split() == ["inputs", "x", "FP32[-1,3]"]
+    assert lines[at + 4].split() == ["outputs", "probs", "FP32[-1,4]"]
+    assert lines[at + 5].split() == ["logits", "FP32[-1,4]"]  # in the model's order
+    assert lines[at + 7].split() == ["path", str(model_repo / "tiny")]
+    assert "defects-light" in lines  # the bundled models too
+
+
 def test_list_and_quantize_name_a_missing_repository(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -138,3 +138,14 @@ def test_kv_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit):
         main(["kv", "ls", "--help"])
     assert "served even without quorum" in capsys.readouterr().out
+
+
+def test_watch_paths_and_error_pages():
+    from moltmesh.cli_kv import _json_body, _watch_path
+
+    assert _watch_path("", True) == "/v1/kv?watch=1"  # the whole KV: no key, no prefix flag
+    assert _watch_path("a b/", True) == "/v1/kv/a%20b/?watch=1&prefix=1"
+    assert _watch_path("k", False) == "/v1/kv/k?watch=1"
+    assert _json_body(b"404: Not Found") == {"error": "404: Not Found"}  # aiohttp's own page
+    assert _json_body(b'["x"]') == {"error": '["x"]'}
+    assert _json_body(b"") == {}

@@ -89,23 +89,26 @@ def recover_dir(raft_dir: Path, voters: list[str]) -> Recovered:
     if not voters:
         raise ValueError("--voters names at least one node")
     s = DiskStorage.open(raft_dir)
-    conf = s.snapshot().meta.conf_state if s.has_snapshot() else ConfState()
-    kv = KvStore.restore(s.snapshot().data) if s.has_snapshot() else KvStore()
-    last = s.last_index()
-    lo = kv.applied_index + 1
     try:
-        entries = s.entries(lo, last + 1) if lo <= last else []
-    except CompactedError:
-        entries = []
-    for e in entries:
-        kv.apply_entry(e)
-        if e.kind is EntryKind.CONFIG:
-            conf = apply_change(conf, decode_change(e))
-    index = kv.applied_index
-    if index == 0:
+        conf = s.snapshot().meta.conf_state if s.has_snapshot() else ConfState()
+        kv = KvStore.restore(s.snapshot().data) if s.has_snapshot() else KvStore()
+        last = s.last_index()
+        lo = kv.applied_index + 1
+        try:
+            entries = s.entries(lo, last + 1) if lo <= last else []
+        except CompactedError:
+            entries = []
+        for e in entries:
+            kv.apply_entry(e)
+            if e.kind is EntryKind.CONFIG:
+                conf = apply_change(conf, decode_change(e))
+        index = kv.applied_index
+        if index == 0:
+            raise ValueError(f"{raft_dir} holds no Raft state to recover")
+        term = max(s.term(index), s.hard_state.term)
+    except BaseException:
         s.close()
-        raise ValueError(f"{raft_dir} holds no Raft state to recover")
-    term = max(s.term(index), s.hard_state.term)
+        raise
     snap = Snapshot(SnapshotMeta(index, term, make_conf_state(voters)), kv.snapshot())
     s.reset_to_snapshot(snap, HardState(term, None, index))  # crash-safe, closes ``s``
     return Recovered(index, term, tuple(conf.voters), tuple(conf.learners))

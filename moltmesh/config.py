@@ -239,7 +239,8 @@ class MeshConfig:
             *(check_address("mesh.advertise", self.advertise) if self.advertise else []),
             *[m for seed in self.seeds for m in check_address("mesh.seeds", seed)],
             *check_number("mesh.cert_backdate_s", self.cert_backdate_s, 0),
-            *check_number("mesh.cert_lifetime_s", self.cert_lifetime_s, 0, above=True),
+            # at most the CA's own lifetime (moltmesh.mesh.ca.CA_LIFETIME, 3650 days)
+            *check_number("mesh.cert_lifetime_s", self.cert_lifetime_s, 0, 3650 * 86400.0),
         ]
         if not found and self.cert_lifetime_s <= 3 * self.cert_backdate_s:
             found.append("mesh.cert_lifetime_s must exceed 3 x mesh.cert_backdate_s")

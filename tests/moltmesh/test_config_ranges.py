@@ -87,6 +87,7 @@ def test_bad_number_from_toml_names_key_and_file(tmp_path: Path, key: str, raw: 
         ("mesh.max_datagram_bytes", 70000, "576..65507"),
         ("mesh.max_frame_bytes", 100, "at least 4096"),
         ("mesh.cert_lifetime_s", math.inf, "finite number"),
+        ("mesh.cert_lifetime_s", 1e12, "0..3.1536e"),  # beyond the CA's lifetime (and datetime)
         ("raft.max_voters", 4, "1, 3 or 5"),
         ("raft.request_timeout_s", math.inf, "finite number"),
         ("discovery.resolve_timeout_ms", 0, "at least 1"),

@@ -53,6 +53,7 @@ from moltmesh.mesh.admin import (
     RingRequest,
     RingState,
 )
+from moltmesh.mesh.advertise import guess_host, is_wildcard
 from moltmesh.mesh.drops import DropCounters
 from moltmesh.mesh.errors import CertificateError, MeshError, RevocationError
 from moltmesh.mesh.join import JoinService
@@ -142,11 +143,19 @@ class MeshService:
         except OSError:
             await self.streams.close()
             raise
-        self.address = self.config.advertise or format_address(bound_host, bound_port)
+        guessed = not self.config.advertise and is_wildcard(bound_host)
+        if self.config.advertise:
+            self.address = self.config.advertise
+        elif guessed:  # never 0.0.0.0: a peer would send to itself
+            contacts = [c for c in (*self.config.seeds, self.state.ca_address) if c]
+            self.address = format_address(await guess_host(contacts), bound_port)
+        else:
+            self.address = format_address(bound_host, bound_port)
         write_private(self.state.dir / ADDRESS_FILE, f"{self.address}\n".encode())
         self._renewer = asyncio.create_task(self._renew_loop())
         log_event(log, "mesh.started", node=self.node_id, mesh=self.state.mesh_id,
-                  address=self.address, ca_holder=self.state.ca_key is not None)  # fmt: skip
+                  address=self.address, guessed=guessed, ca_holder=self.state.ca_key is not None,
+                  listen=format_address(bound_host, bound_port))  # fmt: skip
         return self.address
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ member.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,6 +128,39 @@ def test_real_nodes_meet_by_mdns_alone_and_another_mesh_is_never_a_member(
         for i in range(3):
             assert ids[3] not in mesh_view(bed, hosts[i], dirs[i])
         assert mesh_view(bed, hosts[3], dirs[3]) == {}  # the other mesh sees none of ours
+    finally:
+        codes = [n.stop() for n in reversed(nodes)]
+    assert codes == [0] * len(nodes)
+
+
+@pytest.mark.timeout(300)
+def test_nodes_on_the_default_wildcard_host_advertise_their_own_address(
+    make_bed: Callable[[int], NetBed], tmp_path: Path
+) -> None:
+    """No ``--mesh-host``: the nodes listen on 0.0.0.0 and must tell peers a reachable address
+    (a peer pinging 0.0.0.0 would ping itself); ``mesh token`` needs no ``--address`` then."""
+    bed = make_bed(2)
+    hosts = bed.hosts
+    dirs = [tmp_path / h.label for h in hosts]
+    assert moltmesh(bed, hosts[0], "mesh", "init", "--data-dir", str(dirs[0])).returncode == 0
+    holder_address = f"{hosts[0].address}:{MESH_PORT}"
+    nodes = [RealNode.start(bed, hosts[0], dirs[0], "--mesh-port", MESH_PORT, env=ENV)]
+    try:
+        nodes[0].wait_serving()
+        made = moltmesh(bed, hosts[0], "mesh", "token", "--data-dir", str(dirs[0]))
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.strip().endswith(holder_address)
+        joining = ("--token", made.stdout.strip(), "--seed", holder_address)
+        nodes.append(RealNode.start(bed, hosts[1], dirs[1], "--mesh-port", MESH_PORT, *joining,
+                                    env=ENV))  # fmt: skip
+        nodes[1].wait_serving()
+        ids = [store.load(d).node_id for d in dirs]
+        for i, other in ((0, 1), (1, 0)):
+            wait_view(bed, hosts[i], dirs[i], lambda v, o=ids[other]: v.get(o) == "alive",
+                      "the other node alive")  # fmt: skip
+        done = moltmesh(bed, hosts[0], "status", "--data-dir", str(dirs[0]), "--json")
+        addresses = {m["node"]: m["address"] for m in json.loads(done.stdout)["members"]}
+        assert addresses == {ids[i]: f"{hosts[i].address}:{MESH_PORT}" for i in (0, 1)}
     finally:
         codes = [n.stop() for n in reversed(nodes)]
     assert codes == [0] * len(nodes)

@@ -1,7 +1,8 @@
 """moltmesh: a peer-to-peer mesh for AI inference on edge devices.
 
-``import moltmesh`` stays light: ``Node`` and ``NodeConfig`` load on first use, so the simulator
-can import pure parts (``moltmesh.policy``) without pulling in aiohttp, zeroconf or onnxruntime.
+``import moltmesh`` stays light: ``Node`` and ``NodeConfig`` load on first use, so an app (or the
+simulator) that imports ``moltmesh`` does not pull in aiohttp, zeroconf or onnxruntime until it
+makes a node.
 """
 
 from __future__ import annotations

@@ -136,8 +136,9 @@ class Node:
             raise
         settle_gc(full=True)  # what start built lives on: full collections skip it
         log_event(
-            log, "node.started", node=self.node_id, tier=tier, models=self._service.model_names(),
-            api=self.api_url, startup_ms=round((time.perf_counter() - started) * 1000, 1),
+            log, "node.started", node=self.node_id, name=self.config.name or None, tier=tier,
+            models=self._service.model_names(), api=self.api_url,
+            startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
 
     def _check_tls_files(self) -> None:

@@ -85,3 +85,16 @@ def test_default_config_is_accepted_without_a_data_dir_lock_taken(tmp_path: Path
     """Building a Node takes nothing: the lock is taken by ``start``."""
     Node(NodeConfig(data_dir=tmp_path))
     assert not (tmp_path / "lock").exists()
+
+
+async def test_the_configured_name_is_in_the_start_log(
+    tmp_path: Path, model_repo: Path, caplog: pytest.LogCaptureFixture
+):
+    config = config_for(tmp_path, model_repo)
+    config.name = "line-3-camera-2"
+    with caplog.at_level("INFO", logger="moltmesh.node"):
+        async with Node(config, serve_api=False) as node:
+            pass
+    (started,) = [r for r in caplog.records if r.getMessage() == "node.started"]
+    fields = next(v for k, v in vars(started).items() if isinstance(v, dict) and "node" in v)
+    assert fields["name"] == "line-3-camera-2" and fields["node"] == node.node_id

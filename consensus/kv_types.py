@@ -125,6 +125,7 @@ _unpackb = msgpack.unpackb
 _new = object.__new__
 _set_put_key = Put.__dict__["key"].__set__  # the slots' own stores (Put is frozen)
 _set_put_value = Put.__dict__["value"].__set__
+_set_batch_commands = Batch.__dict__["commands"].__set__
 
 
 def encode_command(cmd: KvCommand | Batch) -> bytes:
@@ -153,8 +154,39 @@ def encode_batch(datas: Sequence[bytes]) -> bytes:
 
 
 def decode_command(data: bytes) -> KvCommand | Batch:
-    """Inverse of ``encode_command``; raises only ``DecodeError``."""
+    """Inverse of ``encode_command``; raises only ``DecodeError``. A well-formed ``Put`` or
+    ``Batch`` frame is unpacked directly (``_decode_put``, ``_decode_batch``); anything else,
+    or anything they do not take, goes through the codec, which decodes it or says why not."""
+    if type(data) is bytes:
+        head = data[:1]
+        if head == _PUT_TYPE:
+            put = _decode_put(data)
+            if put is not None:
+                return put
+        elif head == _BATCH_TYPE:
+            batch = _decode_batch(data)
+            if batch is not None:
+                return batch
     return KV_CODEC.decode(data)  # type: ignore[return-value]
+
+
+def _decode_batch(data: bytes) -> Batch | None:
+    """``data`` decoded when it is a well-formed ``Batch`` frame (one field: an array of
+    ``bytes``, the codec's checks), else ``None`` (as ``_decode_put``)."""
+    if len(data) > MAX_COMMAND_BYTES:
+        return None
+    try:
+        body = _unpackb(data[1:], raw=False, use_list=False, strict_map_key=False, timestamp=0)
+    except Exception:  # malformed: the codec raises the DecodeError
+        return None
+    if type(body) is not tuple or len(body) != 1:
+        return None
+    (commands,) = body
+    if type(commands) is not tuple or not all(type(c) is bytes for c in commands):
+        return None
+    batch = _new(Batch)
+    _set_batch_commands(batch, commands)
+    return batch
 
 
 def _decode_put(data: bytes) -> Put | None:
@@ -193,9 +225,10 @@ def decode_batch(batch: Batch) -> list[KvCommand]:
     keys: set[str] = set()
     for data in batch.commands:
         cmd = _decode_put(data) or decode_command(data)
-        key = None if isinstance(cmd, Batch) else batch_key(cmd)
-        if key is None:
-            raise DecodeError(f"a batch holds only puts, deletes and CAS, not {type(cmd).__name__}")
+        t = type(cmd)
+        if t is not Put and t is not Delete and t is not Cas:
+            raise DecodeError(f"a batch holds only puts, deletes and CAS, not {t.__name__}")
+        key = cmd.key  # type: ignore[union-attr]
         if key in keys:
             raise DecodeError(f"a batch changes each key once; {key!r} is there twice")
         keys.add(key)

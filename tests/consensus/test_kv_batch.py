@@ -4,6 +4,7 @@ at one revision, and a batch that breaks the rules rejected whole by every repli
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -161,7 +162,7 @@ def test_puts_encode_and_decode_as_the_codec_does_whatever_the_bytes() -> None:
     (the same command, or a batch rejected with the same reason)."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    for n in range(400):
+    for n in range(250):
         key = "".join(rng.choice("ab/é🙂\x00") for _ in range(rng.randint(0, 40)))
         value = rng.randbytes(rng.choice([0, 1, 31, 32, 255, 256, 65535, 65536]))
         put = Put(key, value)
@@ -184,11 +185,21 @@ def test_puts_encode_and_decode_as_the_codec_does_whatever_the_bytes() -> None:
             except DecodeError as e:
                 got = "rejected" if "twice" in e.reason or "only puts" in e.reason else e.reason
             assert got == want, f"seed {seed}, put {n}: {b!r}"
+        frame = encode_batch([data, cut]) if rng.random() < 0.5 else cut
+        broken = bytearray(frame)
+        for _ in range(rng.randint(0, 2) if broken else 0):
+            broken[rng.randrange(len(broken))] = rng.randrange(256)
+        for d in (frame, bytes(broken), bytes(broken[: rng.randrange(len(broken) + 1)])):
+            assert _outcome(decode_command, d) == _outcome(KV_CODEC.decode, d), f"seed {seed}"
     crafted = [b"\x01", b"\x01\xc1", msgpack.packb(["k", b"v"]), b"\x01" + msgpack.packb(["k"]),
                *(b"\x01" + msgpack.packb(body, use_bin_type=True) for body in
                  (["k", b"v", 1], [b"k", b"v"], ["k", "v"], [1, b"v"], ["k", None], {"k": b"v"},
                   "k", [["k"], b"v"], ["k", b"v"]))]  # fmt: skip
+    batches = ([[b"a", b"b"]], [[]], [[b"a", "b"]], [b"a"], [[b"a"], 1], [(b"a",)], "x")
     crafted.append(crafted[-1] + b"\x00")  # trailing bytes
+    frames = [b"\x05" + msgpack.packb(body, use_bin_type=True) for body in batches]
+    for d in [*crafted, *frames, frames[0] + b"\x00"]:
+        assert _outcome(decode_command, d) == _outcome(KV_CODEC.decode, d), d
     for d in crafted:
         try:
             want = KV_CODEC.decode(d)
@@ -210,3 +221,11 @@ def test_puts_encode_and_decode_as_the_codec_does_whatever_the_bytes() -> None:
     with pytest.raises(EncodeError):
         encode_command(Put("k", bytes(MAX_COMMAND_BYTES)))
     assert encode_command(Put("k", b"v")) == b"\x01" + msgpack.packb(["k", b"v"])
+
+
+def _outcome(decode: Callable[[bytes], object], data: bytes) -> object:
+    """What ``decode`` gives for ``data``: the value, or the reason of its ``DecodeError``."""
+    try:
+        return decode(data)
+    except DecodeError as e:
+        return e.reason

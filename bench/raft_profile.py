@@ -29,8 +29,8 @@ from bench.serve_profile import py_spy
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("KV snapshot thread", ("Compactor._write", "_WorkItem.run")),
     ("put path (encode the command, propose, future, result; the load's own loop)",
-     ("ClusterKv.put", "kv_load.<locals>.worker", "RaftDriver.propose",
-      "RaftDriver._flush_proposals")),
+     ("ClusterKv.put", "ClusterKv._write", "kv_load.<locals>.worker", "RaftDriver.propose",
+      "RaftDriver.submit", "RaftDriver._flush_proposals")),
     ("apply (decode, KV update, answer)", ("RaftDriver._apply",)),
     ("log records and fsync", ("DiskStorage.prepare", "DiskStorage.write", "DiskStorage.finish")),
     ("message encoding and TLS writes",

@@ -28,6 +28,7 @@ state, byte for byte (``snapshot()``), on every replica and after any restore.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Sequence
 
 import msgpack
@@ -455,8 +456,8 @@ class KvCapture:
 _SNAPSHOT_TYPE = bytes((KV_SNAPSHOT_CODEC.type_id(KvSnapshot),))
 
 
-def _kv_list(kv: KeyValue) -> list[object]:
-    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+_kv_list = operator.attrgetter("key", "value", "create_revision", "mod_revision", "version")
+"""A ``KeyValue``'s fields in order, as a tuple (msgpack packs it as the codec's array)."""
 
 
 def _key_of(kv: KeyValue) -> str:

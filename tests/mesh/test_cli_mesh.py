@@ -149,5 +149,5 @@ def test_a_configured_token_ttl_out_of_range_names_the_setting(
     monkeypatch.setenv("MOLTMESH_MESH_TOKEN_TTL_S", str(MAX_TTL_S * 2))
     argv = ["mesh", "token", "--data-dir", str(member), "--address", "10.0.0.5:8471"]
     code, _, err = run(capsys, *argv)
-    assert code == 2 and "mesh.token_ttl_s: token lifetime" in err and "--ttl" in err
-    assert run(capsys, *argv, "--ttl", "60")[0] == 0
+    assert code == 2 and "mesh.token_ttl_s" in err and err.count("\n") == 1
+    # (refused here, or by config validation should it cap the setting too)

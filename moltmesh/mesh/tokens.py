@@ -14,11 +14,15 @@ false with any clock, so it would never expire) is refused as corrupt.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import math
+import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +109,23 @@ class TokenStore:
     """The CA holder's record of tokens it issued: hashed secret, expiry, use.
 
     Methods are synchronous and write the file before returning, so on one event loop a token
-    is consumed atomically (no await between check and mark).
+    is consumed atomically (no await between check and mark). ``create`` and ``consume`` read,
+    change and write the file under an exclusive ``flock`` of ``<file>.lock``: a ``moltmesh
+    mesh token`` process and the running node that consumes a token never overwrite each
+    other's change (it blocks only for the other's read-modify-write, a few milliseconds).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _load(self) -> dict[str, dict[str, float | str | None]]:
         if not self.path.exists():
@@ -133,9 +149,12 @@ class TokenStore:
             raise ValueError(f"clock reading {now_s!r} is not finite")
         token_id = secrets.token_hex(TOKEN_ID_CHARS // 2)
         secret = base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
-        records = {k: v for k, v in self._load().items() if now_s < _expiry(v) <= now_s + MAX_TTL_S}
-        records[token_id] = {"sha256": _hash(secret), "expires": now_s + ttl_s, "used": None}
-        self._save(records)
+        with self._exclusive():
+            records = {
+                k: v for k, v in self._load().items() if now_s < _expiry(v) <= now_s + MAX_TTL_S
+            }
+            records[token_id] = {"sha256": _hash(secret), "expires": now_s + ttl_s, "used": None}
+            self._save(records)
         return JoinToken(ca_fingerprint, token_id, secret, address)
 
     def check(self, token_id: str, now_s: float) -> None:
@@ -154,11 +173,12 @@ class TokenStore:
 
     def consume(self, token_id: str, secret: str, now_s: float, used_by: str) -> None:
         """Check the secret and mark the token used by node ``used_by``; ``TokenError`` if not."""
-        self.check(token_id, now_s)
-        records = self._load()
-        record = records[token_id]
-        if not hmac.compare_digest(str(record.get("sha256")), _hash(secret)):
-            raise TokenError("wrong join token secret")
-        record["used"] = now_s
-        record["used_by"] = used_by
-        self._save(records)
+        with self._exclusive():
+            self.check(token_id, now_s)
+            records = self._load()
+            record = records[token_id]
+            if not hmac.compare_digest(str(record.get("sha256")), _hash(secret)):
+                raise TokenError("wrong join token secret")
+            record["used"] = now_s
+            record["used_by"] = used_by
+            self._save(records)

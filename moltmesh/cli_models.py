@@ -50,11 +50,11 @@ def add_parser(sub: Any) -> None:
     q = msub.add_parser(
         "quantize", help="make the int8 and fp16 variants of a model",
         description="Writes model.int8.onnx (onnxruntime quantization: static with calibration "
-        "data for the bundled models, dynamic otherwise) and model.fp16.onnx (where it runs on "
-        "this machine) beside every version's model.onnx. The bundled models are part of the "
-        "installed package and are not written to: give --output DIR to copy the model into "
-        "your repository DIR and make its variants there, then serve it with --model-repository "
-        "DIR (your copy wins over the bundled one).",
+        "data for the bundled models and copies of them, dynamic otherwise) and model.fp16.onnx "
+        "(where it runs on this machine) beside every version's model.onnx. The bundled models "
+        "are part of the installed package and are not written to: give --output DIR to copy "
+        "the model into your repository DIR and make its variants there, then serve it with "
+        "--model-repository DIR (your copy wins over the bundled one).",
     )  # fmt: skip
     add_node_config_flags(q)
     q.add_argument("model", help="model name in the repository")
@@ -176,9 +176,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             "not written into the installed package: give --output DIR to copy it into your "
             "repository DIR and quantize it there, then serve it with --model-repository DIR"
         )
-    calibration = _calibration_for(args.model)
     for version in entry.versions:
         with console.status(f"quantizing {args.model} v{version}"):
+            calibration = _calibration_for(entry, version)
             made = make_variants(entry.path / version, calibration=calibration)
         for path in made:
             console.print(f"wrote {path}", soft_wrap=True)
@@ -202,11 +202,20 @@ def _copy_model(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=ignore)
 
 
-def _calibration_for(model: str) -> Any:
-    """Calibration samples for the bundled defect models (their own generator); None otherwise."""
-    if model not in ("defects", "defects-light"):
-        return None
-    from moltmesh.bundled import defects
+def _calibration_for(entry: ModelEntry, version: str) -> Any:
+    """Calibration samples for a bundled defect model (its own generator); None otherwise.
 
+    A version counts as bundled when its ``model.onnx`` is byte for byte the bundled one (a copy
+    made by ``--output`` is); a user's model that only shares the name is quantized dynamically.
+    """
+    from moltmesh.bundled import MODELS_DIR, defects
+    from runtimes.repository import VARIANT_FILES
+
+    full = VARIANT_FILES["full"]
+    bundled = MODELS_DIR / entry.name / version / full
+    if entry.name not in ("defects", "defects-light") or not bundled.is_file():
+        return None
+    if (entry.path / version / full).read_bytes() != bundled.read_bytes():
+        return None
     data = defects.generate(defects.TRAIN_SEED + 1, 256)
     return [{"image": data.images[i : i + 16]} for i in range(0, 256, 16)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 
 from moltmesh import cli
@@ -102,6 +103,8 @@ def test_quantize_bundled_model_into_output_repository(
     assert (copy / "model.toml").read_bytes() == (
         MODELS_DIR / "defects-light" / "model.toml"
     ).read_bytes()
+    ops = {node.op_type for node in onnx.load(str(copy / "1" / "model.int8.onnx")).graph.node}
+    assert "QuantizeLinear" in ops  # static (QDQ), with the bundled calibration data
     assert _bundled_files() == before  # the package is untouched
 
 
@@ -116,6 +119,17 @@ def test_quantize_user_model_in_place_and_output_holding_it(
     # --output naming the repository that holds the model quantizes it there, without a copy
     assert cli.main([*argv, "--output", str(repo)]) == 0
     assert "copied" not in capsys.readouterr().out
+
+
+def test_a_user_model_named_like_a_bundled_one_is_quantized_dynamically(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    """The bundled calibration data (an ``image`` input) is for the bundled models only."""
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo / "tiny", repo / "defects")  # input "x", not "image"
+    argv = ["models", "quantize", "defects", "--model-repository", str(repo)]
+    assert cli.main([*argv, "--data-dir", str(tmp_path / "d")]) == 0
+    assert (repo / "defects" / "1" / "model.int8.onnx").is_file()
 
 
 def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,11 +20,7 @@ In ONE run, side by side, on loopback only:
   to show what onnxruntime's intra-op thread pool costs a model this small. All servers start up
   front and the cells are interleaved over ``--rounds`` rounds, so that drift on this shared
   machine hits all alike. The client and the servers are pinned to different CPUs when there
-  are two or more, so each server has ONE core; and, unless ``--no-all-cpus``, one more server
-  per loop runs with the node's defaults on ALL CPUs (the client stays on CPU 0), as a node runs
-  on a device: its worker threads can run a batch on another core while the loop serves HTTP.
-  A hello-world has one thread, so it gains nothing from the second core; the judged targets
-  are reported for both layouts.
+  are two or more.
 
 Reported per cell: p50/p99 latency (all rounds pooled), req/s (median of the rounds), and the
 CPU time the server process and this client process spent per request. Then the targets (binary
@@ -98,7 +94,6 @@ class ServerSpec:
     loop: str
     intra_op_threads: int | None = None  # None: the node's default
     judged: bool = True  # the targets are judged on node defaults only
-    all_cpus: bool = False  # not pinned to the servers' CPU (the client's CPU is shared)
     root: Path | None = None  # another checkout to serve from (--baseline); None: this one
 
 
@@ -285,7 +280,7 @@ async def profile_breakdown(
     return out
 
 
-def server_specs(args: argparse.Namespace, pinned: bool) -> list[ServerSpec]:
+def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [ServerSpec(loop, loop) for loop in args.loops]
     if not args.no_what_if:
         loop = "uvloop" if "uvloop" in args.loops else args.loops[-1]
@@ -293,8 +288,6 @@ def server_specs(args: argparse.Namespace, pinned: bool) -> list[ServerSpec]:
     if args.baseline is not None:
         specs += [ServerSpec(f"{loop}, {args.baseline_name}", loop, judged=False,
                              root=args.baseline) for loop in args.loops]  # fmt: skip
-    if pinned and not args.no_all_cpus:
-        specs += [ServerSpec(f"{loop}, all CPUs", loop, all_cpus=True) for loop in args.loops]
     return specs
 
 
@@ -305,7 +298,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, {client_cpu})
     fallback = args.fallback_model or not bundled_model_present()
     image = sample_image(args.seed)
-    specs = server_specs(args, pin)
+    specs = server_specs(args)
     cells: dict[tuple[str, str, str, int], Cell] = {}
     floor: dict[str, list[list[float]]] = {}  # per round
     server_runs: dict[str, list[list[float]]] = {}  # per server label, per round
@@ -314,9 +307,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     requests_for = {1: args.requests_1, 32: args.requests_32}
     async with AsyncExitStack() as stack:
         servers = [
-            await stack.enter_async_context(
-                server_process(spec, None if spec.all_cpus else server_cpu, fallback)
-            )
+            await stack.enter_async_context(server_process(spec, server_cpu, fallback))
             for spec in specs
         ]
         for server in servers:
@@ -348,8 +339,6 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                     b = reqs["binary"]
                     reqs[ECHO] = Request("POST", server.ready["echo_url"], b.headers, b.body)
                 for client in args.clients:
-                    if server.spec.all_cpus and client != "lean":
-                        continue  # the layout is judged with the lean client only
                     floor_too = ECHO in reqs and client == "lean"  # the judged client only
                     endpoints = (*ENDPOINTS, ECHO) if floor_too else ENDPOINTS
                     for clients in (1, 32):
@@ -432,12 +421,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="concurrent lean clients of the py-spy breakdown, comma-separated (one table each)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers")
-    parser.add_argument(
-        "--no-all-cpus",
-        action="store_true",
-        help="skip the servers that run on all CPUs (by default one per loop, beside the "
-        "servers pinned to one CPU)",
-    )
     parser.add_argument(
         "--baseline",
         type=Path,

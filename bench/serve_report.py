@@ -139,9 +139,8 @@ def _post_floor(cells: dict[tuple[str, str, str, int], Cell], specs: list[Any]) 
             f"serves {paired_ratio(hello32, echo32):.2f}× the hello-world's req/s and infer "
             f"binary {paired_ratio(echo32, bin32):.2f}× the echo's; server CPU per request "
             f"hello {cpu['hello']:.0f} µs, echo {cpu[ECHO]:.0f}, infer {cpu['binary']:.0f}: "
-            f"0.35× the hello-world's rate allows ≈ {budget:.0f} µs per infer"
-            + (" (CPU time of all the node's threads)" if spec.all_cpus else "")
-            + f", of which the POST floor leaves {budget - cpu[ECHO]:.0f} µs for the model "
+            f"0.35× the hello-world's rate on the one pinned core allows ≈ {budget:.0f} µs per "
+            f"infer, of which the POST floor leaves {budget - cpu[ECHO]:.0f} µs for the model "
             f"and moltmesh (they take {cpu['binary'] - cpu[ECHO]:.0f})."
         )  # fmt: skip
     if not parts:
@@ -171,8 +170,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         rows.append([label, client, LABELS[endpoint], str(clients), f"{c.p(50):.0f}",
                      f"{c.p(99):.0f}", f"{c.rate:,.0f}", f"{c.cpu_us(c.server_cpu_s):.0f}",
                      f"{c.cpu_us(c.client_cpu_s):.0f}"])  # fmt: skip
-    target_rows, json_extra, json_cpu_extra = [], [], []
-    verdicts: dict[bool, list[bool]] = {}  # by layout: all CPUs or one
+    target_rows, verdicts, json_extra, json_cpu_extra = [], [], [], []
     for spec in specs:
         hello1, bin1, json1 = (cells[(spec.label, "lean", e, 1)] for e in ENDPOINTS)
         hello32, bin32, json32 = (cells[(spec.label, "lean", e, 32)] for e in ENDPOINTS)
@@ -193,7 +191,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         ratio = paired_ratio(hello32, bin32)
         ok1, ok2 = overhead <= OVERHEAD_TARGET_US, ratio >= RATE_TARGET
         if spec.judged:
-            verdicts.setdefault(spec.all_cpus, []).extend([ok1, ok2])
+            verdicts += [ok1, ok2]
             json_extra.append(json1.p(50) - bin1.p(50))
         # server CPU per request, JSON minus binary, at 1 and at 32 clients (all servers)
         json_cpu_extra += [
@@ -234,10 +232,7 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "cost per request whatever the endpoint, like wrk's); `aiohttp` is an aiohttp "
         "`ClientSession` (kept for comparison: its per-request cost is larger for the infer POST "
         "than for the hello GET, which counts against the server). "
-        + ("client pinned to CPU 0, servers to CPU 1, except the `all CPUs` servers, which run "
-           "on every CPU (the client's too): a node's worker threads can then run a batch on "
-           "another core while its loop serves HTTP; a hello-world has one thread. "
-           if info["pinned"] else "not pinned. ")
+        + ("client pinned to CPU 0, servers to CPU 1. " if info["pinned"] else "not pinned. ")
         + f"{args.rounds} interleaved rounds; per cell and round {args.requests_1} requests "
         f"(1 client) or {args.requests_32} (32 clients), capped at {args.max_seconds:g} s, after "
         f"{args.warmup} warm-up requests. p50/p99 pool all rounds; req/s is the median of the "
@@ -300,13 +295,8 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         body += ["", *_profile_table(prof)]
     if any(not spec.judged for spec in specs):
         body += ["", ORT_NOTE]
-    layouts = {False: "server on one CPU" if info["pinned"] else "not pinned",
-               True: "server on all CPUs"}  # fmt: skip
-    verdict = "; ".join(
-        f"{layouts[all_cpus]}: " + ("all targets met" if all(oks) else "NOT all targets met")
-        for all_cpus, oks in sorted(verdicts.items())
-    )
-    body.append(f"\nVerdict on the node's default config: {verdict or 'nothing judged'}.")
+    verdict = "all targets met" if verdicts and all(verdicts) else "NOT all targets met"
+    body.append(f"\nVerdict on the node's default config: {verdict}.")
     return [header, *rows], "\n".join(body) + "\n"
 
 

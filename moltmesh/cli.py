@@ -147,7 +147,11 @@ async def serve(config: NodeConfig) -> int:
     node = Node(config)
     async with node:
         token_path = config.data_dir / TOKEN_FILE
-        print(f"moltmesh node {node.node_id} serving {node.api_url}", flush=True)
+        if node.api_url is None:
+            print(f"moltmesh node {node.node_id} running without an HTTP API (api.enabled = false)",
+                  flush=True)  # fmt: skip
+        else:
+            print(f"moltmesh node {node.node_id} serving {node.api_url}", flush=True)
         if node.mesh is not None:
             mesh = node.mesh.service
             print(f"mesh {mesh.state.mesh_id}: node {node.node_id} on {mesh.address}", flush=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +78,18 @@ def test_quantize_then_serve_the_int8_variant(tmp_path: Path, model_repo: Path):
 def test_unknown_model_to_quantize_is_named(tmp_path: Path):
     done = moltmesh("models", "quantize", "nope", "--data-dir", str(tmp_path))
     assert done.returncode == 2 and "nope" in done.stderr
+
+
+def test_a_node_without_http_api_says_so_and_stops_cleanly(tmp_path: Path):
+    env = {**os.environ, "MOLTMESH_API_ENABLED": "false"}
+    argv = [sys.executable, "-m", "moltmesh", "node", "--data-dir", str(tmp_path / "d"),
+            "--no-bundled-models", "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "running without an HTTP API (api.enabled = false)" in first, first
+        assert not (tmp_path / "d" / "api-url").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

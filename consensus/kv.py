@@ -179,12 +179,7 @@ class KvStore:
                 return 1
         except DecodeError:
             return 1
-        put, execute = self._put, self._execute
-        for c in cmds:
-            if type(c) is Put:
-                put(index, c.key, c.value)
-            else:
-                execute(index, c)
+        self._run_batch(index, cmds, None)
         return len(cmds)
 
     def apply_command(self, index: int, cmd: KvCommand) -> KvResult:
@@ -200,11 +195,44 @@ class KvStore:
         return self._execute_all(index, cmds)
 
     def _execute_all(self, index: int, cmds: Sequence[KvCommand]) -> Batched:
-        put, execute = self._put, self._execute
-        return Batched(
-            tuple([Ok(index, put(index, c.key, c.value)) if type(c) is Put else execute(index, c)
-                   for c in cmds])
-        )  # fmt: skip
+        results: list[KvResult] = []
+        self._run_batch(index, cmds, results)
+        return Batched(tuple(results))
+
+    def _run_batch(
+        self, index: int, cmds: Sequence[KvCommand], results: list[KvResult] | None
+    ) -> None:
+        """Execute ``cmds`` (a batch's) at revision ``index``, their results appended to
+        ``results`` unless it is ``None``. A ``Put`` does here what ``_put`` and ``_record``
+        do, step for step (the history trimmed after the same change), without their calls."""
+        keys = self._keys
+        get = keys.get
+        revs = self._ev_rev
+        add_rev, add_key = revs.append, self._ev_key.append
+        add_kv, add_prev = self._ev_kv.append, self._ev_prev.append
+        trim_above, execute = self._trim_above, self._execute
+        for c in cmds:
+            if type(c) is not Put:
+                result = execute(index, c)
+                if results is not None:
+                    results.append(result)
+                continue
+            key = c.key
+            prev = get(key)
+            if prev is None:
+                kv = keys[key] = KeyValue(key, c.value, index, index, 1)
+            else:
+                kv = keys[key] = KeyValue(key, c.value, prev.create_revision, index,
+                                          prev.version + 1)  # fmt: skip
+            self._revision = index
+            add_rev(index)
+            add_key(key)
+            add_kv(kv)
+            add_prev(prev)
+            if len(revs) > trim_above:
+                self._compact_to(revs[-self._retain])
+            if results is not None:
+                results.append(Ok(index, prev))
 
     def _advance(self, index: int) -> None:
         if index != self._applied + 1:

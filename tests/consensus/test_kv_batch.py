@@ -80,6 +80,7 @@ def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> Non
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     leader, replica, quiet = KvStore(retain=50), KvStore(retain=50), KvStore(retain=50)
+    plain = KvStore(retain=50)  # each command through the general path, one call each
     for index in range(1, 300):
         keys = rng.sample([f"k{i}" for i in range(30)], rng.randint(1, 12))
         cmds: list[Put | Delete | Cas] = []
@@ -97,16 +98,21 @@ def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> Non
         if shape < 0.85:
             e = entry(index, Batch(tuple(encode_command(c) for c in cmds)))
             mine: object = leader.apply_batch(index, cmds)
+            plain._advance(index)
+            assert mine == Batched(tuple(plain._execute(index, c) for c in cmds)), f"seed {seed}"
         elif shape < 0.9:  # a batch that repeats a key: rejected whole
             e = entry(index, Batch(tuple(encode_command(c) for c in [*cmds, cmds[0]])))
             mine = leader.apply_entry(e)
             assert isinstance(mine, Rejected), f"seed {seed}, entry {index}"
+            plain.apply_entry(e)
         elif shape < 0.95:
             e = entry(index, cmds[0])
             mine = leader.apply_command(index, cmds[0])
+            plain.apply_entry(e)
         else:
             e = Entry(index=index, term=1)
             mine = leader.apply_entry(e)
+            plain.apply_entry(e)
         revision = replica.revision
         theirs = replica.apply_entry(e)
         assert mine == theirs, f"seed {seed}, entry {index}"
@@ -115,7 +121,8 @@ def test_the_proposer_applying_its_own_batch_ends_in_the_replicas_state() -> Non
         assert quiet.changed_keys(revision + 1) == [
             ev.key for ev in replica.watch("", revision + 1)
         ]
-    assert leader.snapshot() == replica.snapshot() == quiet.snapshot(), f"seed {seed}"
+    assert leader.snapshot() == replica.snapshot() == quiet.snapshot() == plain.snapshot(), seed
+    assert leader.compacted > 0, seed  # the history was trimmed along the way
 
 
 # --- which proposals share an entry -------------------------------------------------------

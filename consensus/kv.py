@@ -408,6 +408,14 @@ class KvStore:
         store._compacted = snap.compacted
         store._keys = {kv.key: kv for kv in snap.keys}
         events = snap.events
+        for e in events:  # what every replica records; the history keeps no kind of its own
+            deleted = e.kind == EventKind.DELETE
+            if (e.kv is None) != deleted or (deleted and e.prev is None):
+                raise DecodeError(
+                    f"KV snapshot event at revision {e.revision} is a {e.kind.name} with "
+                    f"{'no' if e.kv is None else 'a'} value and {'no' if e.prev is None else 'a'}"
+                    " previous value"
+                )
         store._ev_rev = [e.revision for e in events]
         store._ev_key = [e.key for e in events]
         store._ev_kv = [e.kv for e in events]

@@ -17,6 +17,7 @@ they share the entry's revision and a key's mod revision still names exactly one
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -114,12 +115,14 @@ KV_CODEC.check_schemas()
 
 _PUT_TYPE = bytes((KvCommandType.PUT,))
 _BATCH_TYPE = bytes((KvCommandType.BATCH,))
-if msgpack.Packer.__module__ == "msgpack._cmsgpack":
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()  # False only on a free-threaded build
+if msgpack.Packer.__module__ == "msgpack._cmsgpack" and _GIL:
     # One packer for every Put: ``msgpack.packb`` builds a new one per call (3x the cost of
     # packing a put). Shared safely across threads: the C packer runs a call through without
-    # releasing the GIL, as it packs only a str and a bytes here (no Python code runs).
+    # releasing the GIL, as it packs only a str and a bytes here (no Python code runs). A
+    # free-threaded build (no GIL) takes the packer per call below.
     _packb_bin = msgpack.Packer(use_bin_type=True, autoreset=True).pack
-else:  # the pure-Python fallback is not atomic: a packer per call
+else:  # the pure-Python fallback is not atomic, nor is anything without a GIL: one per call
     _packb_bin = partial(msgpack.packb, use_bin_type=True)
 _unpackb = msgpack.unpackb
 _new = object.__new__

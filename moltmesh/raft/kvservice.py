@@ -169,9 +169,16 @@ class ClusterKv:
         self._follow_task = asyncio.create_task(self.follow.run(), name="kv-follow")
 
     async def stop(self) -> None:
+        """Stop following; calls still waiting for a peer's reply fail now with
+        ``TimeoutError`` (a write among them: outcome unknown) instead of waiting forever
+        for a timer that no longer runs."""
         if self._call_timer is not None:
             self._call_timer.cancel()
             self._call_timer = None
+        for _, fut in self._calls.values():
+            if not fut.done():
+                fut.set_exception(TimeoutError("this node stopped before the answer came"))
+        self._call_deadlines.clear()
         await cancel_and_wait(self._follow_task, *self._tasks)
 
     def set_frame_limit(self, max_frame_bytes: int) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from consensus.errors import DecodeError, LocalProtocolError
 from consensus.kv import (
+    SNAPSHOT_FORMAT,
     Cas,
     CasFailed,
     Compact,
@@ -20,7 +21,7 @@ from consensus.kv import (
     Put,
     Rejected,
 )
-from consensus.kv_types import KV_SNAPSHOT_CODEC, encode_command
+from consensus.kv_types import KV_SNAPSHOT_CODEC, Event, KvSnapshot, encode_command
 from consensus.messages import Entry, EntryKind
 from consensus.raft_snapshot import seal
 
@@ -157,6 +158,29 @@ def test_snapshot_restore_round_trip() -> None:
 def test_restore_rejects_foreign_bytes() -> None:
     with pytest.raises(DecodeError):
         KvStore.restore(b"\x01garbage")
+
+
+@pytest.mark.parametrize(
+    ("kind", "kv", "prev"),
+    [
+        (EventKind.DELETE, None, None),
+        (EventKind.PUT, None, "old"),
+        (EventKind.DELETE, "new", "old"),
+    ],
+    ids=["delete-without-prev", "put-without-value", "delete-with-value"],
+)
+def test_restore_refuses_history_no_replica_records(kind, kv, prev) -> None:
+    """The codec's schema allows these events; a store restored from them could not be
+    snapshotted again (or would re-encode them as something else), so the install fails."""
+    one = KeyValue("a", b"1", 1, 1, 1)
+    values = {"old": one, "new": KeyValue("a", b"2", 1, 2, 2), None: None}
+    history = (
+        Event(EventKind.PUT, "a", 1, one, None),
+        Event(kind, "a", 2, values[kv], values[prev]),
+    )
+    snap = KvSnapshot(SNAPSHOT_FORMAT, 2, 2, 0, 100, (), history)
+    with pytest.raises(DecodeError, match="KV snapshot event at revision 2"):
+        KvStore.restore(seal(KV_SNAPSHOT_CODEC.encode(snap)))
 
 
 def test_a_capture_encodes_as_the_codec_does_and_ignores_later_applies() -> None:

@@ -226,7 +226,13 @@ async def test_a_follow_stream_cut_short_is_refused(tmp_path):
         cut(net, follower.id)
         for i in range(12):
             await a.kv.put(f"k{i}", value(i)[:20_000])
-        await settled(net)  # the log is compacted: the follower needs the snapshot
+        behind = follower.kv.follow_kv.applied_index
+        members = [n for n in net.nodes.values() if n is not follower]
+        await eventually(  # a snapshot after the writes, not only one taken before them
+            lambda: all(n.driver.node.first_index > behind + 1 for n in members), 30,
+            "the members' logs compacted past the follower",
+        )  # fmt: skip
+        await settled(net)  # so the follower needs the snapshot
         hits: list[object] = []
 
         def truncate_once(src: str, dst: str, channel: Channel, body: bytes) -> bytes:

@@ -10,9 +10,9 @@ contain no underscore, so the split is unambiguous. Unknown keys and badly typed
 Every value is then checked (``NodeConfig.validate``): integers in range, times and sizes finite
 numbers in range (NaN and infinity are refused wherever they make no sense), names from their
 lists, ``host:port`` strings well formed, ``runtime.model_repository`` roots existing directories
-(checked against the disk when validated). Each section's ``problems()`` returns one message per bad
-value, each beginning with the dotted key it is about; ``load_config`` adds where the value came
-from (file, environment variable or flag).
+and the API's TLS files readable (checked against the disk when validated). Each section's
+``problems()`` returns one message per bad value, each beginning with the dotted key it is about;
+``load_config`` adds where the value came from (file, environment variable or flag).
 """
 
 from __future__ import annotations
@@ -92,6 +92,18 @@ def check_dir(key: str, path: Path) -> list[str]:
     return [f"{key}: {path} {reason}"]
 
 
+def check_readable(key: str, path: Path | None) -> list[str]:
+    """``[]`` when ``path`` is None or a file this process can open; else a message naming
+    ``key``, ``path`` and why."""
+    if path is None:
+        return []
+    try:
+        Path(path).open("rb").close()
+    except OSError as e:
+        return [f"{key} {path}: {e.strerror or e}"]
+    return []
+
+
 def check_address(key: str, value: Any) -> list[str]:
     """``[]`` when ``value`` is ``host:port`` (or ``[v6]:port``) with a port 1..65535."""
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
@@ -129,6 +141,8 @@ class ApiConfig:
                 if (self.tls_cert is None) == (self.tls_key is None)
                 else ["api.tls_cert and api.tls_key go together: give both or neither"]
             ),
+            *check_readable("api.tls_cert", self.tls_cert),
+            *check_readable("api.tls_key", self.tls_key),
         ]
 
 

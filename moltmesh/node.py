@@ -112,7 +112,6 @@ class Node:
         and the data directory's lock released before the error propagates."""
         started = time.perf_counter()
         data_dir = self.config.data_dir
-        self._check_tls_files()  # before anything is created on disk
         self._lock.acquire()
         try:
             self._identity = load_or_create_identity(data_dir)
@@ -140,19 +139,6 @@ class Node:
             models=self._service.model_names(), api=self.api_url,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
-
-    def _check_tls_files(self) -> None:
-        """``ConfigError`` naming the key and file when the API's certificate or key cannot be
-        read (found before the node creates its identity, so a first start that fails here
-        still shows its token on the next)."""
-        api = self.config.api
-        for key, path in (("api.tls_cert", api.tls_cert), ("api.tls_key", api.tls_key)):
-            if path is None:
-                continue
-            try:
-                Path(path).open("rb").close()
-            except OSError as e:
-                raise ConfigError(f"{key} {path}: {e.strerror or e}") from None
 
     async def _start_api(self) -> None:
         api = self.config.api

@@ -1,6 +1,6 @@
 """``moltmesh infer``: send an input file to a node and print the answer as a table.
 
-Input files (``load_inputs``): a ``.npy`` array, an image (``.png``/``.jpg``/``.jpeg``/``.bmp``)
+Input files (``load_request``): a ``.npy`` array, an image (``.png``/``.jpg``/``.jpeg``/``.bmp``)
 or ``.json`` in one of three shapes: a v2 request body (``{"inputs": [{"name", "shape",
 "datatype", "data"}, ...]}``, as sent to ``POST /v2/models/{m}/infer``), an object of input name
 to nested array (``{"image": [[...]]}``), or a bare nested array (for the model's only input, or
@@ -114,11 +114,6 @@ def describe(row: np.ndarray, labels: list[str] | None) -> str:
         return shown if len(texts) <= 8 else f"{shown}, … ({len(texts)} values)"
     text = np.array2string(flat[:8], precision=4, separator=", ")
     return text if flat.size <= 8 else text[:-1] + f", … ({flat.size} values)]"
-
-
-def load_inputs(path: Path, meta: dict[str, Any], input_name: str | None) -> dict[str, np.ndarray]:
-    """Read ``path`` into the model's input(s), adding a batch axis and casting as needed."""
-    return load_request(path, meta, input_name)[0]
 
 
 def load_request(

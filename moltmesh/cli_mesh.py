@@ -166,12 +166,12 @@ def mesh_errors() -> tuple[type[Exception], ...]:
 def cmd_init(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from moltmesh.dirlock import hold
+    from moltmesh.dirlock import DataDirLock
     from moltmesh.identity import load_or_create_identity
     from moltmesh.mesh import ca, store
 
     config = _config(args)
-    with hold(config.data_dir, "moltmesh mesh init"):
+    with DataDirLock(config.data_dir, "moltmesh mesh init"):
         identity = load_or_create_identity(config.data_dir)
         try:
             state = store.init_mesh(
@@ -231,13 +231,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_import(args: argparse.Namespace) -> int:
-    from moltmesh.dirlock import hold
+    from moltmesh.dirlock import DataDirLock
     from moltmesh.mesh import store
 
     config = _config(args)
     cert, key = args.cert.read_bytes(), args.key.read_bytes()
     _load(config)  # a member's directory, before the lock creates anything
-    with hold(config.data_dir, "moltmesh mesh ca import"):
+    with DataDirLock(config.data_dir, "moltmesh mesh ca import"):
         try:
             state = store.import_ca(config.data_dir, cert, key)
         except mesh_errors() as e:
@@ -415,7 +415,7 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
     token_text = getattr(args, "token", None)
     if not token_text:
         return
-    from moltmesh.dirlock import hold
+    from moltmesh.dirlock import DataDirLock
     from moltmesh.identity import load_or_create_identity
     from moltmesh.mesh import ca, store
     from moltmesh.mesh.join import join
@@ -423,7 +423,7 @@ def join_if_token(args: argparse.Namespace, config: NodeConfig) -> None:
 
     try:
         token = parse_token(token_text)
-        with hold(config.data_dir, "moltmesh node --token (joining)"):
+        with DataDirLock(config.data_dir, "moltmesh node --token (joining)"):
             rejoin = False
             if store.has_mesh(config.data_dir):
                 state = store.load(config.data_dir)

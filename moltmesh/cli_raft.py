@@ -142,7 +142,7 @@ def holds_raft_state(raft_dir: Path) -> bool:
 def cmd_recover(args: argparse.Namespace) -> int:
     from consensus.errors import ConsensusError
     from moltmesh.cli import UsageError, config_from
-    from moltmesh.dirlock import hold
+    from moltmesh.dirlock import DataDirLock
 
     config = config_from(args)
     voters = parse_voters(args.voters)
@@ -152,7 +152,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             f"{raft_dir} holds no Raft state: is {config.data_dir} the data directory of a "
             "mesh member?"
         )
-    with hold(config.data_dir, "moltmesh raft recover"):
+    with DataDirLock(config.data_dir, "moltmesh raft recover"):
         try:
             done = recover_dir(raft_dir, voters)
         except (ValueError, ConsensusError) as e:

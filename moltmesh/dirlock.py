@@ -13,10 +13,8 @@ and purpose, read only to word the refusal. POSIX only (``fcntl``), like the res
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from moltmesh.identity import ensure_data_dir
@@ -78,13 +76,6 @@ class DataDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-@contextlib.contextmanager
-def hold(data_dir: Path, purpose: str) -> Iterator[DataDirLock]:
-    """``with hold(data_dir, "raft recover"):`` — the lock for the block's duration."""
-    with DataDirLock(data_dir, purpose) as lock:
-        yield lock
 
 
 def _read_holder(fd: int) -> str:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from moltmesh.cli import main
 from moltmesh.cli_mesh import members_table
-from moltmesh.dirlock import hold
+from moltmesh.dirlock import DataDirLock
 from moltmesh.mesh import store
 from moltmesh.mesh.errors import TokenError
 from moltmesh.mesh.tokens import MAX_TTL_S, TokenStore, check_ttl, parse_token
@@ -83,7 +83,7 @@ def test_commands_that_rewrite_the_directory_refuse_while_it_is_held(
     d = str(member)
     mesh = store.mesh_dir(member)
     before = {p.name: p.read_bytes() for p in mesh.iterdir()}
-    with hold(member, "moltmesh node"):
+    with DataDirLock(member, "moltmesh node"):
         code, _, err = run(capsys, "mesh", "init", "--data-dir", d)
         assert code == 2 and "in use by moltmesh node" in err and err.count("\n") == 1
         code, _, err = run(capsys, "mesh", "ca", "import", str(mesh / "ca.crt"),
@@ -104,7 +104,7 @@ def test_a_dead_nodes_leftover_address_reads_as_no_node(
 ):
     (store.mesh_dir(member) / "stream-address").write_text("127.0.0.1:9\n")  # as kill -9 leaves
     for argv in (["status"], ["mesh", "revoke", "b" * 16]):
-        with hold(member, "moltmesh node") if argv != ["status"] else _nothing():
+        with DataDirLock(member, "moltmesh node") if argv != ["status"] else _nothing():
             code, _, err = run(capsys, *argv, "--data-dir", str(member))
         assert code == 2 and "no node answers at 127.0.0.1:9 (is it running?)" in err, argv
 

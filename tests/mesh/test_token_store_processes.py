@@ -22,8 +22,7 @@ def test_concurrent_creators_lose_no_token(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), "40"], env=env)
-        for _ in range(4)
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), "40"], env=env) for _ in range(4)
     ]
     assert [p.wait(60) for p in procs] == [0] * 4
     assert len(json.loads(path.read_bytes())) == 160

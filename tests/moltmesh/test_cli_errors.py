@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from moltmesh import cli
-from moltmesh.dirlock import hold
+from moltmesh.dirlock import DataDirLock
 
 
 def test_a_node_on_a_held_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    with hold(tmp_path / "d", "moltmesh raft recover"):
+    with DataDirLock(tmp_path / "d", "moltmesh raft recover"):
         code = cli.main(["node", "--data-dir", str(tmp_path / "d"), "--port", "0"])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""

@@ -12,7 +12,7 @@ from consensus.kv_types import Put, encode_command
 from consensus.messages import Entry, EntryKind
 from consensus.raft_membership import ConfChange, ConfChangeType, bootstrap_entries, encode_change
 from moltmesh.cli import main
-from moltmesh.dirlock import hold
+from moltmesh.dirlock import DataDirLock
 from moltmesh.raft.wal import DiskStorage
 
 A, B, C = "a" * 16, "b" * 16, "c" * 16
@@ -81,7 +81,7 @@ def test_recover_refuses_while_the_directory_is_held(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     data = a_member(tmp_path / "d")
-    with hold(data, "moltmesh node"):
+    with DataDirLock(data, "moltmesh node"):
         code, out, err = run(capsys, "--data-dir", str(data), "--voters", A)
     assert code == 2 and out == ""
     assert "in use by moltmesh node" in one_line(err) and str(data) in err

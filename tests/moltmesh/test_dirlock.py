@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moltmesh.dirlock import DataDirBusy, DataDirLock, hold
+from moltmesh.dirlock import DataDirBusy, DataDirLock
 
 HOLDER = """
 import sys
@@ -24,7 +24,7 @@ sys.stdin.read()
 
 
 def test_second_holder_is_refused_with_the_first_named(tmp_path: Path) -> None:
-    with hold(tmp_path / "d", "moltmesh node"), pytest.raises(DataDirBusy) as err:
+    with DataDirLock(tmp_path / "d", "moltmesh node"), pytest.raises(DataDirBusy) as err:
         DataDirLock(tmp_path / "d", "raft recover").acquire()
     assert f"in use by moltmesh node (pid {os.getpid()})" in str(err.value)
     assert str(tmp_path / "d") in str(err.value)
@@ -36,12 +36,12 @@ def test_release_lets_the_next_holder_in_and_is_idempotent(tmp_path: Path) -> No
     first.release()
     first.release()
     assert not first.held
-    with hold(tmp_path, "b") as second:
+    with DataDirLock(tmp_path, "b") as second:
         assert second.held
 
 
 def test_creates_the_directory_private(tmp_path: Path) -> None:
-    with hold(tmp_path / "new" / "dir", "node"):
+    with DataDirLock(tmp_path / "new" / "dir", "node"):
         pass
     assert (tmp_path / "new" / "dir").stat().st_mode & 0o777 == 0o700
 
@@ -59,5 +59,5 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    with hold(tmp_path, "me"):  # the kernel released it with the process
+    with DataDirLock(tmp_path, "me"):  # the kernel released it with the process
         pass

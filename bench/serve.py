@@ -69,6 +69,7 @@ from bench.serve_report import (
     CLIENTS,
     ECHO,
     ENDPOINTS,
+    FLOOR,
     Cell,
     floor_label,
     paced_label,
@@ -160,6 +161,16 @@ def check_answers(binary: tuple[int, dict, bytes], as_json: tuple[int, dict, byt
         answers[0].outputs["probabilities"], answers[1].outputs["probabilities"], atol=1e-6
     )
     return str(answers[0].parameters.get("variant", "?"))
+
+
+def check_floor(node: tuple[int, dict, bytes], floor: tuple[int, dict, bytes]) -> None:
+    """The model floor answers 200 with the node's probabilities (it runs the same model)."""
+    status, headers, body = floor
+    if status != 200:
+        raise LoadError(f"the model floor answered HTTP {status}: {body[:200]!r}")
+    mine = decode_answer(body, headers.get(v2.HEADER_LENGTH)).outputs["probabilities"]
+    theirs = decode_answer(node[2], node[1].get(v2.HEADER_LENGTH)).outputs["probabilities"]
+    np.testing.assert_allclose(mine, theirs, atol=1e-6)
 
 
 def floor_timings(
@@ -280,6 +291,18 @@ async def profile_breakdown(
     return out
 
 
+def endpoints_of(reqs: dict[str, Request], client: str, clients: int) -> list[str]:
+    """The cells of one server, client and client count: the node's endpoints always; the
+    POST floor with the judged client; the model floor with the judged client at 32 clients
+    (where its ratio is judged against)."""
+    out = list(ENDPOINTS)
+    if client == "lean" and ECHO in reqs:
+        out.append(ECHO)
+    if client == "lean" and clients == 32 and FLOOR in reqs:
+        out.append(FLOOR)
+    return out
+
+
 def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     specs = [ServerSpec(loop, loop) for loop in args.loops]
     if not args.no_what_if:
@@ -313,9 +336,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         for server in servers:
             reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
             async with aiohttp.ClientSession() as s:
-                variant = check_answers(
-                    await fetch_once(s, reqs["binary"]), await fetch_once(s, reqs["json"])
-                )
+                binary = await fetch_once(s, reqs["binary"])
+                variant = check_answers(binary, await fetch_once(s, reqs["json"]))
+                if "floor_url" in server.ready:
+                    b = reqs["binary"]
+                    minimal = Request("POST", server.ready["floor_url"], b.headers, b.body)
+                    check_floor(binary, await fetch_once(s, minimal))
             info["servers"][server.spec.label] = {**server.ready, "variant": variant}
         info["codec"] = codec_timings(
             infer_bodies(image, "token", servers[0].ready["infer_url"]), args.codec_count
@@ -335,14 +361,14 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             for server in servers:
                 reqs = infer_bodies(image, server.ready["token"], server.ready["infer_url"])
                 reqs["hello"] = Request("GET", server.ready["hello_url"], {})
+                b = reqs["binary"]
                 if "echo_url" in server.ready:  # not in a --baseline checkout older than it
-                    b = reqs["binary"]
                     reqs[ECHO] = Request("POST", server.ready["echo_url"], b.headers, b.body)
+                if "floor_url" in server.ready:
+                    reqs[FLOOR] = Request("POST", server.ready["floor_url"], b.headers, b.body)
                 for client in args.clients:
-                    floor_too = ECHO in reqs and client == "lean"  # the judged client only
-                    endpoints = (*ENDPOINTS, ECHO) if floor_too else ENDPOINTS
                     for clients in (1, 32):
-                        for endpoint in endpoints:
+                        for endpoint in endpoints_of(reqs, client, clients):
                             times_url = server.ready.get("run_times_url")
                             timed = (times_url is not None and client == "lean"
                                      and clients == 1 and endpoint == "binary")  # fmt: skip

@@ -20,9 +20,10 @@ from bench.report import percentile
 
 ENDPOINTS = ("hello", "binary", "json")
 ECHO = "echo"  # aiohttp's POST floor: the binary infer request to a bare handler
+FLOOR = "floor"  # the model floor: bench.serve_floor, the least a server of the model does
 CLIENTS = ("lean", "aiohttp")  # load generators; the targets are judged with the first
 LABELS = {"hello": "hello-world", "binary": "infer binary", "json": "infer JSON",
-          ECHO: "POST echo (infer's body)"}  # fmt: skip
+          ECHO: "POST echo (infer's body)", FLOOR: "model floor (infer's body)"}  # fmt: skip
 OVERHEAD_TARGET_US = 150.0
 RATE_TARGET = 0.35
 US = 1e6
@@ -148,6 +149,35 @@ def _post_floor(cells: dict[tuple[str, str, str, int], Cell], specs: list[Any]) 
     return ("The POST floor (`POST /echo`: the binary infer request, same headers and body, to "
             "a bare aiohttp handler on the same loop that reads the body and answers 40 bytes; "
             "paired medians over rounds): " + " ".join(parts))  # fmt: skip
+
+
+def _model_floor(cells: dict[tuple[str, str, str, int], Cell], specs: list[Any]) -> str:
+    """The model floor at 32 clients against the hello-world and the node, per server."""
+    parts = []
+    for spec in specs:
+        got = {e: cells.get((spec.label, "lean", e, 32)) for e in ("hello", FLOOR, "binary")}
+        if any(c is None for c in got.values()):
+            continue
+        hello, floor, node = got["hello"], got[FLOOR], got["binary"]
+        cpu = {e: c.cpu_us(c.server_cpu_s) for e, c in got.items()}  # type: ignore[union-attr]
+        parts.append(
+            f"{spec.label}{_kind(spec)}: the floor serves {paired_ratio(hello, floor):.2f}× the "
+            f"hello-world's req/s (rounds: {_rate_ratios(hello, floor)}) and the node "
+            f"{paired_ratio(floor, node):.2f}× the floor's; server CPU per request floor "
+            f"{cpu[FLOOR]:.0f} µs, node {cpu['binary']:.0f} µs."
+        )  # fmt: skip
+    if not parts:
+        return ""
+    return ("The model floor (`bench/serve_floor.py`, 32 clients: the same binary requests to the "
+            "least an aiohttp server of this model can do on the same loop — aiohttp's low-level "
+            "server, no token, admission, validation, deadlines or metrics, the node's batching "
+            "rule, `session.run` inline; paired medians over rounds). Its ratio to the "
+            "hello-world bounds what any aiohttp server of this model reaches on this core: "
+            + " ".join(parts))  # fmt: skip
+
+
+def _rate_ratios(base: Cell, other: Cell) -> str:
+    return " ".join(f"{o / b:.2f}" for b, o in zip(base.rates, other.rates, strict=True))
 
 
 def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[str]], str]:
@@ -287,9 +317,9 @@ def summarise(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[
         "CPU time per JSON request (median over all servers and both client counts); the rest "
         f"is moving a {ratio_bytes:.1f}× larger body through both HTTP stacks.",
     ]
-    floor_note = _post_floor(cells, specs)
-    if floor_note:
-        body += ["", floor_note]
+    for note in (_post_floor(cells, specs), _model_floor(cells, specs)):
+        if note:
+            body += ["", note]
     profiles = info.get("profile", [])
     for prof in [profiles] if isinstance(profiles, dict) else profiles:
         body += ["", *_profile_table(prof)]

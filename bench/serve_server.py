@@ -8,13 +8,15 @@ server has its own interpreter and, when ``--cpu`` is given, its own core. Contr
   returns a 12-byte text body and does nothing else, and ``POST /echo``, which reads the body
   and answers its first 40 bytes as ``application/octet-stream`` (aiohttp's own cost of a
   request shaped like a binary infer: the POST floor).
+- A ``bench.serve_floor.ModelFloor`` of the same model file, with the node's session thread
+  counts and ``max_batch``, on aiohttp's low-level server on the same loop (``floor_url``).
 - ``GET /run-times`` (same site) answers ``{"seconds": [...]}``: how long each run of the
   model took inside the node (``Runtime.run`` as the node calls it, timed in place) since the
   previous call, which it clears. Two clock reads per run; nothing else changes.
 - When both listen it prints ONE JSON line on stdout: ``infer_url``, ``hello_url``, ``echo_url``,
-  ``run_times_url``, ``token``,
-  ``loop`` (the running loop's class), ``model_path`` (the .onnx file the node serves for the
-  model), ``variant``, ``inline`` (whether the node runs it on the loop) and ``pid``.
+  ``run_times_url``, ``floor_url``, ``token``, ``loop`` (the running loop's class),
+  ``model_path`` (the .onnx file the node serves for the model), ``variant``, ``inline``
+  (whether the node runs it on the loop) and ``pid``.
 - It stops cleanly on SIGTERM or SIGINT (hello site first, then the node) and exits 0.
 
 ``fallback_repository`` builds a small conv model with the bundled model's I/O (``image`` FP32
@@ -37,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from moltmesh.config import NodeConfig
+from bench.serve_floor import ModelFloor
+from moltmesh.config import NodeConfig, RuntimeConfig
 from moltmesh.logs import setup_logging
 
 MODEL = "defects"
@@ -102,6 +105,17 @@ def fallback_repository(root: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
     return root
+
+
+def floor_session(model_path: Path, config: RuntimeConfig) -> Any:
+    """An onnxruntime session of ``model_path`` with the node's thread counts (for the floor)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = config.intra_op_threads
+    so.inter_op_num_threads = config.inter_op_threads
+    providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
 
 
 def time_runs(runtime: Any, sink: list[float]) -> None:
@@ -171,9 +185,12 @@ async def serve(
     async with Node(config) as node:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runtime = node.service.runtime(MODEL)
+        session = floor_session(runtime.path, config.runtime)  # type: ignore[attr-defined]
+        floor = ModelFloor(session, config.runtime.max_batch)
         try:
+            floor_url = await floor.start()
             host, port = runner.addresses[0][:2]
-            runtime = node.service.runtime(MODEL)
             time_runs(runtime, run_times)
             threshold_s = config.runtime.inline_threshold_ms / 1000
             ready = {
@@ -181,6 +198,7 @@ async def serve(
                 "hello_url": f"http://{host}:{port}/hello",
                 "echo_url": f"http://{host}:{port}/echo",
                 "run_times_url": f"http://{host}:{port}/run-times",
+                "floor_url": floor_url,
                 "token": node.api_token,
                 "loop": f"{type(loop).__module__}.{type(loop).__name__}",
                 "model_path": str(getattr(runtime, "path", "")),
@@ -192,6 +210,7 @@ async def serve(
             print(json.dumps(ready), flush=True)
             await stop.wait()
         finally:
+            await floor.stop()
             await runner.cleanup()
 
 

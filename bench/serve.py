@@ -17,7 +17,9 @@ In ONE run, side by side, on loopback only:
   are judged with the lean client; the aiohttp rows are kept for comparison;
 - server event loop asyncio and uvloop, each in its own server subprocess with the node's default
   config, plus (unless ``--no-what-if``) a uvloop server with ``runtime.intra_op_threads = 0``,
-  to show what onnxruntime's intra-op thread pool costs a model this small. All servers start up
+  to show what onnxruntime's intra-op thread pool costs a model this small, and one with
+  ``runtime.inline_threshold_ms = 100``, whose batches run on the loop instead of the worker
+  pool (what the hop to a worker costs when both share one core). All servers start up
   front and the cells are interleaved over ``--rounds`` rounds, so that drift on this shared
   machine hits all alike. The client and the servers are pinned to different CPUs when there
   are two or more.
@@ -45,7 +47,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,7 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 WARMUP_MAX_S = 1.0
+INLINE_WHAT_IF_MS = 100.0  # every batch of the bench's model runs on the loop below this
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class ServerSpec:
     label: str
     loop: str
     intra_op_threads: int | None = None  # None: the node's default
+    inline_threshold_ms: float | None = None  # None: the node's default
     judged: bool = True  # the targets are judged on node defaults only
     root: Path | None = None  # another checkout to serve from (--baseline); None: this one
 
@@ -122,6 +126,8 @@ async def server_process(
         cmd.append("--fallback-model")
     if spec.intra_op_threads is not None:
         cmd += ["--intra-op-threads", str(spec.intra_op_threads)]
+    if spec.inline_threshold_ms is not None:
+        cmd += ["--inline-threshold-ms", str(spec.inline_threshold_ms)]
     root = spec.root or ROOT
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
@@ -308,6 +314,8 @@ def server_specs(args: argparse.Namespace) -> list[ServerSpec]:
     if not args.no_what_if:
         loop = "uvloop" if "uvloop" in args.loops else args.loops[-1]
         specs.append(ServerSpec(f"{loop}, intra 0", loop, intra_op_threads=0, judged=False))
+        inline = ServerSpec(f"{loop}, inline batches", loop, judged=False)
+        specs.append(replace(inline, inline_threshold_ms=INLINE_WHAT_IF_MS))
     if args.baseline is not None:
         specs += [ServerSpec(f"{loop}, {args.baseline_name}", loop, judged=False,
                              root=args.baseline) for loop in args.loops]  # fmt: skip
@@ -411,7 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-what-if",
         action="store_true",
-        help="skip the extra server with runtime.intra_op_threads = 0 (onnxruntime's own pool)",
+        help="skip the extra servers with runtime.intra_op_threads = 0 (onnxruntime's own pool) "
+        f"and with runtime.inline_threshold_ms = {INLINE_WHAT_IF_MS:g} (batches on the loop)",
     )
     parser.add_argument(
         "--clients",

@@ -38,6 +38,7 @@ protocol the core reads); the disk is written, never read, after ``open``.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -57,6 +58,9 @@ from consensus.messages import (
     SnapshotMeta,
 )
 from consensus.storage import MemoryStorage
+from moltmesh.logs import log_event
+
+log = logging.getLogger("moltmesh.raft.wal")
 
 _HEADER = struct.Struct("<III")  # length, crc32(length bytes), crc32(payload)
 _REC_ENTRY = 1
@@ -207,6 +211,8 @@ class DiskStorage:
         self._alloc = 0  # bytes of the last segment's file: its records, then zeros
         self._segment_serial = 0  # counts the segments opened for writing (see PendingWrite)
         self._segments: list[tuple[int, Path]] = []  # (first index, path), sorted
+        self._roll_retry_at = 0  # a failed roll is tried again once the segment holds this
+        self.roll_failures = 0  # segment rolls that failed (the log went on in the old one)
 
     # --- opening ----------------------------------------------------------------
 
@@ -274,21 +280,40 @@ class DiskStorage:
         self._alloc = path.stat().st_size  # ``_seg_size``: where ``open`` found the records end
 
     def _new_segment(self, first: int) -> None:
-        if self._fd is not None:
-            if self._alloc > self._seg_size:
-                # Only the last segment may end in zeros: this one loses its tail durably
-                # before the next exists (a crash in between leaves it the last one).
-                os.ftruncate(self._fd, self._seg_size)
-                if self.fsync:
-                    os.fsync(self._fd)
-            os.close(self._fd)
+        """Start the segment holding entries from ``first`` and make it the one written.
+
+        The new file is opened (and the directory's entry for it made durable) before the old
+        segment's descriptor is closed: a failing ``os.open`` (no descriptor left: EMFILE,
+        ENFILE; ENOSPC; EACCES) raises with the old segment still open and written, and nothing
+        new on disk, so the log stays usable (``prepare`` then keeps appending to the old
+        segment and tries the roll again later)."""
+        if self._fd is not None and self._alloc > self._seg_size:
+            # Only the last segment may end in zeros: this one loses its tail durably
+            # before the next exists (a crash in between leaves it the last one).
+            os.ftruncate(self._fd, self._seg_size)
+            if self.fsync:
+                os.fsync(self._fd)
+            self._alloc = self._seg_size  # (it stays the one written if the roll fails)
         path = self.wal_dir / f"seg-{first:020d}.log"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        dir_fd = os.open(self.wal_dir, os.O_RDONLY) if self.fsync else None  # before creating
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if dir_fd is not None:
+                    os.fsync(dir_fd)
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        old, self._fd = self._fd, fd
         self._seg_size = self._alloc = 0
         self._segment_serial += 1
         self._segments.append((first, path))
-        if self.fsync:
-            _fsync_dir(self.wal_dir)
+        if old is not None:
+            os.close(old)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -361,10 +386,14 @@ class DiskStorage:
                 and (hard_state.term, hard_state.vote) != (old.term, old.vote)
             )
         )
-        if entries and self._seg_size > SEGMENT_BYTES and entries[0].index > self._segments[-1][0]:
-            # (a follower's truncation reaching below this segment's first entry stays in it:
-            # segments replay in the order of their first index, named after it)
-            self._new_segment(entries[0].index)
+        # (a follower's truncation reaching below this segment's first entry stays in it:
+        # segments replay in the order of their first index, named after it)
+        if (
+            entries
+            and self._seg_size > SEGMENT_BYTES
+            and entries[0].index > self._segments[-1][0]
+            and self._roll(entries[0].index)
+        ):
             hard_state = hard_state or self.mem.hard_state  # each segment restates it
         pack = self._packer.pack  # one Packer: packb would build one per record
         parts = [_frame(pack((_REC_ENTRY, e.index, e.term, e.kind, e.data))) for e in entries]
@@ -384,6 +413,24 @@ class DiskStorage:
         return PendingWrite(
             blob, self._segment_serial, offset, zeros, self.fsync and sync, hard_state, entries
         )
+
+    def _roll(self, first: int) -> bool:
+        """Start a new segment at ``first`` when due; False when it could not be created (the
+        error logged, the write goes on in the current segment, which a segment may exceed:
+        ``SEGMENT_BYTES`` is a target, not a format limit) and another try is made once
+        ``PREALLOCATE_BYTES`` more were written."""
+        if self._seg_size < self._roll_retry_at:
+            return False
+        try:
+            self._new_segment(first)
+        except OSError as e:
+            self.roll_failures += 1
+            self._roll_retry_at = self._seg_size + PREALLOCATE_BYTES
+            log_event(log, "raft.wal_roll_failed", errno=e.errno, error=e.strerror or str(e),
+                      segment_bytes=self._seg_size, level=logging.WARNING)  # fmt: skip
+            return False
+        self._roll_retry_at = 0
+        return True
 
     def write(self, w: PendingWrite) -> None:
         """The second step: write the records and fsync them when needed. Touches only the
@@ -507,8 +554,7 @@ class DiskStorage:
         for _, path in self._segments[:keep_from]:
             path.unlink(missing_ok=True)
         self._segments = self._segments[keep_from:]
-        if self._seg_size > SEGMENT_BYTES:
-            self._new_segment(self.mem.last_index() + 1)
+        if self._seg_size > SEGMENT_BYTES and self._roll(self.mem.last_index() + 1):
             self.save(self.mem.hard_state, [], sync=True)
         return snap
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,9 @@ from moltmesh.logs import log_event
 log = logging.getLogger("moltmesh.mesh.meta")
 
 LOAD_STEP = 10  # percentage points of CPU or memory load that make a new Meta worth gossiping
+FAILURE_LOG_INTERVAL_S = 60.0
+"""A refresh failing with an OS error (out of file descriptors, say) is logged at most once per
+this many seconds; the next warning counts those left out meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +126,17 @@ class MetaRefresher:
         publish: Callable[[Meta], None],
         current: Meta,
         interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.make = make
         self.publish = publish
         self.current = current
         self.interval_s = interval_s
         self.published = 0
+        self.failures = 0  # refreshes that raised
+        self._clock = clock
+        self._logged_at: float | None = None  # when a failure was last logged
+        self._unlogged = 0  # failures since then not logged
         self._task: asyncio.Task[None] | None = None
 
     def refresh(self) -> bool:
@@ -157,7 +166,26 @@ class MetaRefresher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            try:
-                self.refresh()
-            except Exception:  # a probe failing (psutil, a model list) must not stop refreshing
-                log.exception("metadata refresh failed")
+            self.refresh_logged()
+
+    def refresh_logged(self) -> None:
+        """``refresh``, never raising: a probe failing (psutil, a model list) must not stop the
+        refreshing. An ``OSError`` (EMFILE while the process is out of descriptors...) is an
+        expected condition: one warning line with its errno (``meta.refresh_failed``), at most
+        once per ``FAILURE_LOG_INTERVAL_S``, with the count of the failures not logged since.
+        Anything else is a bug: logged with its traceback."""
+        try:
+            self.refresh()
+        except OSError as e:
+            self.failures += 1
+            now = self._clock()
+            if self._logged_at is not None and now - self._logged_at < FAILURE_LOG_INTERVAL_S:
+                self._unlogged += 1
+                return
+            self._logged_at = now
+            log_event(log, "meta.refresh_failed", errno=e.errno, error=e.strerror or str(e),
+                      not_logged=self._unlogged, level=logging.WARNING)  # fmt: skip
+            self._unlogged = 0
+        except Exception:
+            self.failures += 1
+            log.exception("metadata refresh failed")

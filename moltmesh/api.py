@@ -60,9 +60,9 @@ def api_middleware(token: str, metrics: NodeMetrics) -> Middleware:
 
     ``Authorization: Bearer <token>`` is required except on health checks (the scheme is
     case-insensitive, blanks around the token are ignored). Every failure, the 401 included,
-    becomes ``{"error": message}`` with its status, and each 4xx is counted in
-    ``moltmesh_bad_requests``. One middleware rather than two: each layer costs every request
-    a coroutine and a wrapper call.
+    becomes ``{"error": message}`` with its status, and each 4xx, raised or answered by a
+    handler, is counted in ``moltmesh_bad_requests``. One middleware rather than two: each
+    layer costs every request a coroutine and a wrapper call.
     """
     exact = f"Bearer {token}"  # what clients send; anything else goes the careful way
 
@@ -76,7 +76,10 @@ def api_middleware(token: str, metrics: NodeMetrics) -> Middleware:
                 or _bearer_matches(token, presented)
             ):
                 raise web.HTTPUnauthorized(reason="missing or wrong bearer token")
-            return await handler(request)
+            response = await handler(request)
+            if 400 <= response.status < 500:  # answered, not raised (a KV 404, 409 or 413)
+                metrics.bad_requests.labels(str(response.status)).inc()
+            return response
         except Overloaded as e:
             response = json_error(429, str(e), {"Retry-After": str(e.retry_after_s)})
         except (MoltmeshError, RuntimeErrorBase, v2.V2Error) as e:

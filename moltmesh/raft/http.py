@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -99,6 +100,23 @@ def _revision(request: web.Request, name: str, default: int) -> int:
     return value
 
 
+def _key(request: web.Request) -> str:
+    """The ``{key}`` of the path ("" when the route has none), refused (400) unless its
+    percent-decoded bytes are UTF-8 without control characters: aiohttp decodes what is not
+    UTF-8 to replacement characters, so two different raw keys would name one stored key."""
+    key = request.match_info.get("key", "")
+    if not key:
+        return key
+    raw = request.rel_url.raw_path.partition("/v1/kv/")[2]
+    try:
+        decoded = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(reason="the key must be UTF-8 text once percent-decoded") from None
+    if any(c < " " or c == "\x7f" for c in decoded):
+        raise web.HTTPBadRequest(reason="the key must not contain control characters")
+    return key
+
+
 def _too_large(e: EncodeError) -> web.Response:
     return web.json_response(
         {"error": "too large", "reason": str(e), "limit_bytes": MAX_COMMAND_BYTES}, status=413
@@ -117,7 +135,7 @@ def _write_json(r: WriteResult) -> dict[str, object]:
 
 async def get_key(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    key = request.match_info.get("key", "")
+    key = _key(request)
     q = request.query
     consistency = q.get("consistency", "linearizable")
     if consistency not in ("linearizable", "stale"):
@@ -153,7 +171,7 @@ async def get_key(request: web.Request) -> web.Response:
 
 async def put_key(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    key = request.match_info["key"]
+    key = _key(request)
     value = await request.read()
     timeout = _timeout(request, rt.kv.default_timeout)
     expected = _revision(request, "cas", -1)
@@ -181,7 +199,7 @@ async def delete_key(request: web.Request) -> web.Response:
     rt = _runtime(request)
     timeout = _timeout(request, rt.kv.default_timeout)
     try:
-        r = await rt.kv.delete(request.match_info["key"], timeout=timeout)
+        r = await rt.kv.delete(_key(request), timeout=timeout)
     except EncodeError as e:
         return _too_large(e)
     except Unavailable as e:

@@ -96,3 +96,39 @@ async def test_kv_watch_count_stops_at_the_end_of_a_revision(tmp_path: Path) -> 
             assert await asyncio.to_thread(main, argv) == 0
         events = [json.loads(line) for line in out.getvalue().splitlines()]
         assert sorted(e["key"] for e in events) == [f"w/{i}" for i in range(5)]
+
+
+async def _bad_requests(api, status: str) -> float:  # type: ignore[no-untyped-def]
+    async with api.get("/metrics") as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith(f'moltmesh_bad_requests_total{{status="{status}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_answered_4xx_are_counted_as_bad_requests(api) -> None:
+    """A 404, 409 or 413 that a KV handler answers (rather than raises) is counted too."""
+    before = {s: await _bad_requests(api, s) for s in ("404", "409", "413")}
+    async with api.get("/v1/kv/absent?consistency=stale") as r:
+        assert r.status == 404
+    async with api.put("/v1/kv/seed?cas=0", data=b"2") as r:  # exists: CAS lost
+        assert r.status == 409
+    async with api.put("/v1/kv/big", data=b"x" * (1024 * 1024 + 1)) as r:
+        assert r.status == 413
+    for status, count in before.items():
+        assert await _bad_requests(api, status) == count + 1, status
+
+
+@pytest.mark.parametrize("raw", ["%ff%fe", "a%00b", "tab%09bed", "del%7F", "ok/%C3%28"], ids=repr)
+async def test_keys_that_are_not_utf8_text_are_refused(api, raw: str) -> None:
+    """Two raw keys that aiohttp would decode to the same replacement characters must not
+    name one stored key: a key is UTF-8 text without control characters, or a 400."""
+    for method in ("PUT", "GET", "DELETE"):
+        async with api.request(method, f"/v1/kv/{raw}", data=b"v") as r:
+            assert r.status == 400, (method, raw, await r.text())
+            assert "key" in (await r.json())["error"]
+    async with api.put("/v1/kv/caf%C3%A9", data=b"v") as r:  # UTF-8 percent-encoded is fine
+        assert r.status == 200
+    async with api.get("/v1/kv/café?consistency=stale") as r:
+        assert r.status == 200 and (await r.json())["key"] == "café"

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from moltmesh import __version__, v2
 from moltmesh.errors import BadRequest, MoltmeshError, Overloaded, http_status
@@ -104,6 +105,41 @@ def _bearer_matches(token: str, header: str) -> bool:
     """``header`` is ``Bearer <token>`` give or take the scheme's case and blanks."""
     scheme, _, presented = header.partition(" ")
     return scheme.lower() == "bearer" and token_matches(token, presented.strip())
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The ``logger`` of the API's aiohttp server (``AppRunner(..., logger=ServerLog(m))``).
+
+    aiohttp answers a request it cannot parse (a line or header over its limits, a bad
+    Content-Length, a bad chunk size, not HTTP at all) itself, before any route or middleware,
+    and logs it with a traceback. Here such a request is counted in ``moltmesh_bad_requests``
+    by its status and logged as one debug line (``api.bad_http``): anyone who reaches the port
+    could otherwise fill the log. Everything else aiohttp logs goes to ``moltmesh.api.server``
+    unchanged.
+    """
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        super().__init__(logging.getLogger("moltmesh.api.server"), {})
+        self._metrics = metrics
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        if not self._bad_http(args, exc_info):
+            super().exception(msg, *args, exc_info=exc_info, **kw)
+
+    def debug(self, msg: object, *args: Any, **kw: Any) -> None:
+        if not self._bad_http(args, kw.get("exc_info")):
+            super().debug(msg, *args, **kw)
+
+    def _bad_http(self, args: tuple[Any, ...], exc_info: Any) -> bool:
+        """Count and log ``exc_info`` if it is a request aiohttp could not parse."""
+        if not isinstance(exc_info, HttpProcessingError):
+            return False
+        status = exc_info.code if 400 <= exc_info.code < 500 else 400
+        self._metrics.bad_requests.labels(str(status)).inc()
+        peer = args[0] if args else None
+        reason = exc_info.message[:200]
+        log_event(log, "api.bad_http", logging.DEBUG, status=status, reason=reason, peer=peer)
+        return True
 
 
 async def live(request: web.Request) -> web.Response:

@@ -40,14 +40,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+LIBRARY_LOGGERS = ("aiohttp", "asyncio")
+"""Libraries the node runs whose own log lines go out in the same format, at warning and above
+(or the node's level when it is higher): one format per stream, and no bare tracebacks."""
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
-    """Send moltmesh's logs to stderr in ``fmt``; idempotent."""
+    """Send moltmesh's logs, and the warnings of ``LIBRARY_LOGGERS``, to stderr in ``fmt``;
+    idempotent."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("moltmesh")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.setLevel(max(root.level, logging.WARNING))
+        library.propagate = False
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:

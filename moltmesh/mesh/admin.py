@@ -3,12 +3,15 @@ certificate renewal. Messages are ``consensus.codec`` dataclasses; every request
 
 Who may do what:
 
-- any member that is not revoked may change the key ring (as in Serf, where any member can run
-  ``keys install|use|remove``); changes are idempotent, so relaying them is safe;
+- the key ring changes only by a ``SignedRing``: a statement signed by the mesh CA (so only a CA
+  holder can originate one; ``moltmesh.mesh.keyring.RingStatement``) whose generation is above
+  the receiver's; anyone may relay it. A bare ``KeyOp`` (what versions before review9 sent, from
+  any member) is refused, counted and logged; the type stays as the body of ``RelayKeyOp``;
 - a revocation list is accepted only when signed by the mesh CA, from whoever relays it;
 - only a CA holder answers a renewal, for the key of the connection's own certificate;
-- any member may read another's key ring (``RingRequest``) to catch up after being away: the
-  stream is mutual TLS, so only a current, non-revoked member can;
+- any member may read another's signed ring (``SignedRingRequest``) to catch up after being
+  away: the stream is mutual TLS, so only a current, non-revoked member can (``RingRequest``,
+  the unsigned form, is still answered for older members but never adopted by this version);
 - ``RelayKeyOp`` and ``Revoke`` come only from the node's own CLI (same certificate), which asks
   the running node to carry out a mesh-wide change.
 """
@@ -37,6 +40,8 @@ class AdminMsgType(enum.IntEnum):
     MEMBER_LIST = 9
     RING_REQUEST = 10
     RING_STATE = 11
+    SIGNED_RING = 12
+    SIGNED_RING_REQUEST = 13
 
 
 class KeyOpKind(enum.IntEnum):
@@ -56,7 +61,7 @@ class KeyOp:
     kind: KeyOpKind
     key: bytes  # the key for INSTALL; empty otherwise
     key_id: U32  # the key id for USE and REMOVE (and of ``key`` for INSTALL)
-    generation: U32 = 0  # mesh-wide order of ring changes (0: the originator assigns the next)
+    generation: U32 = 0  # ignored: the CA holder carrying the change assigns the generation
 
 
 @ADMIN_CODEC.register(AdminMsgType.REVOCATION)
@@ -125,6 +130,23 @@ class RingState:
     keys: tuple[bytes, ...]
     primary: U32
     revocations: bytes  # the signed list, or empty
+
+
+@ADMIN_CODEC.register(AdminMsgType.SIGNED_RING)
+@dataclass(frozen=True, slots=True)
+class SignedRing:
+    """The mesh's key ring as the CA signed it, with the signed revocation list (either may be
+    empty). Pushed by a CA holder after each change, and the answer to ``SignedRingRequest``;
+    the receiver applies the revocations first, then the ring if newer."""
+
+    statement: bytes
+    revocations: bytes
+
+
+@ADMIN_CODEC.register(AdminMsgType.SIGNED_RING_REQUEST)
+@dataclass(frozen=True, slots=True)
+class SignedRingRequest:
+    """Ask a member for its signed ring and revocation list (answered with ``SignedRing``)."""
 
 
 ADMIN_CODEC.check_schemas()

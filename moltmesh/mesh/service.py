@@ -10,15 +10,16 @@ The TCP streams and the UDP gossip socket share one port number. While running, 
 address is written to ``<data dir>/mesh/stream-address`` so the CLI can reach the running node
 (over mutual TLS, with the node's own certificate).
 
-Key ring changes and revocations apply locally, are persisted, and are relayed to ``peers()``
-(the SWIM driver supplies the live members; until then, peers added with ``add_peer``).
+Key ring changes and revocations come from a CA holder only: it applies them, persists them and
+pushes them, signed by the mesh CA, to ``peers()`` (the SWIM driver supplies the live members;
+until then, peers added with ``add_peer``). Members adopt only what the CA signed, whoever relays
+it (see ``moltmesh.mesh.admin`` for who may ask what).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -26,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from consensus.errors import DecodeError
+from consensus.errors import ConsensusError, DecodeError
 from moltmesh.config import MeshConfig
 from moltmesh.identity import (
     NODE_ID_CHARS,
@@ -52,12 +53,21 @@ from moltmesh.mesh.admin import (
     Revoke,
     RingRequest,
     RingState,
+    SignedRing,
+    SignedRingRequest,
 )
 from moltmesh.mesh.advertise import guess_host, is_wildcard
 from moltmesh.mesh.drops import DropCounters
 from moltmesh.mesh.errors import CertificateError, MeshError, RevocationError
 from moltmesh.mesh.join import JoinService
-from moltmesh.mesh.keyring import KeyRingError, format_key_id, generate_key, key_id
+from moltmesh.mesh.keyring import (
+    MAX_GENERATION,
+    KeyRingError,
+    RingStatement,
+    format_key_id,
+    generate_key,
+    key_id,
+)
 from moltmesh.mesh.store import MeshState
 from moltmesh.mesh.streams import MeshStreams, Peer, StreamError
 from moltmesh.mesh.udp import GossipTransport, Receive
@@ -71,6 +81,13 @@ SYNC_INTERVAL_S = 2.0  # at most one key ring catch-up per this many seconds
 
 def is_node_id(text: str) -> bool:
     return len(text) == NODE_ID_CHARS and set(text) <= set("abcdefghijklmnopqrstuvwxyz234567")
+
+
+def _ed_public(state: MeshState) -> Ed25519PublicKey:
+    key = state.ca_cert.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        raise CertificateError("the mesh CA key is not Ed25519")
+    return key
 
 
 def format_address(host: str, port: int) -> str:
@@ -106,6 +123,11 @@ class MeshService:
         self._renewer: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._last_sync = -SYNC_INTERVAL_S
+        self.refused: dict[str, int] = {}
+        """Admin requests refused by kind (a ``KeyOp`` from a member, a foreign ``RelayKeyOp``)."""
+        if self.state.keyring.note:
+            log_event(log, "mesh.keyring_repaired", note=self.state.keyring.note,
+                      level=logging.WARNING)  # fmt: skip
 
     @property
     def node_id(self) -> str:
@@ -177,66 +199,148 @@ class MeshService:
     # -- admin requests from other members ------------------------------------------------------
 
     async def _admin(self, peer: Peer, env: Envelope) -> bytes:
+        """Answer one admin request; every failure, codec errors included, is an error reply."""
         try:
             msg = ADMIN_CODEC.decode(env.body)
         except DecodeError as e:
             return ADMIN_CODEC.encode(AdminReply(False, f"bad request: {e.reason}"))
         try:
-            if isinstance(msg, KeyOp):
-                self.apply_key_op(msg)
-            elif isinstance(msg, RevocationUpdate):
-                self.apply_revocations(msg.signed)
-            elif isinstance(msg, RenewRequest):
-                return ADMIN_CODEC.encode(self._renew_for(peer, msg))
-            elif isinstance(msg, RingRequest):
-                return ADMIN_CODEC.encode(self.ring_state())
-            elif isinstance(msg, MembersRequest):
-                if self.members_document is None:
-                    return ADMIN_CODEC.encode(AdminReply(False, "membership is not running"))
-                return ADMIN_CODEC.encode(MemberList(self.members_document()))
-            elif isinstance(msg, RelayKeyOp | Revoke):
-                if peer.node_id != self.node_id:
-                    return ADMIN_CODEC.encode(AdminReply(False, "only this node's own CLI may"))
-                if isinstance(msg, Revoke):
-                    results = await self.revoke(msg.node_id)
-                else:
-                    results = await self.key_op(msg.op)
-                failed = {n: e for n, e in results.items() if e}
-                summary = "; ".join(f"{n}: {e}" for n, e in failed.items())
-                return ADMIN_CODEC.encode(AdminReply(not failed, summary))
+            return await self._admin_request(peer, msg)
+        except (MeshError, KeyRingError, ConsensusError) as e:
+            log_event(log, "mesh.admin_failed", peer=peer.node_id, request=type(msg).__name__,
+                      error=str(e), level=logging.WARNING)  # fmt: skip
+            return ADMIN_CODEC.encode(AdminReply(False, str(e)[:1000]))
+
+    def _refuse(self, peer: Peer, msg: object, why: str) -> bytes:
+        """Count and log a request ``peer`` may not make; the reply says why."""
+        kind = type(msg).__name__
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        log_event(log, "mesh.admin_refused", peer=peer.node_id, request=kind, why=why,
+                  level=logging.WARNING)  # fmt: skip
+        return ADMIN_CODEC.encode(AdminReply(False, why))
+
+    async def _admin_request(self, peer: Peer, msg: object) -> bytes:
+        if isinstance(msg, KeyOp):
+            return self._refuse(peer, msg, "key ring changes must be signed by the mesh CA")
+        if isinstance(msg, SignedRing):
+            self.apply_signed(msg)
+        elif isinstance(msg, RevocationUpdate):
+            self.apply_revocations(msg.signed)
+        elif isinstance(msg, RenewRequest):
+            return ADMIN_CODEC.encode(self._renew_for(peer, msg))
+        elif isinstance(msg, SignedRingRequest):
+            return ADMIN_CODEC.encode(self.signed_ring())
+        elif isinstance(msg, RingRequest):  # older members; never adopted by this version
+            return ADMIN_CODEC.encode(self.ring_state())
+        elif isinstance(msg, MembersRequest):
+            if self.members_document is None:
+                return ADMIN_CODEC.encode(AdminReply(False, "membership is not running"))
+            return ADMIN_CODEC.encode(MemberList(self.members_document()))
+        elif isinstance(msg, RelayKeyOp | Revoke):
+            if peer.node_id != self.node_id:
+                return self._refuse(peer, msg, "only this node's own CLI may")
+            if self.state.ca_key is None:
+                return self._refuse(
+                    peer, msg, "only a CA holder changes the mesh's key ring or revokes: run the "
+                    "command on the CA holder (see `moltmesh mesh ca import`)",
+                )  # fmt: skip
+            if isinstance(msg, Revoke):
+                results = await self.revoke(msg.node_id)
             else:
-                return ADMIN_CODEC.encode(AdminReply(False, "not a request"))
-        except (MeshError, KeyRingError) as e:
-            return ADMIN_CODEC.encode(AdminReply(False, str(e)))
+                results = await self.key_op(msg.op)
+            failed = {n: e for n, e in results.items() if e}
+            summary = "; ".join(f"{n}: {e}" for n, e in failed.items())
+            return ADMIN_CODEC.encode(AdminReply(not failed, summary))
+        else:
+            return ADMIN_CODEC.encode(AdminReply(False, "not a request"))
         return ADMIN_CODEC.encode(AdminReply(True, ""))
 
-    def apply_key_op(self, op: KeyOp) -> None:
-        """Apply one key ring change here and persist it (idempotent)."""
+    def apply_key_op(self, op: KeyOp) -> bool:
+        """Apply one key ring change to this device's ring and persist it; False when it changes
+        nothing (the key already installed / already primary / not there to remove).
+
+        On a CA holder the change is the mesh's: it gets the next generation and the CA's
+        signature (``KeyRingError`` when the generation would pass ``MAX_GENERATION``).
+        Elsewhere it is local only (the CLI with no node running): the next signed ring from a
+        CA holder replaces it. ``op.generation`` is ignored.
+        """
         ring = self.state.keyring
+        ca_key = self.state.ca_key
+        if ca_key is not None and ring.generation >= MAX_GENERATION:
+            raise KeyRingError(f"key ring generation {ring.generation} is exhausted")
         if op.kind is KeyOpKind.INSTALL:
             if key_id(op.key) != op.key_id:
                 raise KeyRingError("key id does not match the key")
             if op.key_id in self.state.revocations.retired_keys:
                 raise KeyRingError(f"key {format_key_id(op.key_id)} was retired by a revocation")
+            if ring.has(op.key):
+                return False
             ring.install(op.key)
         elif op.kind is KeyOpKind.USE:
+            if ring.primary_id == op.key_id and ring.get(op.key_id) is not None:
+                return False
             ring.use(op.key_id)
-        elif op.kind is KeyOpKind.REMOVE and ring.get(op.key_id) is not None:
+        elif op.kind is KeyOpKind.REMOVE:
+            if ring.get(op.key_id) is None:
+                return False
             ring.remove(op.key_id)
-        ring.generation = max(ring.generation, op.generation)
+        if ca_key is not None:
+            self._sign_ring(ca_key)
         self.state.save_keyring()
         log_event(log, "mesh.keyring", op=op.kind.name.lower(), key=format_key_id(op.key_id),
-                  generation=ring.generation)  # fmt: skip
+                  generation=ring.generation, signed=ca_key is not None)  # fmt: skip
+        return True
 
-    def apply_revocations(self, signed: bytes) -> None:
+    def _sign_ring(self, ca_key: Ed25519PrivateKey) -> None:
+        """Our ring as it is now becomes the mesh's, at the next generation (not yet saved)."""
+        ring = self.state.keyring
+        generation = ring.generation + 1
+        ring.signed = RingStatement.of(ring, self.state.mesh_id, generation).sign(ca_key)
+        ring.generation = generation
+
+    def apply_signed(self, msg: SignedRing) -> bool:
+        """Adopt a ``SignedRing``: its revocations (if newer), then its statement when it is
+        signed by our CA, of our mesh, and of a higher generation than ours (retired keys are
+        dropped after). True when our ring changed. ``KeyRingError``/``RevocationError`` when
+        a part does not verify (nothing of that part is applied)."""
+        if msg.revocations:
+            self.apply_revocations(msg.revocations, retire=False)
+        st = None
+        if msg.statement:
+            st = RingStatement.verify(msg.statement, _ed_public(self.state), self.state.mesh_id)
+        ring = self.state.keyring
+        if st is None or st.generation <= ring.generation:
+            self._retire_keys()
+            return False
+        for key in st.keys:
+            ring.install(key)
+        ring.use(st.primary)
+        keep = {key_id(k) for k in st.keys}
+        for info in ring.list():
+            if info.key_id not in keep:
+                ring.remove(info.key_id)
+        ring.generation = st.generation
+        ring.signed = msg.statement
+        self._retire_keys()
+        self.state.save_keyring()
+        log_event(log, "mesh.keyring_adopted", generation=ring.generation,
+                  primary=format_key_id(ring.primary_id))  # fmt: skip
+        return True
+
+    def signed_ring(self) -> SignedRing:
+        return SignedRing(self.state.keyring.signed, self.state.signed_revocations() or b"")
+
+    def apply_revocations(self, signed: bytes, retire: bool = True) -> None:
         """Adopt a CA-signed revocation list (if newer): drop streams of newly revoked nodes and
-        every gossip key it retires (the primary only once another key can take over)."""
+        (with ``retire``) every gossip key it retires (the primary only once another key can
+        take over)."""
         before = set(self.state.revocations.revoked)
         rl = self.state.save_revocations(signed)
         for node_id in sorted(set(rl.revoked) - before):
             self.streams.drop_peer(node_id)
             log_event(log, "mesh.revoked", node=node_id, serial=rl.serial)
-        self._retire_keys()
+        if retire:
+            self._retire_keys()
 
     def _retire_keys(self) -> None:
         ring = self.state.keyring
@@ -261,38 +365,13 @@ class MeshService:
         return RingState(ring.generation, tuple(ring.keys()), ring.primary_id,
                          self.state.signed_revocations() or b"")  # fmt: skip
 
-    def adopt_ring(self, theirs: RingState) -> bool:
-        """Catch up from another member's ring: its revocations (if newer, verified) and, when
-        its generation is higher than ours, its keys and primary (retired keys never). True when
-        our ring changed."""
-        if theirs.revocations:
-            try:
-                self.apply_revocations(theirs.revocations)
-            except RevocationError as e:
-                log_event(log, "mesh.sync_bad_revocations", error=str(e), level=logging.WARNING)
-        ring = self.state.keyring
-        retired = set(self.state.revocations.retired_keys)
-        keys = {key_id(k): k for k in theirs.keys if key_id(k) not in retired}
-        if theirs.generation <= ring.generation or theirs.primary not in keys:
-            return False
-        for key in keys.values():
-            ring.install(key)
-        ring.use(theirs.primary)
-        for info in ring.list():
-            if info.key_id not in keys:
-                ring.remove(info.key_id)
-        ring.generation = theirs.generation
-        self.state.save_keyring()
-        log_event(log, "mesh.keyring_synced", generation=ring.generation,
-                  primary=format_key_id(ring.primary_id))  # fmt: skip
-        return True
-
     async def sync_from(self, node_id: str, address: str) -> bool:
-        """Fetch ``node_id``'s key ring over mutual TLS and ``adopt_ring`` it."""
-        body = ADMIN_CODEC.encode(RingRequest())
+        """Fetch ``node_id``'s signed ring and revocations over mutual TLS and adopt them
+        (``apply_signed``): a member can hand on only what the CA signed."""
+        body = ADMIN_CODEC.encode(SignedRingRequest())
         _, raw = await self.streams.request(node_id, address, Channel.ADMIN, body)
         reply = ADMIN_CODEC.decode(raw)
-        return isinstance(reply, RingState) and self.adopt_ring(reply)
+        return isinstance(reply, SignedRing) and self.apply_signed(reply)
 
     def _on_unknown_key(self, sender: str, kid: int) -> None:
         """A datagram from ``sender`` under a key we lack: it may hold a newer ring; catch up."""
@@ -312,7 +391,7 @@ class MeshService:
     async def _sync_logged(self, node_id: str, address: str) -> None:
         try:
             await self.sync_from(node_id, address)
-        except (StreamError, DecodeError, MeshError, KeyRingError) as e:
+        except (StreamError, ConsensusError, MeshError, KeyRingError) as e:
             log_event(log, "mesh.sync_failed", peer=node_id, error=str(e), level=logging.DEBUG)
 
     def _renew_for(self, peer: Peer, req: RenewRequest) -> Renewed | AdminReply:
@@ -354,39 +433,45 @@ class MeshService:
         return dict(zip(peers, results, strict=True))
 
     async def key_op(self, op: KeyOp) -> dict[str, str | None]:
-        """Apply ``op`` here, then on every peer (it gets the next ring generation)."""
-        if op.generation == 0:
-            op = dataclasses.replace(op, generation=self.state.keyring.generation + 1)
-        self.apply_key_op(op)
-        return await self.broadcast(ADMIN_CODEC.encode(op))
+        """CA holders only: apply ``op`` here (next generation, signed), then push the signed
+        ring to every peer. Node id -> error (``None`` = adopted); empty when ``op`` changed
+        nothing."""
+        if self.state.ca_key is None:
+            raise CertificateError("only a CA holder can change the mesh's key ring")
+        if not self.apply_key_op(op):
+            return {}
+        return await self.broadcast(ADMIN_CODEC.encode(self.signed_ring()))
 
     async def revoke(self, node_id: str) -> dict[str, str | None]:
         """CA holders only: refuse ``node_id`` everywhere and rotate the gossip key without it.
 
-        Order: the signed revocation list to every other member, then a new key installed
-        everywhere, used everywhere, and every older key removed everywhere. Returns the failures
-        by node id (``None`` = every step applied).
+        One step, prepared here before anything is sent: a new revocation list (retiring every
+        key ``node_id`` knew) and a new signed ring holding only a fresh key, applied and saved
+        here, then pushed together in one ``SignedRing`` to every other member, which applies
+        the list and then the ring without yielding in between. So no member hands the new key
+        to ``node_id`` and none keeps an old key once it has the list. A local failure raises
+        before anything is published. Returns the failures by node id (``None`` = applied).
         """
-        if self.state.ca_key is None:
+        ca_key = self.state.ca_key
+        if ca_key is None:
             raise CertificateError("only a CA holder can revoke a node")
         if not is_node_id(node_id) or node_id == self.node_id:
             raise CertificateError(f"{node_id!r} is not another node's id (16 base32 chars)")
-        old_keys = tuple(k.key_id for k in self.state.keyring.list())  # all known to node_id
+        ring = self.state.keyring
+        if ring.generation >= MAX_GENERATION:
+            raise KeyRingError(f"key ring generation {ring.generation} is exhausted")
+        old_keys = tuple(k.key_id for k in ring.list())  # all known to node_id
         rl = self.state.revocations.adding(node_id, time.time_ns() // 1000, old_keys)
-        signed = rl.sign(self.state.ca_key)
-        self.apply_revocations(signed)
-        results = await self.broadcast(ADMIN_CODEC.encode(RevocationUpdate(signed)))
+        signed_rl = rl.sign(ca_key)
         new_key = generate_key()
-        old = [k.key_id for k in self.state.keyring.list()]
-        steps = [KeyOp(KeyOpKind.INSTALL, new_key, key_id(new_key)),
-                 KeyOp(KeyOpKind.USE, b"", key_id(new_key)),
-                 *[KeyOp(KeyOpKind.REMOVE, b"", kid) for kid in old]]  # fmt: skip
-        for step in steps:
-            for peer, error in (await self.key_op(step)).items():
-                results[peer] = results.get(peer) or error
-        log_event(
-            log, "mesh.revoke_done", node=node_id, failures=sum(1 for e in results.values() if e)
-        )
+        statement = RingStatement(self.state.mesh_id, ring.generation + 1, (new_key,),
+                                  key_id(new_key)).sign(ca_key)  # fmt: skip
+        push = SignedRing(statement, signed_rl)
+        body = ADMIN_CODEC.encode(push)
+        self.apply_signed(push)
+        results = await self.broadcast(body)
+        log_event(log, "mesh.revoke_done", node=node_id, key=format_key_id(key_id(new_key)),
+                  failures=sum(1 for e in results.values() if e))  # fmt: skip
         return results
 
     # -- certificate renewal --------------------------------------------------------------------

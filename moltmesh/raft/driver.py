@@ -32,6 +32,15 @@ Outcomes of a proposal (what the HTTP layer maps to status codes):
 
 Linearizable reads use ReadIndex (``read_barrier``): once it returns, the local ``kv`` reflects
 every write acknowledged before the read began.
+
+A Ready that cannot be handled (the disk refuses a write or an fsync, a bug) stops the driver
+for good: Raft cannot go on from a Ready half handled. ``failure`` then holds the error (and
+``status()["failed"]`` says it), the error is logged once (``raft.driver_failed``, level
+error, with its traceback), every waiting proposal and read fails (``Unavailable`` when its
+entry never reached the log, ``OutcomeUnknown`` when it did: it may commit through the others),
+every later call fails at once with ``Unavailable``, and ``on_failure(error)`` is called once:
+the node marks itself not ready and is restarted (``moltmesh.Node.failure``). What was
+acknowledged stays durable: nothing is acknowledged before its fsync returned.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ from consensus.messages import AppendEntries, ConfChange, Entry, Message
 from consensus.raft import RaftConfig, RaftNode
 from consensus.raft_membership import bootstrap_entries
 from consensus.raft_types import ConfChanged, LeaderChanged, ReadIndexFailed, Ready, Role
-from moltmesh.logs import log_event
+from moltmesh.logs import _FIELDS, log_event
 from moltmesh.raft.compaction import Compactor
 from moltmesh.raft.outcomes import (
     FSYNC_BUCKETS,
@@ -148,6 +157,10 @@ class RaftDriver:
         self._leader_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.on_conf_change: Callable[[], None] | None = None
+        self.failure: BaseException | None = None
+        """The error that stopped the Ready loop for good (see the module docstring)."""
+        self.on_failure: Callable[[BaseException], None] | None = None
+        """Called once, on the loop, when the driver fails (``failure`` is set by then)."""
 
     def is_empty(self) -> bool:
         """No Raft state at all: never founded a group, never contacted by a leader."""
@@ -187,18 +200,29 @@ class RaftDriver:
             self._timer.cancel()
             self._timer = None
         self.compactor.stop()
+        self._fail_waiting("the node stopped")
+        self.storage.close()
+
+    def _fail_waiting(self, why: str) -> None:
+        """End every proposal and read still waiting: ``Unavailable`` for those not in the log
+        (never applied), ``OutcomeUnknown`` for those in it, ``Unavailable`` for reads."""
         for p in self._queued:
             if not p.future.done():
-                p.future.set_exception(Unavailable("not applied: the node stopped"))
+                p.future.set_exception(Unavailable(f"not applied: {why}"))
         self._queued = []
         for group in self._proposals.values():
             for p in group:
                 if not p.future.done():
-                    p.future.set_exception(OutcomeUnknown("the node stopped"))
+                    p.future.set_exception(OutcomeUnknown(why))
+        self._proposals.clear()
         for f in self._reads.values():
             if not f.done():
-                f.set_exception(Unavailable("the node stopped"))
-        self.storage.close()
+                f.set_exception(Unavailable(why))
+
+    def _check_running(self) -> None:
+        """Raise ``Unavailable`` once the driver has failed (nothing it is handed would run)."""
+        if self.failure is not None:
+            raise Unavailable(f"raft stopped on this node: {self.failure!r}")
 
     # --- inputs ----------------------------------------------------------------
 
@@ -268,6 +292,7 @@ class RaftDriver:
             raise LocalProtocolError(f"a proposal is at most {MAX_COMMAND_BYTES} bytes (bytes)")
         if command is None and data[:1] == _BATCH_TYPE:
             raise ValueError("a batch cannot be proposed; propose its commands")
+        self._check_running()
         self.node.check_writable()
         self.stats.proposals += 1
         loop = asyncio.get_running_loop()
@@ -335,6 +360,7 @@ class RaftDriver:
 
     async def propose_conf_change(self, change: ConfChange, timeout: float) -> None:
         """Propose a membership change (leader only) and wait until it is applied here."""
+        self._check_running()
         index = self.node.propose_conf_change(change, now_us())
         fut: asyncio.Future[KvResult | None] = asyncio.get_running_loop().create_future()
         group = [_Proposal(self.node.term, fut)]
@@ -352,10 +378,12 @@ class RaftDriver:
     async def read_barrier(self, timeout: float) -> int:
         """ReadIndex: wait until the local KV may serve a linearizable read; returns the index
         it reflects. Raises ``Unavailable`` when no leader confirms within ``timeout``."""
+        self._check_running()
         self.stats.reads += 1
         try:
             async with asyncio.timeout(timeout):
                 while True:
+                    self._check_running()
                     ctx = f"{self.node_id}/{next(self._read_ids)}".encode()
                     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                     try:
@@ -388,12 +416,46 @@ class RaftDriver:
         return self._applied
 
     def transfer_leadership(self, to: str) -> None:
+        self._check_running()
         self.node.transfer_leadership(to, now_us())
         self._wake.set()
 
     # --- the loop --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """The Ready loop; an error out of it fails the driver (``_failed``)."""
+        try:
+            await self._loop_readies()
+        except Exception as e:
+            self._failed(e)
+
+    def _failed(self, error: Exception) -> None:
+        """The loop stopped on ``error``: record, log, fail the waiting, tell the owner."""
+        self.failure = error
+        waiting = [*self._queued, *(p for g in self._proposals.values() for p in g)]
+        self.stats.proposals_failed += sum(not p.future.done() for p in waiting)
+        n = self.node
+        fields = {
+            "node": self.node_id,
+            "error": repr(error),
+            "errno": getattr(error, "errno", None),
+            "term": n.term,
+            "commit_index": n.commit_index,
+            "applied_index": n.applied_index,
+        }
+        # (the node must be restarted: an error out of a Ready is never retried)
+        log.error("raft.driver_failed", exc_info=error, extra={_FIELDS: fields})
+        self._fail_waiting(f"raft stopped on this node: {error!r}")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.on_failure is not None:
+            try:
+                self.on_failure(error)
+            except Exception:
+                log.exception("raft: the driver's on_failure callback failed")
+
+    async def _loop_readies(self) -> None:
         late_check = False  # an overdue election timer got its one look at the network
         while True:
             self.compactor.poll()  # between Readies: no log write is prepared
@@ -416,11 +478,7 @@ class RaftDriver:
                 self._flush_proposals()
             expiry = self._expire_proposals()
             if node.has_ready():
-                try:
-                    self._handle_ready(node.ready())
-                except Exception:
-                    log.exception("raft ready handling failed; stopping the driver")
-                    raise
+                self._handle_ready(node.ready())  # an error ends the loop: ``_failed``
                 await asyncio.sleep(0)  # let the network and clients run between Readies
                 continue
             self._wake.clear()
@@ -654,6 +712,7 @@ class RaftDriver:
             "learners": list(n.learners),
             "member": self.is_member(),
             "is_leader": n.role is Role.LEADER,
+            "failed": None if self.failure is None else f"raft driver failed: {self.failure!r}",
         }
 
 

@@ -24,6 +24,12 @@ Run `moltmesh node` on each device; it serves the KServe/Triton v2 inference API
 """
 
 
+EXIT_FAILED = 3
+"""``moltmesh node``'s exit status when a part it cannot run without failed while it ran (the
+Raft driver: ``moltmesh.node.NodeFailed``): it stopped cleanly and should be restarted (a
+supervisor such as systemd with ``Restart=on-failure`` does)."""
+
+
 class UsageError(Exception):
     """A problem the user can fix; printed as one line."""
 
@@ -81,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "node", help="run a node (HTTP API, models)",
         description="Run a node. On first start it creates its data directory, its Ed25519 "
         "identity and an API token (printed once). Stops cleanly on Ctrl-C or SIGTERM, "
-        "finishing requests in flight.",
+        f"finishing requests in flight. Exit status {EXIT_FAILED}: a part the node cannot run "
+        "without (Raft) failed while it ran; it stopped cleanly and should be restarted.",
     )  # fmt: skip
     add_node_config_flags(node)
     node.add_argument("--host", help="API listen address (default 127.0.0.1)")
@@ -161,9 +168,16 @@ async def serve(config: NodeConfig) -> int:
             )
         else:
             print(f"API token in {token_path}", flush=True)
-        await stop.wait()
+        failed = asyncio.ensure_future(node.wait_failed())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((failed, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        if node.failure is not None:
+            print(f"moltmesh node: {node.failure}; stopping, exit status {EXIT_FAILED} "
+                  "(restart the node)", file=sys.stderr, flush=True)  # fmt: skip
         print("stopping: finishing requests in flight", flush=True)
-    return 0
+    return 0 if node.failure is None else EXIT_FAILED
 
 
 def user_errors() -> tuple[type[Exception], ...]:

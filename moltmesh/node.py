@@ -11,10 +11,20 @@ credentials (``moltmesh mesh init`` or a join token) — runs the mesh: TLS stre
 SWIM membership (``members()``, ``events()``) and mDNS discovery. ``stop`` leaves the mesh
 gracefully, stops taking requests, lets in-flight ones finish (up to ``api.shutdown_grace_s``)
 and releases everything. One Node runs on one event loop; its methods are not thread-safe.
+
+A part the node cannot run without may fail while it runs: today the Raft driver (a Ready it
+could not handle, e.g. the disk refused a write; nothing acknowledged is lost). The node then
+stays up but is no longer ready: ``failure`` holds a ``NodeFailed`` (its ``__cause__`` the
+error), ``ready`` is False and ``not_ready_reason`` says why, the inference service stops taking
+requests (``/v2/health/ready`` answers 503), ``/v1/raft/status`` shows ``"failed"``, the event
+``node.failed`` is logged at error level and ``await node.wait_failed()`` returns. The remedy is
+a restart: ``moltmesh node`` stops cleanly and exits with ``EXIT_FAILED`` so that a supervisor
+(systemd ``Restart=on-failure``) restarts it; an embedding app should do the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -57,6 +67,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("moltmesh.node")
 
+
+class NodeFailed(RuntimeError):
+    """A part the node cannot run without stopped for good (``component``: ``"raft"``); the
+    original error is the ``__cause__``. The node must be restarted."""
+
+    def __init__(self, component: str, error: BaseException) -> None:
+        super().__init__(f"{component} failed: {error!r}")
+        self.component = component
+        self.__cause__ = error
+
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 BUNDLED_MODELS = Path(__file__).resolve().parent / "bundled" / "models"
 
@@ -80,6 +101,8 @@ class Node:
         self.api_token: str | None = None
         self.token_created = False
         self._lock = DataDirLock(self.config.data_dir, "moltmesh node")
+        self._failure: NodeFailed | None = None
+        self._failed = asyncio.Event()  # set once ``_failure`` is
 
     @property
     def node_id(self) -> str:
@@ -92,6 +115,43 @@ class Node:
         if self._service is None:
             raise RuntimeError("node not started")
         return self._service
+
+    @property
+    def failure(self) -> NodeFailed | None:
+        """Why the node must be restarted (see the module docstring), or None."""
+        return self._failure
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node takes requests: started, not stopping, nothing failed."""
+        return self._failure is None and self._service is not None and self._service.ready
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why ``ready`` is False (None when ready): what ``/v2/health/ready`` should say."""
+        if self._failure is not None:
+            return f"{self._failure}; restart the node"
+        if self._service is None or not self._service.ready:
+            return "starting or stopping"
+        return None
+
+    async def wait_failed(self) -> NodeFailed:
+        """Wait until a part the node cannot run without fails; returns ``failure``."""
+        await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
+
+    def _part_failed(self, component: str, error: BaseException) -> None:
+        """``component`` stopped for good: not ready from now on (see the module docstring)."""
+        if self._failure is not None:
+            return
+        self._failure = NodeFailed(component, error)
+        if self._service is not None:
+            self._service.stop_accepting()  # /v2/health/ready: 503
+        log_event(log, "node.failed", node=self._identity.node_id if self._identity else None,
+                  component=component, error=repr(error), errno=getattr(error, "errno", None),
+                  hint="not ready from now on: restart the node", level=logging.ERROR)  # fmt: skip
+        self._failed.set()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -189,6 +249,7 @@ class Node:
             from moltmesh.raft.runtime import RaftRuntime
 
             raft = RaftRuntime(self.config, runtime)
+            raft.on_failure = lambda error: self._part_failed("raft", error)
             raft.attach()  # before the streams accept: a peer's Raft frame always finds it
         try:
             await runtime.start()

@@ -6,6 +6,10 @@
     await raft.kv.put("config/x", b"1")
     await raft.stop()      # a leader hands leadership over first
 
+If the driver fails (a Ready it cannot handle: the disk refused a write), ``failure`` holds the
+error, ``status()["failed"]`` says it and ``on_failure(error)`` is called once (``Node`` marks
+itself not ready and ``moltmesh node`` exits non-zero so a supervisor restarts it).
+
 Only the node holding the mesh CA key (the one that ran ``moltmesh mesh init``) founds the group,
 and only when its Raft directory is empty and it knows no peer yet (a CA holder that meets peers
 first founds a group only if every live peer answers that it knows none: a CA key imported onto
@@ -20,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -79,12 +83,24 @@ class RaftRuntime:
             self.driver, self.transport.send, lambda: list(service.peers()), rc.request_timeout_s,
             max_frame_bytes=frame,
         )  # fmt: skip
+        self.driver.on_failure = self._driver_failed
+        self.on_failure: Callable[[BaseException], None] | None = None
+        """Called once, on the loop, with the error that stopped the driver."""
         self._boot_task: asyncio.Task[None] | None = None
         self.meshsync = MeshSync(self.kv, service, config.mesh.swim)
         self.autopilot = Autopilot(
             self.driver, self._health, max_voters=rc.max_voters, max_learners=rc.max_learners,
             stabilization_s=rc.stabilization_s,
         )  # fmt: skip
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the Raft driver for good, or None while it runs."""
+        return self.driver.failure
+
+    def _driver_failed(self, error: BaseException) -> None:
+        if self.on_failure is not None:
+            self.on_failure(error)
 
     def _health(self) -> list[MemberHealth]:
         return [MemberHealth(m.node, m.status, m.tier, m.age_s) for m in self.mesh.members()]

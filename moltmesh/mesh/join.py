@@ -36,6 +36,7 @@ from moltmesh.config import MeshConfig
 from moltmesh.identity import Identity, node_id_for
 from moltmesh.logs import log_event
 from moltmesh.mesh import ca, store, tls
+from moltmesh.mesh.conn_limits import JOIN_HELLO_S
 from moltmesh.mesh.drops import DropCounters, DropReason, Transport
 from moltmesh.mesh.errors import (
     AdmissionError,
@@ -132,6 +133,20 @@ async def _write(writer: asyncio.StreamWriter, mesh: str, sender: str, msg: obje
     await writer.drain()
 
 
+def refusal_reason(e: TokenError) -> DropReason:
+    """The drop reason for a token refusal (``TokenStore.check``/``consume``)."""
+    text = str(e)
+    for mark, reason in (
+        ("unknown join token", DropReason.JOIN_UNKNOWN_TOKEN),
+        ("already used", DropReason.JOIN_TOKEN_USED),
+        ("expired", DropReason.JOIN_TOKEN_EXPIRED),
+        ("wrong join token secret", DropReason.JOIN_WRONG_SECRET),
+    ):
+        if mark in text:
+            return reason
+    return DropReason.JOIN_REFUSED
+
+
 class JoinService:
     """The CA holder's side of admission; ``handle`` is a ``streams.JoinHandler``."""
 
@@ -141,8 +156,15 @@ class JoinService:
         config: MeshConfig,
         drops: DropCounters,
         clock: Callable[[], float] = time.time,
+        hello_timeout_s: float | None = None,
     ) -> None:
+        """``hello_timeout_s``: how long a connection may wait before its hello (default
+        ``conn_limits.JOIN_HELLO_S``, at most ``config.request_timeout_s``)."""
         self.clock = clock
+        self.hello_timeout_s = (
+            min(JOIN_HELLO_S, config.request_timeout_s) if hello_timeout_s is None
+            else hello_timeout_s
+        )  # fmt: skip
         if state.ca_key is None:
             raise CertificateError("only a CA holder can admit nodes")
         self.state = state
@@ -155,13 +177,18 @@ class JoinService:
         me = self.state.node_id
         timeout = self.config.request_timeout_s
         try:
-            sender, hello = await _read(reader, pin, timeout)
+            try:
+                sender, hello = await _read(reader, pin, self.hello_timeout_s)
+            except TimeoutError:
+                self.drops.add(Transport.TCP, DropReason.JOIN_TIMEOUT)
+                log_event(log, "join.no_hello", level=logging.DEBUG)
+                return
             if not isinstance(hello, JoinHello) or hello.node_id != sender:
                 raise EnvelopeError(DropReason.GARBAGE, "expected a hello")
             try:
                 self.state.tokens().check(hello.token_id, self.clock())
             except TokenError as e:
-                await self._refuse(writer, str(e), sender)
+                await self._refuse(writer, str(e), sender, refusal_reason(e))
                 return
             challenge = JoinChallenge(
                 ca.cert_der(self.state.ca_cert), self.state.mesh_id, int(self.clock() * 1e6)
@@ -179,8 +206,17 @@ class JoinService:
         finally:
             await close_writer(writer)
 
-    async def _refuse(self, writer: asyncio.StreamWriter, reason: str, who: str) -> None:
-        log_event(log, "join.refused", node=who, reason=reason, level=logging.WARNING)
+    async def _refuse(
+        self,
+        writer: asyncio.StreamWriter,
+        reason: str,
+        who: str,
+        drop: DropReason = DropReason.JOIN_REFUSED,
+    ) -> None:
+        """Count the refusal under ``drop``, log it and tell the joiner why."""
+        self.drops.add(Transport.TCP, drop)
+        log_event(log, "join.refused", node=who, reason=reason, drop=drop.value,
+                  level=logging.WARNING)  # fmt: skip
         await _write(writer, self.state.ca_fingerprint, self.state.node_id, JoinRefused(reason))
 
     async def _grant(
@@ -202,7 +238,7 @@ class JoinService:
             try:
                 state.tokens().consume(hello.token_id, proof.secret, self.clock(), node_id)
             except TokenError as e:
-                await self._refuse(writer, str(e), node_id)
+                await self._refuse(writer, str(e), node_id, refusal_reason(e))
                 return
         cert = ca.issue_node_cert(
             state.ca_key, state.ca_cert, state.mesh_id, key,

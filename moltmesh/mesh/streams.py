@@ -7,9 +7,13 @@ the handler of their channel; a handler's reply (if any) goes back on the same s
 does not read the next envelope before the handler returns, so a slow handler back-pressures the
 sender through TCP flow control; writes await ``drain()`` for the same reason.
 
-Connections without a client certificate go to ``join_handler`` when one is set (CA holders),
-and are closed otherwise. Bad input is counted in ``DropCounters`` and closes the stream; it is
-never raised into the event loop.
+The listener accepts plain TCP and does the TLS handshake itself, so that every connection is
+admitted by ``conn_limits.ConnGate`` *before* the handshake (a budget for connections in the
+handshake, per source address too) and every failed handshake is counted by reason
+(``handshake_failure``). Connections without a client certificate go to ``join_handler`` when
+one is set (CA holders) within their own small budget of join slots, and are closed otherwise.
+Refusals and bad input are counted in ``DropCounters`` and close the stream; they are never
+raised into the event loop.
 
 Clients: ``request`` sends one envelope and waits for the reply; ``send``/``send_many`` send
 without waiting for a reply (they await ``drain``); ``send_now`` writes at once, without awaiting
@@ -23,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from moltmesh.config import MeshConfig
 from moltmesh.logs import log_event
 from moltmesh.mesh import ca, tls
+from moltmesh.mesh.conn_limits import ConnGate, ConnLimits, Ticket
 from moltmesh.mesh.drops import DropCounters, DropReason, Transport
 from moltmesh.mesh.errors import AdmissionError, MeshError
 from moltmesh.mesh.store import MeshState
@@ -47,6 +54,9 @@ log = logging.getLogger("moltmesh.mesh.streams")
 
 SEND_NOW_BUFFER = 256 * 1024
 """``send_now`` writes only while less than this is waiting in the stream's write buffer."""
+LISTEN_BACKLOG = 128
+ACCEPT_BACKOFF_S = 0.1
+"""After a failed accept (out of descriptors) the listener waits this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +109,21 @@ class MeshStreams:
         drops: DropCounters,
         handlers: dict[Channel, Handler] | None = None,
         join_handler: JoinHandler | None = None,
+        limits: ConnLimits | None = None,
     ) -> None:
         self.state = state
         self.config = config
         self.drops = drops
         self.handlers: dict[Channel, Handler] = dict(handlers or {})
         self.join_handler = join_handler
-        self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] = []
+        self._acceptors: set[asyncio.Task[None]] = set()
         self._conns: dict[str, _Conn] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._inbound: set[asyncio.StreamWriter] = set()
         self._inbound_peers: dict[asyncio.StreamWriter, str] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.gate = ConnGate(limits or ConnLimits.from_config(config))
         self.bytes_in = 0  # TLS payload bytes (frames with their length prefix), not TLS records
         self.bytes_out = 0
         self.reload_tls()
@@ -121,40 +135,43 @@ class MeshStreams:
     def reload_tls(self) -> None:
         """Rebuild TLS contexts from the state (after a certificate renewal or CA import).
 
-        New connections use the new contexts; the listening socket keeps the one it started with
-        until ``start`` is called again, but its context object is updated in place.
+        New connections (both ways) use the new contexts; established ones keep theirs.
         """
         self._client_ctx = tls.client_context(self.state)
-        if getattr(self, "_server_ctx", None) is not None:
-            # The listener keeps this context object: load the renewed chain into it.
-            self._server_ctx.load_cert_chain(self.state.node_cert_path, self.state.node_key_path)
-        else:
-            self._server_ctx = tls.server_context(self.state, self.join_handler is not None)
+        self._server_ctx = tls.server_context(self.state, self.join_handler is not None)
 
     # -- server ---------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host:port`` (0 = any free port); returns the bound address."""
-        self._server = await asyncio.start_server(
-            self._serve, host, port, ssl=self._server_ctx,
-            ssl_handshake_timeout=self.config.connect_timeout_s,
-        )  # fmt: skip
-        sockname = self._server.sockets[0].getsockname()
+        """Listen on ``host:port`` (0 = any free port); returns the bound address.
+
+        Sockets are accepted by our own loop (``_accept_loop``): each is admitted by
+        ``self.gate`` (or refused, reset and counted) while it is still a plain socket, before
+        any byte is read; the TLS handshake then runs in its own task (``_serve``)."""
+        self._listeners = _listen(host, port)
+        for sock in self._listeners:
+            task = asyncio.create_task(self._accept_loop(sock), name="mesh-accept")
+            self._acceptors.add(task)
+        sockname = self._listeners[0].getsockname()
         return sockname[0], sockname[1]
 
     async def close(self) -> None:
         """Stop listening; close every inbound and pooled connection."""
-        if self._server is not None:
-            self._server.close()
+        for task in list(self._acceptors):
+            task.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        self._acceptors.clear()
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
         for conn in list(self._conns.values()):
             await close_writer(conn.writer)
         self._conns.clear()
         for writer in list(self._inbound):
             await close_writer(writer)
-        if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def drop_peer(self, node_id: str) -> None:
         """Close every stream to and from ``node_id`` (called when it is revoked)."""
@@ -165,34 +182,98 @@ class MeshStreams:
             if peer == node_id:
                 writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._inbound) >= self.config.max_connections:
-            await close_writer(writer)
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener)
+            except OSError as e:  # EMFILE/ENFILE/ENOBUFS: out of descriptors; back off a little
+                self._drop(DropReason.CONN_LIMIT, "stream.accept_failed", error=str(e),
+                           level=logging.WARNING)  # fmt: skip
+                await asyncio.sleep(ACCEPT_BACKOFF_S)
+                continue
+            self._admit(sock, str(addr[0]) if addr else "?")
+
+    def _admit(self, sock: socket.socket, ip: str) -> None:
+        """Admit an accepted socket (nothing read from it yet) or refuse it with a reset."""
+        ticket = self.gate.open(ip)
+        if isinstance(ticket, DropReason):
+            _reset(sock)
+            self._drop(ticket, "stream.refused", peer=ip, level=logging.DEBUG)
             return
-        self._inbound.add(writer)
+        task = asyncio.create_task(self._serve(sock, ticket))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handshake(
+        self, sock: socket.socket, ip: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Our side of the TLS handshake on an admitted socket; ``None`` (counted by reason,
+        socket closed) when it fails or takes longer than ``gate.limits.handshake_s``."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        limit = self.gate.limits.handshake_s
         try:
-            await self._serve_checked(reader, writer)
+            async with asyncio.timeout(limit + 1.0):  # the handshake's own timeout comes first
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self._server_ctx, ssl_handshake_timeout=limit
+                )
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as e:
+            sock.close()  # no-op when the loop closed it already
+            reason = handshake_failure(e)
+            self._drop(reason, "stream.handshake_failed", peer=ip, why=str(e)[:200],
+                       level=logging.DEBUG)  # fmt: skip
+            return None
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def _serve(self, sock: socket.socket, ticket: Ticket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            pair = await self._handshake(sock, ticket.ip)
+            if pair is None:
+                return
+            reader, writer = pair
+            self._inbound.add(writer)
+            await self._serve_checked(reader, writer, ticket)
         except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
             pass  # the peer went away or stalled; nothing to answer
         except Exception:  # a handler bug must not take the server down
             log.exception("stream handler failed")
         finally:
-            self._inbound.discard(writer)
-            self._inbound_peers.pop(writer, None)
-            await close_writer(writer)
+            self.gate.close(ticket)
+            if writer is not None:
+                self._inbound.discard(writer)
+                self._inbound_peers.pop(writer, None)
+                await close_writer(writer)
 
-    def _drop(self, reason: DropReason, event: str, **fields: object) -> None:
+    def _drop(
+        self, reason: DropReason, event: str, level: int = logging.INFO, **fields: object
+    ) -> None:
         self.drops.add(Transport.TCP, reason)
-        log_event(log, event, reason=reason.value, **fields)
+        log_event(log, event, reason=reason.value, level=level, **fields)
 
     async def _serve_checked(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket
     ) -> None:
         cert = tls.peer_certificate(writer)
         if cert is None:
-            if self.join_handler is not None:
-                await self.join_handler(reader, writer)
+            if self.join_handler is None:  # CERT_REQUIRED makes this unreachable; be safe
+                self._drop(DropReason.NO_CERT, "stream.refused", peer=ticket.ip)
+                return
+            refused = self.gate.join(ticket)
+            if refused is not None:
+                self._drop(refused, "stream.refused", peer=ticket.ip, level=logging.DEBUG)
+                return
+            # The join service bounds each step; this bounds the whole exchange.
+            bound = self.gate.limits.join_hello_s + 2 * self.config.request_timeout_s + 1.0
+            try:
+                async with asyncio.timeout(bound):
+                    await self.join_handler(reader, writer)
+            except TimeoutError:
+                self._drop(DropReason.JOIN_TIMEOUT, "stream.join_timeout", peer=ticket.ip)
             return
+        self.gate.member(ticket)
         peer_addr = _address(writer)
         try:
             node_id = tls.check_peer(cert, self.state, ca.utcnow())
@@ -372,6 +453,68 @@ class MeshStreams:
             self._discard(conn)
             return False
         return True
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking TCP sockets for ``host:port`` (one per address family
+    ``host`` resolves to, as ``asyncio.start_server`` does; IPv6 sockets are IPv6-only)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)  # fmt: skip
+    out: list[socket.socket] = []
+    seen: set[tuple[object, ...]] = set()
+    try:
+        for family, kind, proto, _, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            sock = socket.socket(family, kind, proto)
+            out.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(out) > 1:  # every family on the port the first one got
+                addr = (addr[0], out[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in out:
+            sock.close()
+        raise
+    return out
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close a socket with a TCP reset (no FIN handshake, no TIME_WAIT kept here)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+_NOT_TLS = (
+    "WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
+    "RECORD_LAYER", "PACKET_LENGTH_TOO_LONG", "NO_SHARED_CIPHER", "UNEXPECTED_RECORD",
+    "VERSION_TOO_LOW", "HTTPS_PROXY_REQUEST", "BAD_PACKET_LENGTH", "UNEXPECTED_MESSAGE",
+)  # fmt: skip
+
+
+def handshake_failure(e: BaseException) -> DropReason:
+    """The drop reason for a failed server-side TLS handshake."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return DropReason.BAD_CERT
+    if isinstance(e, TimeoutError) or (
+        isinstance(e, ConnectionAbortedError) and "taking longer" in str(e)
+    ):  # asyncio aborts a handshake past ssl_handshake_timeout with ConnectionAbortedError
+        return DropReason.HANDSHAKE_TIMEOUT
+    if isinstance(e, ssl.SSLError):
+        text = f"{e.reason or ''} {e}".upper()
+        if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+            return DropReason.NO_CERT
+        if "CERTIFICATE_VERIFY_FAILED" in text or "UNKNOWN_CA" in text:
+            return DropReason.BAD_CERT
+        if any(mark in text for mark in _NOT_TLS):
+            return DropReason.NOT_TLS
+    return DropReason.TLS_FAILED
 
 
 def _address(writer: asyncio.StreamWriter) -> str:

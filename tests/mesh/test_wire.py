@@ -160,4 +160,6 @@ def test_drop_counters_count_export_and_notify():
     registry.register(drops.collector())
     text = generate_latest(registry).decode()
     assert 'moltmesh_mesh_dropped_frames_total{reason="replay",transport="tcp"} 2.0' in text
-    assert text.count("moltmesh_mesh_dropped_frames_total{") == 12  # 6 reasons x 2 transports
+    # 6 frame reasons x 2 transports, and the connection reasons for TCP only
+    frame_reasons = 6
+    assert text.count("moltmesh_mesh_dropped_frames_total{") == len(DropReason) + frame_reasons

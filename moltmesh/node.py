@@ -68,6 +68,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("moltmesh.node")
 
 
+NOFILE_FALLBACKS = (2**20, 10240)
+"""Soft limits tried when the hard RLIMIT_NOFILE is unlimited: Linux's default ``nr_open``,
+macOS's ``OPEN_MAX``."""
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit and return the soft limit in
+    force afterwards (``None`` where the platform has no ``resource`` module). Never lowers it;
+    a refusal leaves it as it was. A node holds a descriptor per mesh connection, API client,
+    log segment and model file: the common soft default of 1024 runs out under load or a flood
+    of connections long before the hard limit (review9 H2)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    nofile, infinity = resource.RLIMIT_NOFILE, resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(nofile)
+    if soft == infinity or (hard != infinity and soft >= hard):
+        return soft
+    for target in (hard, *NOFILE_FALLBACKS) if hard == infinity else (hard,):
+        if target == infinity or target > soft:
+            try:
+                resource.setrlimit(nofile, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+    return resource.getrlimit(nofile)[0]
+
+
+def _soft_nofile() -> int | None:
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 class NodeFailed(RuntimeError):
     """A part the node cannot run without stopped for good (``component``: ``"raft"``); the
     original error is the ``__cause__``. The node must be restarted."""
@@ -171,6 +208,8 @@ class Node:
         """Start everything (see the module docstring). On failure, what started is stopped
         and the data directory's lock released before the error propagates."""
         started = time.perf_counter()
+        before = _soft_nofile()
+        open_files = raise_open_files_limit()
         data_dir = self.config.data_dir
         self._lock.acquire()
         try:
@@ -198,6 +237,7 @@ class Node:
             log, "node.started", node=self.node_id, name=self.config.name or None, tier=tier,
             models=self._service.model_names(), api=self.api_url,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
+            open_files_limit=open_files, open_files_limit_was=before,
         )  # fmt: skip
 
     async def _start_api(self) -> None:

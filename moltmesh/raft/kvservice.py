@@ -51,6 +51,7 @@ from consensus.kv_types import (
 from consensus.messages import decode as decode_raft
 from consensus.messages import encode as encode_raft
 from consensus.raft_types import Role
+from moltmesh.mesh.drops import DropCounters, DropReason, Transport
 from moltmesh.mesh.streams import Peer
 from moltmesh.mesh.wire import MAX_FRAME_BYTES, Channel, Envelope
 from moltmesh.raft.driver import OutcomeUnknown, RaftDriver, Unavailable
@@ -141,8 +142,11 @@ class ClusterKv:
         peers: Callable[[], list[str]],
         default_timeout: float = 5.0,
         max_frame_bytes: int | None = None,
+        drops: DropCounters | None = None,
     ) -> None:
         self.driver = driver
+        self.drops = drops or _drops_of(send)
+        """Where undecodable RAFT and KV bodies from members are counted (as TCP garbage)."""
         self.node_id = driver.node_id
         self._send_raw = send
         self.max_body = self.chunk_bytes = 0
@@ -482,7 +486,8 @@ class ClusterKv:
             if not isinstance(batch, RaftBatch):
                 return None
             msgs = [decode_raft(b) for b in batch.messages]
-        except DecodeError:
+        except DecodeError as e:
+            self._undecodable(peer, Channel.RAFT, e)
             return None
         mine = [m for m in msgs if getattr(m, "src", None) == peer.node_id]
         rx = self.driver.node.snapshot_receiver
@@ -491,6 +496,10 @@ class ClusterKv:
         if rx.refused > refused:
             log.warning("%s; asked for it again", rx.last_error or "snapshot refused")
         return None
+
+    def _undecodable(self, peer: Peer, channel: Channel, e: DecodeError) -> None:
+        self.drops.add(Transport.TCP, DropReason.GARBAGE)
+        log.debug("undecodable %s body from %s: %s", channel.name, peer.node_id, e.reason)
 
     def _send(self, dst: str, channel: Channel, body: bytes) -> bool:
         """Queue ``body`` unless it cannot fit in one mesh frame (counted and logged)."""
@@ -518,7 +527,8 @@ class ClusterKv:
         """KV channel handler: replies resolve our calls; requests are served in a task."""
         try:
             msg = decode(env.body)
-        except DecodeError:
+        except DecodeError as e:
+            self._undecodable(peer, Channel.KV, e)
             return None
         if isinstance(msg, KvReply):
             dst, fut = self._calls.get(msg.id, ("", None))
@@ -598,6 +608,14 @@ class ClusterKv:
             kvs, rev = self._read_local(req.key, req.prefix)
             return KvReply(req.id, KvStatus.OK, revision=rev, kvs=tuple(kvs), members=members)
         return await self.follow.answer(req, members)
+
+
+def _drops_of(send: Send) -> DropCounters:
+    """The drop counters of the mesh streams behind ``send`` (a ``MeshTransport.send``), else
+    counters of our own."""
+    streams = getattr(getattr(send, "__self__", None), "streams", None)
+    drops = getattr(streams, "drops", None)
+    return drops if isinstance(drops, DropCounters) else DropCounters()
 
 
 def _frame_limit_of(send: Send) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client.core import CounterMetricFamily
 
 from consensus.errors import ConsensusError, DecodeError
 from moltmesh.config import MeshConfig
@@ -210,6 +211,18 @@ class MeshService:
             log_event(log, "mesh.admin_failed", peer=peer.node_id, request=type(msg).__name__,
                       error=str(e), level=logging.WARNING)  # fmt: skip
             return ADMIN_CODEC.encode(AdminReply(False, str(e)[:1000]))
+
+    def refusals_family(self) -> CounterMetricFamily:
+        """``moltmesh_mesh_admin_refused_total{request}``: admin requests refused to a member
+        that may not make them (a bare ``KeyOp``, another node's ``RelayKeyOp``/``Revoke``)."""
+        family = CounterMetricFamily(
+            "moltmesh_mesh_admin_refused",
+            "Mesh admin requests refused because the sender may not make them, by request.",
+            labels=["request"],
+        )
+        for kind in ("KeyOp", "RelayKeyOp", "Revoke"):
+            family.add_metric([kind], self.refused.get(kind, 0))
+        return family
 
     def _refuse(self, peer: Peer, msg: object, why: str) -> bytes:
         """Count and log a request ``peer`` may not make; the reply says why."""

@@ -65,6 +65,8 @@ async def test_a_members_key_ops_are_refused_counted_and_change_nothing(tmp_path
                 assert isinstance(reply, AdminReply) and not reply.ok, (target, msg, reply)
         assert a.refused == {"KeyOp": 2, "RelayKeyOp": 1, "Revoke": 1}
         assert b.refused == {"KeyOp": 2, "RelayKeyOp": 1, "Revoke": 1}
+        samples = {x.labels["request"]: x.value for x in b.refusals_family().samples}
+        assert samples == {"KeyOp": 2, "RelayKeyOp": 1, "Revoke": 1}
         # c's own CLI cannot make c (not a CA holder) change the mesh's ring either.
         reply = await ask(c, c, RelayKeyOp(install))
         assert isinstance(reply, AdminReply) and "CA holder" in reply.error

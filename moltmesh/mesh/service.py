@@ -236,7 +236,12 @@ class MeshService:
         if isinstance(msg, KeyOp):
             return self._refuse(peer, msg, "key ring changes must be signed by the mesh CA")
         if isinstance(msg, SignedRing):
-            self.apply_signed(msg)
+            if not self.apply_signed(msg) and msg.statement:
+                theirs = RingStatement.parse(msg.statement)[0].generation
+                ours = self.state.keyring.generation
+                if theirs < ours:  # a pusher that is behind (another CA holder) should know
+                    stale = f"stale key ring: generation {theirs} < ours {ours}"
+                    return ADMIN_CODEC.encode(AdminReply(False, stale))
         elif isinstance(msg, RevocationUpdate):
             self.apply_revocations(msg.signed)
         elif isinstance(msg, RenewRequest):

@@ -92,11 +92,14 @@ async def test_only_ca_signed_rings_are_adopted_whoever_relays_them(tmp_path: Pa
         forged = RingStatement(a.state.mesh_id, 7, (mine,), key_id(mine))
         reply = await ask(c, b, SignedRing(forged.sign(Ed25519PrivateKey.generate()), b""))
         assert isinstance(reply, AdminReply) and "not signed" in reply.error
-        # A genuine but older (replayed) statement is accepted as a no-op.
+        # A genuine but older (replayed) statement changes nothing and is answered as stale;
+        # the current one again is a no-op.
         old_statement = b.state.keyring.signed
         assert await a.key_op(KeyOp(KeyOpKind.USE, b"", key_id(new))) != {}
         assert b.state.keyring.generation == 2
         reply = await ask(c, b, SignedRing(old_statement, b""))
+        assert isinstance(reply, AdminReply) and "stale" in reply.error
+        reply = await ask(c, b, SignedRing(b.state.keyring.signed, b""))
         assert isinstance(reply, AdminReply) and reply.ok
         assert b.state.keyring.generation == 2 and b.state.keyring.primary_id == key_id(new)
         # A member that pushed its own ring to a huge generation cannot hand it on by a sync.

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from moltmesh import capability
 from moltmesh.api import build_app
+from moltmesh.api_listener import ApiListener, runner_options
 from moltmesh.config import ConfigError, NodeConfig
 from moltmesh.dirlock import DataDirLock
 from moltmesh.errors import BadRequest
@@ -130,6 +131,7 @@ class Node:
         self._identity: Identity | None = None
         self._service: InferenceService | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: ApiListener | None = None
         self.mesh_ref = MeshRef()  # the API's view of the mesh; ``runtime`` set while it runs
         self._collectors: list[Collector] = []  # mesh, discovery and Raft figures, registered
         self._discovered: DiscoveredPeers | None = None
@@ -244,8 +246,9 @@ class Node:
         api = self.config.api
         app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes)
         self._runner = web.AppRunner(
-            app, shutdown_timeout=api.shutdown_grace_s, access_log=None, handler_cancellation=True
-        )
+            app, shutdown_timeout=api.shutdown_grace_s, access_log=None, handler_cancellation=True,
+            **runner_options(),
+        )  # fmt: skip
         add_mesh_routes(app, self.mesh_ref)
         add_raft_routes(app, self.raft_ref)
         await self._runner.setup()
@@ -259,16 +262,15 @@ class Node:
                     f"api.tls_cert {api.tls_cert} / api.tls_key {api.tls_key}: not a usable "
                     f"PEM certificate and matching private key ({e.reason or e})"
                 ) from None
-        site = web.TCPSite(self._runner, api.host, api.port, ssl_context=ssl_context)
+        self._listener = ApiListener(self._runner)  # slow and idle clients are bounded
         try:
-            await site.start()
+            host, port = await self._listener.start(api.host, api.port, ssl_context)
         except OSError as e:
             raise OSError(
                 e.errno,
                 f"cannot serve the API on api.host {api.host!r}, api.port {api.port}: "
                 f"{e.strerror or e}",
             ) from None
-        host, port = self._runner.addresses[0][:2]
         scheme = "https" if ssl_context else "http"
         shown = f"[{host}]" if ":" in host else host
         self.api_url = f"{scheme}://{shown}:{port}"
@@ -380,8 +382,11 @@ class Node:
             await mesh.stop()
         if self._service is not None:
             self._service.stop_accepting()  # health says 503 and new requests are refused
+        if self._listener is not None:
+            self._listener.close()  # no new connections; the runner closes the others
+            self._listener = None
         if self._runner is not None:
-            await self._runner.cleanup()  # closes the listener, waits for in-flight handlers
+            await self._runner.cleanup()  # closes the connections, waits for in-flight handlers
             self._runner = None
         if self._service is not None:
             await self._service.close(self.config.api.shutdown_grace_s)

@@ -13,7 +13,9 @@ The rules, as in hashicorp/memberlist:
   nacks, gossip rounds to ``gossip_nodes`` random peers) within ``packet_budget``, each sent
   ``retransmit_mult · ⌈log10(n+1)⌉`` times. Push-pull exchanges full state with one random live
   peer every ``push_pull_interval`` (scaled with cluster size); while no other member is known it
-  goes to every seed address instead (join), every ``join_retry_interval``.
+  goes to every seed address instead (join), every ``join_retry_interval``. Even when not alone,
+  every ``seed_retry_interval`` one seed address that no live member has is pushed to (in turn),
+  so two groups that lost each other merge back as soon as a seed answers.
 - Dead and left members are still gossiped to, then forgotten after ``gossip_to_the_dead_time``
   (when the probe order is reshuffled, as memberlist does).
 
@@ -66,7 +68,8 @@ _T_PUSH_PULL = 4
 _T_RELAY = 5
 _T_SUSPICION = 6
 _T_RECONNECT = 7
-_PERIODIC = (0, 3, 4, 7)
+_T_SEEDS = 8
+_PERIODIC = (0, 3, 4, 7, 8)
 
 
 @dataclass(slots=True)
@@ -90,7 +93,8 @@ class _Relay:
 class SwimCore:
     """One member's SWIM state machine; see the module docstring for the rules.
 
-    ``seeds`` are addresses to push-pull with (join) while no other member is known. ``members``
+    ``seeds`` are addresses to push-pull with (join) while no other member is known, and one at
+    a time every ``seed_retry_interval`` when no live member has that address. ``members``
     preloads known records (e.g. a simulator's bootstrapped cluster): they produce no events and
     no broadcasts, and with any preloaded record we do not announce ourselves either.
     ``incarnation`` is the starting incarnation (0 for a fresh process; a restarted member
@@ -123,7 +127,8 @@ class SwimCore:
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._timers: list[tuple[Micros, int, int, object]] = []
         self._timer_order = 0
-        self._next = {_T_PROBE: 0, _T_GOSSIP: 0, _T_PUSH_PULL: 0, _T_RECONNECT: 0}
+        self._next = {_T_PROBE: 0, _T_GOSSIP: 0, _T_PUSH_PULL: 0, _T_RECONNECT: 0, _T_SEEDS: 0}
+        self._seed_turn = 0
         self._ready = SwimReady()
         self._table = MemberTable(
             node_id, meta, incarnation, self.config, self._awareness, now,
@@ -145,6 +150,7 @@ class SwimCore:
         pp = push_pull_interval(cfg.push_pull_interval, len(self._table.members))
         self._set(_T_PUSH_PULL, now if joining else now + rng.randrange(pp))
         self._set(_T_RECONNECT, now + rng.randrange(cfg.reconnect_interval))
+        self._set(_T_SEEDS, now + cfg.seed_retry_interval)  # no draw: traces without seeds keep
 
     # ----------------------------------------------------------------------------- protocol
     @property
@@ -322,6 +328,8 @@ class SwimCore:
             self._push_pull_round(now)
         elif kind == _T_RECONNECT:
             self._reconnect_round(now)
+        elif kind == _T_SEEDS:
+            self._seed_round(now)
         elif kind == _T_RELAY:
             relay = self._relays.pop(key)  # type: ignore[call-overload]
             if relay.nack:
@@ -515,6 +523,24 @@ class SwimCore:
             peer = table.members[dead[self._rng.randrange(len(dead))]]
             msg = PushPull(self._id, self.address, False, False, table.full_state())
             self._stream(peer.node, peer.meta.address, msg)
+
+    def _seed_round(self, now: Micros) -> None:
+        """Push-pull with the next seed address no live member has (none while alone: the
+        push-pull round retries every seed then; none while leaving)."""
+        self._set(_T_SEEDS, now + self.config.seed_retry_interval)
+        table = self._table
+        if table.leaving or not self._seeds:
+            return
+        members = table.members
+        live = {members[p].meta.address for p in table.peers if members[p].status in LIVE}
+        if not live:
+            return
+        missing = [s for s in self._seeds if s not in live and s != self.address]
+        if not missing:
+            return
+        seed = missing[self._seed_turn % len(missing)]
+        self._seed_turn += 1
+        self._stream("", seed, PushPull(self._id, self.address, True, False, table.full_state()))
 
     def _stream(self, to: NodeId, addr: str, msg: PushPull) -> None:
         table = self._table

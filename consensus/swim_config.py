@@ -56,6 +56,10 @@ class SwimConfig:
     reconnect_interval: Micros
     """Push-pull with one random DEAD member this often, so a healed partition merges back
     (Serf's reconnect; plain memberlist never contacts the dead again)."""
+    seed_retry_interval: Micros
+    """Push-pull with one seed address that no live member has (in turn) this often, even
+    when not alone, so a group that lost its seeds (partition, restart, connection exhaustion)
+    merges back with them (as Consul's retry-join and Serf's rejoin of known members do)."""
     reconnect_timeout: Micros
     """Remember a DEAD member (and keep trying to reconnect) this long; LEFT members are
     forgotten after ``gossip_to_the_dead_time``."""
@@ -73,6 +77,7 @@ class SwimConfig:
             "push_pull_interval",
             "join_retry_interval",
             "reconnect_interval",
+            "seed_retry_interval",
             "retransmit_mult",
             "suspicion_mult",
             "suspicion_max_timeout_mult",
@@ -132,6 +137,7 @@ def lan() -> SwimConfig:
         push_pull_interval=30 * S,  # PushPullInterval: 30 s
         join_retry_interval=2 * S,  # ours: retry seeds every 2 s while alone
         reconnect_interval=30 * S,  # Serf's ReconnectInterval: 30 s
+        seed_retry_interval=30 * S,  # ours: a seed nobody live has, every 30 s
         reconnect_timeout=24 * 3600 * S,  # Serf's ReconnectTimeout: 24 h
         packet_budget=1400,  # UDPBufferSize: 1400 bytes, under a 1500-byte MTU
         meta_budget=512,  # MetaMaxSize: 512 bytes
@@ -151,6 +157,7 @@ def wan() -> SwimConfig:
         push_pull_interval=60 * S,  # PushPullInterval: 60 s
         join_retry_interval=5 * S,  # ours: retry seeds every 5 s while alone
         reconnect_interval=60 * S,  # reconnect attempts to the dead every minute
+        seed_retry_interval=60 * S,  # a missing seed every minute
     )
 
 
@@ -168,5 +175,6 @@ def local() -> SwimConfig:
         push_pull_interval=2 * S,  # anti-entropy every 2 s
         join_retry_interval=200 * MS,  # retry seeds every 200 ms while alone
         reconnect_interval=1 * S,  # a healed partition merges within about a second
+        seed_retry_interval=1 * S,  # and a group that lost its seeds within about a second
         reconnect_timeout=60 * S,  # forget the dead after a minute
     )

@@ -349,9 +349,22 @@ class KvStore:
         out = [view[k] for k in sorted(view)]
         return out if limit is None else out[:limit]
 
-    def watch(self, prefix: str = "", since: int = 0) -> list[Event]:
-        """Changes to keys starting with ``prefix`` made at revision ``since`` or later, in
-        revision order. A watcher resumes with ``since = last event's revision + 1``.
+    def watch(
+        self,
+        prefix: str = "",
+        since: int = 0,
+        *,
+        exact: bool = False,
+        limit: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> list[Event]:
+        """Changes to keys starting with ``prefix`` (equal to it when ``exact``) made at
+        revision ``since`` or later, in revision order. A watcher resumes with
+        ``since = last event's revision + 1``.
+
+        ``limit`` / ``limit_bytes``: once the events reach that many, or that many bytes of
+        keys and values (new and previous), the answer ends with the last event's revision:
+        never inside a revision, so resuming as above misses nothing. None: no limit.
 
         Raises ``CompactedRevisionError`` when ``since`` is older than ``compacted`` (some of
         those changes are forgotten: the watcher must re-read with ``range`` and watch from
@@ -360,7 +373,22 @@ class KvStore:
             raise CompactedRevisionError(since, self._compacted)
         start = bisect.bisect_left(self._ev_rev, since)
         keys, event = self._ev_key, self._event
-        return [event(i) for i in range(start, len(keys)) if keys[i].startswith(prefix)]
+        if limit is None and limit_bytes is None:
+            if exact:
+                return [event(i) for i in range(start, len(keys)) if keys[i] == prefix]
+            return [event(i) for i in range(start, len(keys)) if keys[i].startswith(prefix)]
+        most = len(keys) if limit is None else limit
+        most_bytes = float("inf") if limit_bytes is None else limit_bytes
+        revs, out, size = self._ev_rev, [], 0
+        for i in range(start, len(keys)):
+            if out and (len(out) >= most or size >= most_bytes) and revs[i] != out[-1].revision:
+                break
+            key = keys[i]
+            if key == prefix if exact else key.startswith(prefix):
+                e = event(i)
+                out.append(e)
+                size += event_size(e)
+        return out
 
     def changed_keys(self, since: int) -> list[str]:
         """The keys of the changes made at revision ``since`` or later, in revision order (one
@@ -498,3 +526,9 @@ _kv_list = operator.attrgetter("key", "value", "create_revision", "mod_revision"
 
 def _key_of(kv: KeyValue) -> str:
     return kv.key
+
+
+def event_size(e: Event) -> int:
+    """The bytes of an event's key and values (new and previous): what ``limit_bytes`` of
+    ``KvStore.watch`` counts."""
+    return len(e.key) + (len(e.kv.value) if e.kv else 0) + (len(e.prev.value) if e.prev else 0)

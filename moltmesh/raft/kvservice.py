@@ -33,7 +33,7 @@ from typing import Any
 
 from consensus.errors import DecodeError, NotLeader
 from consensus.fastinit import fast_init
-from consensus.kv import KvStore
+from consensus.kv import KvStore, event_size
 from consensus.kv_types import (
     Batch,
     Cas,
@@ -88,6 +88,10 @@ MAX_SERVED_PER_PEER = 256
 READ_ATTEMPT_S = 1.0
 """How long a non-member waits for one member's answer to a forwarded linearizable read before
 asking another (a read, unlike a write, can be asked again)."""
+WATCH_MAX_EVENTS = 1000
+WATCH_MAX_BYTES = 4 * 1024 * 1024
+"""One watch answer holds about this many events or bytes at most (ending at a revision's end):
+a watch from an old revision must not build the whole history into one reply."""
 WATCH_REARM_S = 1.0
 """A waiting watch looks again at least this often, whatever woke it or not (the followed
 copy wakes it on any change, not per prefix)."""
@@ -277,15 +281,22 @@ class ClusterKv:
     ) -> tuple[list[Event], int]:
         """Changes under ``prefix`` (only to key ``prefix`` when ``exact``) at revision
         ``since`` or later, waiting up to ``timeout`` s for the first; returns them and the
-        local revision. Raises ``CompactedRevisionError`` when ``since`` is forgotten."""
+        revision they are complete up to: the local revision, or, when the answer reached
+        ``WATCH_MAX_EVENTS`` or ``WATCH_MAX_BYTES`` (one answer never builds the whole history),
+        the last event's (the watcher resumes at it + 1 either way). Raises
+        ``CompactedRevisionError`` when ``since`` is forgotten."""
         loop = asyncio.get_running_loop()
         end = loop.time() + _checked_timeout(timeout)
         while True:
             store = self.local
             revision = store.revision
-            events = store.watch(prefix, since)
-            if exact:
-                events = [e for e in events if e.key == prefix]
+            events = store.watch(
+                prefix, since, exact=exact, limit=WATCH_MAX_EVENTS, limit_bytes=WATCH_MAX_BYTES
+            )
+            if len(events) >= WATCH_MAX_EVENTS or (
+                events and sum(map(event_size, events)) >= WATCH_MAX_BYTES
+            ):
+                revision = events[-1].revision  # (maybe) cut short: complete up to here
             left = end - loop.time()
             if events or left <= 0:
                 return events, revision

@@ -2,10 +2,14 @@
 
     runtime = MeshRuntime(config, models=lambda: {"defects": ("full", "int8")}, api_port=8470)
     await runtime.start()      # MeshService (TLS streams, sealed gossip, admission, admin),
-                               # SWIM driver (seeds from config.mesh.seeds), metadata refresher
+                               # SWIM driver, metadata refresher, known-members file
     runtime.members()          # list of MemberInfo (self included)
     async for event in runtime.driver.events(): ...
     await runtime.stop()       # graceful leave, then sockets closed
+
+SWIM's seeds are ``config.mesh.seeds``, then the CA holder's address stored at join, then the
+members last seen alive (``known_members``): a node restarted without seeds and without mDNS
+finds its mesh again.
 
 ``collector()`` is a prometheus collector of the mesh's figures for the node's registry:
 members by state, probes sent, events by kind, bytes in and out, dropped frames by reason.
@@ -24,7 +28,9 @@ from prometheus_client.registry import Collector
 from consensus.swim_messages import MemberStatus, Meta
 from consensus.swim_types import MemberView
 from moltmesh.config import NodeConfig
+from moltmesh.mesh import known_members
 from moltmesh.mesh.drops import DropCounters
+from moltmesh.mesh.known_members import KnownMembers
 from moltmesh.mesh.meta import Capability, MetaRefresher, build_meta, decode_models, read_load
 from moltmesh.mesh.service import MeshService
 from moltmesh.mesh.swim_driver import PRESETS, SwimDriver
@@ -89,6 +95,7 @@ class MeshRuntime:
         self.service = MeshService(config.data_dir, config.mesh, drops)
         self.driver: SwimDriver | None = None
         self.refresher: MetaRefresher | None = None
+        self.known: KnownMembers | None = None
         self._cap: Capability | None = None
 
     @property
@@ -105,11 +112,17 @@ class MeshRuntime:
         await self.service.start()
         try:
             meta = self._meta()
+            state = self.service.state
+            seeds = known_members.startup_seeds(
+                list(self.config.mesh.seeds), state.ca_address, state.dir
+            )
             self.driver = SwimDriver(
-                self.service, PRESETS[self.config.mesh.swim](), meta, list(self.config.mesh.seeds),
+                self.service, PRESETS[self.config.mesh.swim](), meta, seeds,
                 leave_timeout_s=self.config.mesh.leave_timeout_s,
             )  # fmt: skip
             await self.driver.start()
+            self.known = KnownMembers(state.dir, self.driver, lambda: self.node_id)
+            self.known.start()
             self.service.members_document = self._members_json
             self.service.set_peer_source(self._live_peers)
             self.refresher = MetaRefresher(
@@ -121,6 +134,8 @@ class MeshRuntime:
             raise
 
     async def stop(self) -> None:
+        if self.known is not None:
+            await self.known.stop()
         if self.refresher is not None:
             await self.refresher.stop()
         if self.driver is not None:

@@ -4,8 +4,11 @@ part two starts real mesh runtimes on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,13 @@ from consensus.swim import SwimCore
 from consensus.swim_config import SwimConfig, local
 from consensus.swim_messages import MemberState, MemberStatus, Meta, PushPull
 from consensus.swim_types import Outgoing
+from moltmesh.config import MeshConfig, NodeConfig
+from moltmesh.identity import load_or_create_identity
+from moltmesh.mesh import known_members, store
+from moltmesh.mesh.join import join
+from moltmesh.mesh.meta import Capability
+from moltmesh.mesh.runtime import MeshRuntime
+from tests.mesh.helpers import init_holder, mesh_config
 
 S = 1_000_000
 
@@ -110,3 +120,76 @@ def test_seed_retry_is_one_missing_seed_per_interval_in_turn() -> None:
     to_seeds = [(to, join) for src, to, join in net.pushes if to.startswith("s")]
     assert to_seeds == [("s1", True), ("s2", True), ("s1", True), ("s2", True)]  # b is live
     assert net.merged()
+
+
+# -- real runtimes on loopback ----------------------------------------------------------------
+
+
+async def start_runtime(data_dir: Path, seeds: list[str], port: int = 0) -> MeshRuntime:
+    config = NodeConfig(
+        data_dir=data_dir,
+        mesh=MeshConfig(host="127.0.0.1", port=port, swim="local", seeds=seeds,
+                        meta_refresh_s=3600),
+    )  # fmt: skip
+    runtime = MeshRuntime(config, capability=lambda: Capability("light"), api_port=8470)
+    await runtime.start()
+    return runtime
+
+
+async def until_alive(rt: MeshRuntime, node: str, what: str) -> None:
+    """Wait (on membership events) until ``rt`` counts ``node`` alive."""
+    assert rt.driver is not None
+    queue = rt.driver.subscribe()
+    try:
+        async with asyncio.timeout(20):
+            while not any(m.node == node and m.status == "alive" for m in rt.members()):
+                await queue.get()
+    except TimeoutError:
+        raise AssertionError(f"timed out: {what}") from None
+    finally:
+        rt.driver.unsubscribe(queue)
+
+
+async def test_a_node_started_without_seeds_finds_its_mesh_through_what_it_stored(
+    tmp_path: Path,
+):
+    holder_dir, member_dir = tmp_path / "a", tmp_path / "b"
+    init_holder(holder_dir)
+    a = await start_runtime(holder_dir, [])
+    b: MeshRuntime | None = None
+    try:
+        # b joins through a's running node: the join stores a's address as ca_address.
+        st = a.service.state
+        token = st.tokens().create(st.ca_fingerprint, a.service.address, 600, time.time())
+        await join(token, load_or_create_identity(member_dir), member_dir, mesh_config())
+        assert store.load(member_dir).ca_address == a.service.address
+        # No --seed, no mDNS: b reaches a through the stored ca_address.
+        b = await start_runtime(member_dir, [])
+        assert b.driver is not None and a.service.address in b.driver.seeds
+        await until_alive(a, b.node_id, "a sees b alive")
+        await until_alive(b, a.node_id, "b sees a alive")
+        assert b.known is not None and a.known is not None
+        b.known.save_now()
+        a.known.save_now()
+        assert known_members.load(holder_dir / "mesh") == [b.service.address]
+        # a (the CA holder: no ca_address, no seeds) restarts on another port: it finds b
+        # through its known members, b learns a's new address.
+        await a.stop()
+        a = await start_runtime(holder_dir, [])
+        assert a.driver is not None and a.driver.seeds == [b.service.address]
+        await until_alive(a, b.node_id, "restarted a sees b alive")
+        await until_alive(b, a.node_id, "b sees the restarted a")
+        seen = {m.node: m for m in b.members()}
+        assert seen[a.node_id].address == a.service.address
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()
+
+
+def test_startup_seeds_order_and_dedupe(tmp_path: Path) -> None:
+    known_members.save(tmp_path, ["10.0.0.3:8471", "10.0.0.1:8471"])
+    got = known_members.startup_seeds(["10.0.0.1:8471"], "10.0.0.2:8471", tmp_path)
+    assert got == ["10.0.0.1:8471", "10.0.0.2:8471", "10.0.0.3:8471"]
+    (tmp_path / known_members.FILE).write_text("not json")
+    assert known_members.startup_seeds([], "", tmp_path) == []

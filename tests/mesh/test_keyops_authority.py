@@ -18,6 +18,7 @@ from moltmesh.mesh.admin import (
     KeyOpKind,
     RelayKeyOp,
     Revoke,
+    RingRequest,
     SignedRing,
     SignedRingRequest,
 )
@@ -137,6 +138,21 @@ async def test_a_no_op_does_not_bump_the_generation_and_exhaustion_is_an_answer(
         assert b.state.revocations.serial == 0
         with pytest.raises(KeyRingError, match="out of"):
             RingStatement(a.state.mesh_id, MAX_GENERATION + 1, (new,), key_id(new))._check()
+    finally:
+        await stop_all(services)
+
+
+async def test_a_reply_that_cannot_be_encoded_is_answered_as_an_error(tmp_path: Path):
+    services = await three_nodes(tmp_path)
+    a, _, c = services
+    try:
+        # review9: a ring at generation 2**32 made every RingRequest end in EOF and a traceback.
+        a.state.keyring.generation = 2**32  # cannot happen any more; forced to hit the codec
+        reply = await ask(c, a, RingRequest())
+        assert isinstance(reply, AdminReply) and "out of range" in reply.error
+        a.state.keyring.generation = 0
+        reply = await ask(c, a, RingRequest())  # the handler is still there
+        assert not isinstance(reply, AdminReply)
     finally:
         await stop_all(services)
 

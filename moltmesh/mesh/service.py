@@ -69,6 +69,7 @@ from moltmesh.mesh.keyring import (
     generate_key,
     key_id,
 )
+from moltmesh.mesh.seal import MAX_EPOCH_SKEW_S
 from moltmesh.mesh.store import MeshState
 from moltmesh.mesh.streams import MeshStreams, Peer, StreamError
 from moltmesh.mesh.udp import GossipTransport, Receive
@@ -155,6 +156,13 @@ class MeshService:
         port = self.config.port if port is None else port
         bound_host, bound_port = await self.streams.start(host, port)
         epoch = store.next_boot_epoch(self.data_dir, time.time())
+        ahead = epoch - time.time()
+        if ahead > MAX_EPOCH_SKEW_S:  # recorded while the clock was wrong: peers will drop us
+            log_event(log, "mesh.boot_epoch_ahead", epoch=epoch, ahead_s=round(ahead),
+                      fix="members drop this node's gossip until the clock passes the epoch; "
+                          "with the clock right, rotate the gossip key, then delete "
+                          f"{store.mesh_dir(self.data_dir) / 'boot-epoch'}",
+                      level=logging.ERROR)  # fmt: skip
         self.gossip = GossipTransport(
             self.state.mesh_id, self.node_id, self.state.keyring, epoch, self.drops,
             lambda env, addr: self.on_gossip(env, addr), self.state.is_revoked,

@@ -5,11 +5,14 @@ members' derived keys."""
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from pathlib import Path
 
 import pytest
 
+from moltmesh.mesh import store
 from moltmesh.mesh.drops import DropReason, Transport
 from moltmesh.mesh.keyring import KeyRing
 from moltmesh.mesh.seal import (
@@ -22,7 +25,9 @@ from moltmesh.mesh.seal import (
     Opener,
     Sealer,
 )
+from moltmesh.mesh.service import MeshService
 from moltmesh.mesh.wire import Channel, Envelope, EnvelopeError, encode_envelope
+from tests.mesh.helpers import init_holder, mesh_config
 from tests.mesh.test_service import Inbox, stop_all, three_nodes
 
 A = "aaaaaaaaaaaaaaaa"
@@ -161,3 +166,19 @@ async def test_one_poisoned_datagram_does_not_silence_a_member(tmp_path: Path):
         assert [e.body for e in inbox.got] == [b"before", b"after"]
     finally:
         await stop_all(services)
+
+
+@pytest.mark.both_loops
+async def test_a_boot_epoch_recorded_far_ahead_is_reported_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    state = init_holder(tmp_path / "a")
+    far = int(time.time()) + 10 * MAX_EPOCH_SKEW_S  # written while the clock was wrong
+    (store.mesh_dir(state.data_dir) / "boot-epoch").write_text(f"{far}\n")
+    svc = MeshService(state.data_dir, mesh_config(), state=state)
+    with caplog.at_level(logging.ERROR, logger="moltmesh.mesh.service"):
+        await svc.start("127.0.0.1", 0)
+    try:
+        assert [r.getMessage() for r in caplog.records] == ["mesh.boot_epoch_ahead"]
+    finally:
+        await svc.stop()

@@ -203,6 +203,9 @@ class _RaftCollector(Collector):
              int(n.role is Role.LEADER)),
             ("moltmesh_raft_voters", "Voters in the group (this node's view).", len(n.voters)),
             ("moltmesh_raft_learners", "Learners in the group.", len(n.learners)),
+            ("moltmesh_raft_driver_failed",
+             "1 when the Raft driver stopped on an error (the node must be restarted).",
+             int(d.failure is not None)),
         ):  # fmt: skip
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], value)
@@ -218,6 +221,9 @@ class _RaftCollector(Collector):
             ("moltmesh_raft_reads", "Linearizable (ReadIndex) reads started here.", s.reads),
             ("moltmesh_raft_snapshots", "KV snapshots taken (log compactions).",
              d.compactor.taken),
+            ("moltmesh_raft_wal_roll_failures",
+             "Log segments that could not be started (written on in the old one).",
+             d.storage.roll_failures),
         ):  # fmt: skip
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)

@@ -75,6 +75,8 @@ async def test_a_failed_raft_driver_makes_the_node_not_ready(tmp_path, monkeypat
             async with http.get(f"{node.api_url}/v1/raft/status", headers=auth) as r:
                 assert r.status == 200
                 assert "raft driver failed" in (await r.json())["failed"]
+            async with http.get(f"{node.api_url}/metrics", headers=auth) as r:
+                assert "moltmesh_raft_driver_failed 1.0" in await r.text()
             async with http.get(f"{node.api_url}/v1/kv/before", headers=auth) as r:
                 assert r.status == 503  # linearizable reads fail at once, never hang
         with pytest.raises(Unavailable):

@@ -16,8 +16,9 @@ state, byte for byte (``snapshot()``), on every replica and after any restore.
 - **History**: every change is kept as an ``Event`` from the compaction point ``compacted`` on;
   ``get``/``range`` read at any revision from ``compacted`` to ``revision``, and ``watch``
   returns events from ``since`` on. History older than that raises ``CompactedRevisionError``.
-  ``Compact(rev)`` commands move the point forward, and so does ``retain`` (keep at most that
-  many past changes) on its own — both are functions of the entries, so replicas agree.
+  ``Compact(rev)`` commands move the point forward, and so do ``retain`` (keep at most that
+  many past changes) and ``retain_bytes`` (keep at most about that many bytes of values) on
+  their own — functions of the entries, so replicas with the same settings agree.
 - **Snapshots**: ``snapshot()`` / ``KvStore.restore(data)`` (a restored store then reflects
   ``applied_index`` and continues from the next entry). Snapshots are sealed
   (``consensus.raft_snapshot.seal``: length and SHA-256 before the payload), so whoever receives
@@ -82,6 +83,10 @@ __all__ = [
 SNAPSHOT_FORMAT = 1
 DEFAULT_RETAIN = 10_000
 """Past changes kept for reads at a revision and watches, unless ``Compact`` drops them first."""
+DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024
+"""Bytes of values the history keeps at most (about: the values of the changes since
+``compacted``): many writes of large values must not fill a device's memory before ``retain``
+changes have accumulated (64 KiB values × 12,500 changes would be 800 MB)."""
 COMPACT_SLACK = 0.25
 """Automatic compaction waits until history exceeds ``retain`` by this fraction, then trims
 back to ``retain`` (amortised cost; deterministic)."""
@@ -94,11 +99,16 @@ class KvStore:
     in four parallel lists) rather than as one ``Event`` per change: a write allocates only its
     ``KeyValue``, and ``Event`` values are built when ``watch`` or a snapshot asks for them."""
 
-    def __init__(self, retain: int = DEFAULT_RETAIN) -> None:
+    def __init__(
+        self, retain: int = DEFAULT_RETAIN, retain_bytes: int = DEFAULT_RETAIN_BYTES
+    ) -> None:
         if retain < 1:
             raise LocalProtocolError("retain must keep at least one past change")
         self._retain = retain
         self._trim_above = retain * (1 + COMPACT_SLACK)  # history length that triggers a trim
+        self._retain_bytes = retain_bytes
+        self._trim_bytes_above = retain_bytes * (1 + COMPACT_SLACK)
+        self._history_bytes = 0  # the values of the history's changes
         self._keys: dict[str, KeyValue] = {}
         # The history since ``compacted``, in revision order: change i made ``_ev_rev[i]``,
         # to key ``_ev_key[i]``, value ``_ev_kv[i]`` (None: deleted), before ``_ev_prev[i]``.
@@ -130,6 +140,11 @@ class KvStore:
     @property
     def retain(self) -> int:
         return self._retain
+
+    @property
+    def history_bytes(self) -> int:
+        """Bytes of the values the history holds (what ``retain_bytes`` bounds)."""
+        return self._history_bytes
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -229,8 +244,9 @@ class KvStore:
             add_key(key)
             add_kv(kv)
             add_prev(prev)
-            if len(revs) > trim_above:
-                self._compact_to(revs[-self._retain])
+            self._history_bytes += len(c.value)
+            if len(revs) > trim_above or self._history_bytes > self._trim_bytes_above:
+                self._trim()
             if results is not None:
                 results.append(Ok(index, prev))
 
@@ -282,14 +298,34 @@ class KvStore:
         self._ev_key.append(key)
         self._ev_kv.append(kv)
         self._ev_prev.append(prev)
-        if len(revs) > self._trim_above:
-            self._compact_to(revs[-self._retain])
+        if kv is not None:
+            self._history_bytes += len(kv.value)
+        if len(revs) > self._trim_above or self._history_bytes > self._trim_bytes_above:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Back to ``retain`` changes once the history holds more than ``retain`` plus the slack,
+        and back to ``retain_bytes`` of values once it holds more than that plus the slack."""
+        revs = self._ev_rev
+        cut = len(revs) - self._retain if len(revs) > self._trim_above else 0
+        if self._history_bytes > self._trim_bytes_above:
+            excess, values = self._history_bytes - self._retain_bytes, self._ev_kv
+            dropped = sum(len(kv.value) for kv in values[:cut] if kv is not None)
+            while dropped < excess and cut < len(revs):
+                kv = values[cut]
+                dropped += 0 if kv is None else len(kv.value)
+                cut += 1
+            # whole revisions, up to the end of the last one touched; the newest always stays
+            cut = min(bisect.bisect_right(revs, revs[cut - 1]), bisect.bisect_left(revs, revs[-1]))
+        if cut > 0:
+            self._compact_to(revs[cut])
 
     def _compact_to(self, revision: int) -> None:
         """Drop events older than ``revision``; reads at ``revision`` or later stay possible."""
         if revision <= self._compacted:
             return
         cut = bisect.bisect_left(self._ev_rev, revision)
+        self._history_bytes -= sum(len(kv.value) for kv in self._ev_kv[:cut] if kv is not None)
         for column in (self._ev_rev, self._ev_key, self._ev_kv, self._ev_prev):
             del column[:cut]
         self._compacted = revision
@@ -448,6 +484,7 @@ class KvStore:
         store._ev_key = [e.key for e in events]
         store._ev_kv = [e.kv for e in events]
         store._ev_prev = [e.prev for e in events]
+        store._history_bytes = sum(len(e.kv.value) for e in events if e.kv is not None)
         return store
 
 

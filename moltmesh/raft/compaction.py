@@ -1,13 +1,17 @@
 """Log compaction for the Raft driver: KV snapshots taken without stalling the event loop.
 
-Every ``every`` applied entries or KV commands (a ``Batch`` entry holds several), whichever
-comes first, the driver asks for a snapshot (``maybe_start``). The KV store
-is captured at once (``KvStore.capture``: its immutable values, no copy of them); encoding,
-sealing and writing the file durably (``DiskStorage.write_snapshot``: fsync, rename, fsync of
-the directory) run on a thread of their own, so a leader keeps sending heartbeats meanwhile
+Every ``every`` applied entries or KV commands (a ``Batch`` entry holds several), or
+``every_bytes`` of entry data, whichever comes first, the driver asks for a snapshot
+(``maybe_start``): a log of large values is compacted by its size, long before its count.
+The KV store is captured at once (``KvStore.capture``: its immutable values, no copy of them);
+encoding, sealing and writing the file durably (``DiskStorage.write_snapshot``: fsync, rename,
+fsync of the directory) run on a thread of their own, so a leader keeps sending heartbeats meanwhile
 (a snapshot of a busy store took 270 ms on the loop, enough for the followers to elect
 another leader). The in-memory log takes the snapshot and is compacted on the loop thread
 (``poll``, between Readies, when no log write is prepared), once the file is durable.
+
+A snapshot that fails (the disk is full) is retried after a back-off that doubles from
+``RETRY_FIRST_S`` to ``RETRY_MAX_S``, not at the next Ready: each try encodes the whole store.
 
 One snapshot at a time. Before the driver installs a snapshot from the leader (which replaces
 the snapshot files), ``wait`` lets the one being written finish and drops it.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import logging
+import time
 from collections.abc import Callable
 
 from consensus.kv import KvCapture, KvStore
@@ -31,6 +36,11 @@ KEEP_MAX = 1000
 """Entries kept before a snapshot's index (for followers slightly behind), at most ..."""
 KEEP_BYTES = 1024 * 1024
 """... and at most about this many bytes of their data (a batch entry may hold 512 KiB)."""
+SNAPSHOT_BYTES = 64 * 1024 * 1024
+"""Bytes of entry data applied since the last snapshot that make the next one due."""
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+"""The back-off between snapshot attempts after a failure: doubles from the first to the most."""
 SETTLE_GC_COMMANDS = 10_000
 """Applied KV commands between two ``settle_gc`` calls, snapshots or not."""
 
@@ -58,10 +68,22 @@ class Compactor:
     ``on_done`` is called from the writing thread when a snapshot file is written (the driver
     wakes its loop to ``poll``). Without ``start`` (no thread), snapshots are taken in line."""
 
-    def __init__(self, storage: DiskStorage, every: int, on_done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        storage: DiskStorage,
+        every: int,
+        on_done: Callable[[], None],
+        every_bytes: int = SNAPSHOT_BYTES,
+    ) -> None:
         self.storage = storage
         self.every = every
+        self.every_bytes = every_bytes
         self.taken = 0
+        self.failed = 0  # snapshot attempts that failed
+        self._retry_after = 0.0  # time.monotonic() before which no snapshot starts (back-off)
+        self._backoff = 0.0
+        self._counted_to = 0  # entries up to here are in ``_bytes``
+        self._bytes = 0  # entry data applied since the last snapshot started
         self._on_done = on_done
         self._exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._job: concurrent.futures.Future[Snapshot] | None = None
@@ -81,10 +103,23 @@ class Compactor:
         return self._job is not None
 
     def due(self, applied: int, commands: int) -> bool:
-        if self._job is not None:
+        if self._job is not None or (self._backoff and time.monotonic() < self._retry_after):
             return False
         held = max(self.storage.snapshot_index(), self.storage.first_index() - 1)
-        return applied - held >= self.every or commands - self._snapshot_at >= self.every
+        return (
+            applied - held >= self.every
+            or commands - self._snapshot_at >= self.every
+            or self._count_bytes(applied) >= self.every_bytes
+        )
+
+    def _count_bytes(self, applied: int) -> int:
+        """Entry data applied since the last snapshot started (counted as entries apply)."""
+        if applied > self._counted_to:
+            lo = max(self._counted_to + 1, self.storage.first_index())
+            if lo <= applied:
+                self._bytes += sum(len(e.data) for e in self.storage.entries(lo, applied + 1))
+            self._counted_to = applied
+        return self._bytes
 
     def maybe_start(self, applied: int, conf: ConfState, kv: KvStore, commands: int) -> None:
         """Snapshot ``kv`` (which reflects exactly ``applied``) if one is due and none is
@@ -96,6 +131,7 @@ class Compactor:
         if not self.due(applied, commands) or kv.applied_index != applied:
             return
         self._snapshot_at = commands
+        self._bytes = 0
         keep = self._keep_before(applied)
         if self._exec is None:
             self.storage.save_snapshot(applied, conf, kv.snapshot(), keep=keep)
@@ -135,9 +171,14 @@ class Compactor:
         self._job = None
         try:
             snap = job.result()
-        except Exception as e:  # the disk refused: the next Ready tries again
-            log_event(log, "raft.snapshot_failed", error=str(e), level=logging.ERROR)
+        except Exception as e:  # the disk refused: try again after a back-off
+            self.failed += 1
+            self._backoff = min(RETRY_MAX_S, max(RETRY_FIRST_S, self._backoff * 2))
+            self._retry_after = time.monotonic() + self._backoff
+            log_event(log, "raft.snapshot_failed", logging.ERROR, error=str(e),
+                      retry_in_s=self._backoff, failures=self.failed)  # fmt: skip
             return
+        self._backoff = 0.0
         self.storage.finish_snapshot(snap, self._keep)
         self.taken += 1
         if self.freeze_gc:

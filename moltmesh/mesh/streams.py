@@ -57,6 +57,8 @@ SEND_NOW_BUFFER = 256 * 1024
 LISTEN_BACKLOG = 128
 ACCEPT_BACKOFF_S = 0.1
 """After a failed accept (out of descriptors) the listener waits this long."""
+ACCEPT_WARN_EVERY_S = 10.0
+"""Failed accepts are logged as warnings at most this often (each one is counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +186,16 @@ class MeshStreams:
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        warned = -ACCEPT_WARN_EVERY_S
         while True:
             try:
                 sock, addr = await loop.sock_accept(listener)
             except OSError as e:  # EMFILE/ENFILE/ENOBUFS: out of descriptors; back off a little
+                now = loop.time()
+                loud = now - warned >= ACCEPT_WARN_EVERY_S
+                warned = now if loud else warned
                 self._drop(DropReason.CONN_LIMIT, "stream.accept_failed", error=str(e),
-                           level=logging.WARNING)  # fmt: skip
+                           level=logging.WARNING if loud else logging.DEBUG)  # fmt: skip
                 await asyncio.sleep(ACCEPT_BACKOFF_S)
                 continue
             self._admit(sock, str(addr[0]) if addr else "?")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import ssl
 import time
 from collections.abc import Callable
@@ -328,3 +329,33 @@ async def plain_garbage(address: str) -> None:
             await reader.read(1)
     finally:
         writer.close()
+
+
+async def test_out_of_descriptors_at_accept_is_counted_and_the_listener_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    holder = await serve(init_holder(tmp_path / "a"), mesh_config())
+    member = await serve(await join_member(holder, tmp_path / "b"), mesh_config())
+    loop = asyncio.get_running_loop()
+    real = loop.sock_accept
+    failures = [2]
+
+    async def out_of_fds(sock):  # type: ignore[no-untyped-def]
+        if sock in holder.streams._listeners and failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real(sock)
+
+    try:
+        monkeypatch.setattr(loop, "sock_accept", out_of_fds)
+    except (AttributeError, TypeError):
+        pytest.skip("this event loop's methods cannot be replaced")
+    try:
+        # The accept pending since start uses the real method; the next ones fail twice.
+        assert await member_request(member, holder) == b"echo:still-here"
+        await until(lambda: holder.drops.get(DropReason.CONN_LIMIT) == 2, holder.drops,
+                    "failed accepts counted")  # fmt: skip
+        assert await member_request(member, holder) == b"echo:still-here"
+    finally:
+        await member.streams.close()
+        await holder.streams.close()

@@ -169,6 +169,7 @@ class ClusterKv:
         self._call_timer: asyncio.TimerHandle | None = None  # fires at the heap's earliest
         self._tasks: set[asyncio.Task[None]] = set()
         self._follow_task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._rng = random.Random()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -179,7 +180,10 @@ class ClusterKv:
     async def stop(self) -> None:
         """Stop following; calls still waiting for a peer's reply fail now with
         ``TimeoutError`` (a write among them: outcome unknown) instead of waiting forever
-        for a timer that no longer runs."""
+        for a timer that no longer runs, and waiting watches end now with ``Unavailable``
+        (so a node's HTTP server is not kept waiting by long polls when it shuts down)."""
+        self._stopped = True
+        self.driver.changes.notify(None)  # every waiting watch looks again, and sees it
         if self._call_timer is not None:
             self._call_timer.cancel()
             self._call_timer = None
@@ -284,7 +288,8 @@ class ClusterKv:
         revision they are complete up to: the local revision, or, when the answer reached
         ``WATCH_MAX_EVENTS`` or ``WATCH_MAX_BYTES`` (one answer never builds the whole history),
         the last event's (the watcher resumes at it + 1 either way). Raises
-        ``CompactedRevisionError`` when ``since`` is forgotten."""
+        ``CompactedRevisionError`` when ``since`` is forgotten, ``Unavailable`` when the node
+        stops while the watch waits."""
         loop = asyncio.get_running_loop()
         end = loop.time() + _checked_timeout(timeout)
         while True:
@@ -300,6 +305,8 @@ class ClusterKv:
             left = end - loop.time()
             if events or left <= 0:
                 return events, revision
+            if self._stopped:
+                raise Unavailable("this node is stopping")
             # Nothing under ``prefix`` up to ``revision``: the next look starts after it (no
             # await since the scan, so no change is missed).
             since = max(since, revision + 1)

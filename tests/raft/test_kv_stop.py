@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from moltmesh.raft.driver import OutcomeUnknown
+from moltmesh.raft.driver import OutcomeUnknown, Unavailable
 from tests.raft.localnet import three_voters_led_by_a
 
 
@@ -20,4 +20,20 @@ async def test_a_forwarded_write_fails_when_its_node_stops(tmp_path) -> None:
         await b.stop()
         with pytest.raises(OutcomeUnknown):
             await asyncio.wait_for(write, 10)  # far below the write's own 30 s timeout
+        await b.start()
+
+
+async def test_a_waiting_watch_ends_when_its_node_stops(tmp_path) -> None:
+    """A long poll must not hold a stopping node's HTTP server (it waited out the whole grace
+    period, twice): the watch ends at the stop with Unavailable ("stopping")."""
+    async with three_voters_led_by_a(tmp_path) as net:
+        b = net.nodes["b"]
+        await b.kv.put("warm", b"x", timeout=5)
+        since = b.kv.local.revision + 1
+        watch = asyncio.ensure_future(b.kv.watch("quiet/", since, timeout=3600))
+        await asyncio.sleep(0)  # waiting for a change under quiet/
+        assert not watch.done()
+        await b.stop()
+        with pytest.raises(Unavailable, match="stopping"):
+            await asyncio.wait_for(watch, 10)  # far below the watch's own hour
         await b.start()

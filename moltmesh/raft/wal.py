@@ -257,6 +257,8 @@ class DiskStorage:
 
     def _load_snapshot(self) -> tuple[Snapshot | None, HardState | None]:
         """The newest snapshot and the hard state stored with it (``apply_snapshot``'s)."""
+        for p in self.snap_dir.glob("snap-*.tmp"):
+            p.unlink()  # a snapshot whose writing failed or was cut short by a crash
         snaps = sorted(self.snap_dir.glob("snap-*.snap"))
         for p in snaps:
             if p != snaps[-1]:
@@ -467,10 +469,14 @@ class DiskStorage:
             rec += [hard_state.term, hard_state.vote, hard_state.commit]
         final = self.snap_dir / f"snap-{meta.index:020d}.snap"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_frame(msgpack.packb(rec)))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(_frame(msgpack.packb(rec)))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not keep what did fit
+            raise
         os.replace(tmp, final)
         _fsync_dir(self.snap_dir)
         for p in self.snap_dir.glob("snap-*.snap"):

@@ -39,6 +39,8 @@ from runtimes.errors import RuntimeErrorBase
 log = logging.getLogger("moltmesh.api")
 
 SERVICE = web.AppKey("service", InferenceService)
+READINESS = web.AppKey("readiness", Callable[[], "str | None"])
+"""Why the node is not ready (None: it is): what ``GET /v2/health/ready`` answers."""
 METRICS = web.AppKey("metrics", NodeMetrics)
 TOKEN = web.AppKey("token", str)
 MAX_CACHED_CHILDREN = 1024
@@ -46,6 +48,11 @@ CLIENT_GONE = 499
 """The ``status`` label of requests whose client disconnected before the answer (nginx's code)."""
 UNKNOWN_MODEL = "unknown"
 """The ``model`` label of requests naming a model the node does not serve."""
+
+BODY_TIMEOUT_S = 30.0
+"""A request's body must arrive whole within this long of its head, or the answer is 408 and
+the connection closes: a client dribbling a body would hold a connection (and, for infer, a
+queue slot) for as long as it likes."""
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,6 +94,9 @@ def api_middleware(token: str, metrics: NodeMetrics) -> Middleware:
             response = json_error(400 if isinstance(e, v2.V2Error) else http_status(e), str(e))
         except web.HTTPRequestEntityTooLarge as e:
             response = json_error(413, e.text or "request body too large")
+        except web.HTTPRequestTimeout as e:
+            response = json_error(408, e.reason)
+            response.force_close()  # the rest of the body is not awaited
         except web.HTTPException as e:
             if e.status < 400:
                 raise
@@ -146,9 +156,21 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"live": True})
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's whole body, within ``BODY_TIMEOUT_S`` (408 ``HTTPRequestTimeout`` after)."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
+    except TimeoutError:
+        reason = f"the request body did not arrive within {BODY_TIMEOUT_S:g} s"
+        raise web.HTTPRequestTimeout(reason=reason) from None
+
+
 async def ready(request: web.Request) -> web.Response:
-    is_ready = request.app[SERVICE].ready
-    return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+    reason = request.app[READINESS]()
+    if reason is None:
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False, "reason": reason}, status=503)
 
 
 async def server_metadata(request: web.Request) -> web.Response:
@@ -286,7 +308,7 @@ class InferRoute:
             if content.is_eof():  # all of it has arrived (a small tensor): no await, no copy
                 body = self._arrived_body(content)
             else:
-                body = await request.read()
+                body = await read_body(request)
             parsed = v2.parse_infer_request(body, length)
             parameters = parsed.parameters
             deadline = None
@@ -393,13 +415,20 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def build_app(
-    service: InferenceService, metrics: NodeMetrics, token: str, max_body_bytes: int
+    service: InferenceService,
+    metrics: NodeMetrics,
+    token: str,
+    max_body_bytes: int,
+    readiness: Callable[[], str | None] | None = None,
 ) -> web.Application:
-    """The aiohttp application; the caller owns starting and stopping it (AppRunner)."""
+    """The aiohttp application; the caller owns starting and stopping it (AppRunner).
+    ``readiness`` says why the node is not ready (None: ready); by default, the inference
+    service's own readiness."""
     app = web.Application(
         middlewares=[api_middleware(token, metrics)], client_max_size=max_body_bytes
     )
     app[SERVICE], app[METRICS], app[TOKEN] = service, metrics, token
+    app[READINESS] = readiness or (lambda: None if service.ready else "starting or stopping")
     infer = InferRoute(service, metrics, max_body_bytes).infer
     r = app.router
     r.add_get("/v2/health/live", live)

@@ -37,7 +37,7 @@ import onnxruntime
 from aiohttp import web
 
 from moltmesh import capability
-from moltmesh.api import build_app
+from moltmesh.api import ServerLog, build_app
 from moltmesh.api_listener import ApiListener, runner_options
 from moltmesh.config import ConfigError, NodeConfig
 from moltmesh.dirlock import DataDirLock
@@ -244,10 +244,11 @@ class Node:
 
     async def _start_api(self) -> None:
         api = self.config.api
-        app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes)
+        app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes,
+                        readiness=lambda: self.not_ready_reason)  # fmt: skip
         self._runner = web.AppRunner(
             app, shutdown_timeout=api.shutdown_grace_s, access_log=None, handler_cancellation=True,
-            **runner_options(),
+            logger=ServerLog(self.metrics), **runner_options(),
         )  # fmt: skip
         add_mesh_routes(app, self.mesh_ref)
         add_raft_routes(app, self.raft_ref)

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from consensus.errors import EncodeError
 from consensus.kv_types import MAX_COMMAND_BYTES, CompactedRevisionError, Event, KeyValue
+from moltmesh.api import read_body
 from moltmesh.raft.driver import OutcomeUnknown, Unavailable
 from moltmesh.raft.kvservice import CasMismatch, ReplyTooLarge, WriteResult
 from moltmesh.raft.runtime import RaftRuntime
@@ -172,7 +173,7 @@ async def get_key(request: web.Request) -> web.Response:
 async def put_key(request: web.Request) -> web.Response:
     rt = _runtime(request)
     key = _key(request)
-    value = await request.read()
+    value = await read_body(request)
     timeout = _timeout(request, rt.kv.default_timeout)
     expected = _revision(request, "cas", -1)
     try:

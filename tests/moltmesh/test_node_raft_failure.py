@@ -72,6 +72,7 @@ async def test_a_failed_raft_driver_makes_the_node_not_ready(tmp_path, monkeypat
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{node.api_url}/v2/health/ready") as r:
                 assert r.status == 503
+                assert "raft failed" in (await r.json())["reason"]  # says why, and what to do
             async with http.get(f"{node.api_url}/v1/raft/status", headers=auth) as r:
                 assert r.status == 200
                 assert "raft driver failed" in (await r.json())["failed"]

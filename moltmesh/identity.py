@@ -95,6 +95,11 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     return Identity(node_id=node_id_for(identity.public_key_bytes), private_key=key)
 
 
+TOKEN_PREFIX = "mm_"
+"""New API tokens start with it: a token must not start with "-", which a command line would
+take for an option, and a prefix lets secret scanners recognise one."""
+
+
 def load_or_create_api_token(data_dir: Path) -> tuple[str, bool]:
     """Return ``(token, created)``: the token in ``<data_dir>/api-token``, made if missing."""
     path = ensure_data_dir(data_dir) / TOKEN_FILE
@@ -103,7 +108,7 @@ def load_or_create_api_token(data_dir: Path) -> tuple[str, bool]:
         if len(token) < 16:
             raise IdentityError(f"{path} holds no usable token (delete it to make a new one)")
         return token, False
-    token = secrets.token_urlsafe(32)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # (never "-...": `--token TOKEN` parses)
     write_private(path, (token + "\n").encode("ascii"))
     return token, True
 

@@ -45,3 +45,17 @@ def test_unusable_token_is_reported(tmp_path: Path):
     (tmp_path / "api-token").write_text("short\n")
     with pytest.raises(IdentityError, match="api-token"):
         load_or_create_api_token(tmp_path)
+
+
+def test_a_new_token_never_looks_like_an_option(tmp_path: Path, monkeypatch):
+    """A random urlsafe token starts with "-" one time in 64: `moltmesh infer --token TOKEN`
+    then failed with "expected one argument"."""
+    import secrets
+
+    from moltmesh.cli import build_parser
+
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: "-" + "a" * 42)
+    token, created = load_or_create_api_token(tmp_path)
+    assert created and not token.startswith("-")
+    args = build_parser().parse_args(["infer", "tiny", "x.npy", "--token", token])
+    assert args.token == token

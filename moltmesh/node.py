@@ -291,6 +291,7 @@ class Node:
         if self.config.raft.enabled:
             from moltmesh.raft.runtime import RaftRuntime
 
+            self.raft_ref.state = "starting"  # the KV says so until Raft runs
             raft = RaftRuntime(self.config, runtime)
             raft.on_failure = lambda error: self._part_failed("raft", error)
             raft.attach()  # before the streams accept: a peer's Raft frame always finds it
@@ -372,7 +373,7 @@ class Node:
         self._collectors.clear()
         raft = self.raft_ref.runtime
         if raft is not None:
-            self.raft_ref.runtime = None
+            self.raft_ref.runtime, self.raft_ref.state = None, "stopping"
             await raft.stop()
         if self._discovered is not None:
             await self._discovered.stop()  # the goodbye goes out before we leave SWIM

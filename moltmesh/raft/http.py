@@ -36,7 +36,18 @@ from moltmesh.raft.runtime import RaftRuntime
 
 @dataclass
 class RaftRef:
+    """The API's view of the node's Raft: ``runtime`` while it runs; ``state`` says why not
+    otherwise ("absent": no mesh here, "starting", "stopping")."""
+
     runtime: RaftRuntime | None = None
+    state: str = "absent"
+
+
+_NO_RAFT = {
+    "absent": "no Raft here: this node is not part of a mesh",
+    "starting": "not applied: Raft is starting on this node; try again shortly",
+    "stopping": "not applied: this node is stopping",
+}
 
 
 RAFT_REF = web.AppKey("raft_ref", RaftRef)
@@ -65,10 +76,10 @@ U64_MAX = 2**64 - 1
 
 
 def _runtime(request: web.Request) -> RaftRuntime:
-    rt = request.app[RAFT_REF].runtime
-    if rt is None:  # (the API's middleware turns the reason into the JSON error)
-        raise web.HTTPServiceUnavailable(reason="no Raft here: this node is not part of a mesh")
-    return rt
+    ref = request.app[RAFT_REF]
+    if ref.runtime is None:  # (the API's middleware turns the reason into the JSON error)
+        raise web.HTTPServiceUnavailable(reason=_NO_RAFT.get(ref.state, _NO_RAFT["absent"]))
+    return ref.runtime
 
 
 def _timeout(request: web.Request, default: float) -> float:

@@ -59,3 +59,29 @@ def test_a_new_token_never_looks_like_an_option(tmp_path: Path, monkeypatch):
     assert created and not token.startswith("-")
     args = build_parser().parse_args(["infer", "tiny", "x.npy", "--token", token])
     assert args.token == token
+
+
+def test_a_private_file_that_cannot_be_written_is_named(tmp_path: Path, monkeypatch):
+    import errno
+    import os
+
+    from moltmesh import identity
+
+    real_write = os.write
+    calls = []
+
+    def short_then_full(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:3]))  # a short write
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(identity.os, "write", short_then_full)
+    target = tmp_path / "api-url"
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        identity.write_private(target, b"http://127.0.0.1:8470\n")
+    assert str(target) in str(raised.value) and calls[1] == len(b"http://127.0.0.1:8470\n") - 3
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary file
+    monkeypatch.setattr(identity.os, "write", real_write)
+    identity.write_private(target, b"x" * 100_000)
+    assert target.read_bytes() == b"x" * 100_000

@@ -235,16 +235,21 @@ async def test_silent_sockets_are_refused_at_accept_and_time_out(tmp_path: Path)
     host, port = holder.address.rsplit(":", 1)
     n = 100
     socks = []
+    held: list[int] = []  # sockets of the attacker the node holds, at each refusal
+    holder.drops.listeners.append(lambda t, r: held.append(gate(holder).count(ip=ATTACKER)))
     try:
         for _ in range(n):
             socks.append(await asyncio.open_connection(host, int(port), local_addr=(ATTACKER, 0)))
-        await until(lambda: holder.drops.get(DropReason.HANDSHAKE_LIMIT) == n - per_ip,
-                    holder.drops, "every socket past the per-address budget refused")  # fmt: skip
-        assert gate(holder).count(ip=ATTACKER) == per_ip
+        # Each socket is refused at accept or, once admitted, closed at the handshake deadline:
+        # all counted, and the node never held more than the per-address budget.
+        await until(lambda: holder.drops.get(DropReason.HANDSHAKE_LIMIT) >= n // 2,
+                    holder.drops, "sockets past the per-address budget refused")  # fmt: skip
         assert await member_request(member, holder) == b"echo:still-here"
-        # The admitted silent sockets are closed at the handshake deadline, and counted.
-        await until(lambda: holder.drops.get(DropReason.HANDSHAKE_TIMEOUT) == per_ip,
-                    holder.drops, "silent handshakes timed out")  # fmt: skip
+        await until(lambda: holder.drops.get(DropReason.HANDSHAKE_LIMIT)
+                    + holder.drops.get(DropReason.HANDSHAKE_TIMEOUT) == n,
+                    holder.drops, "every silent socket refused or timed out")  # fmt: skip
+        assert holder.drops.get(DropReason.HANDSHAKE_TIMEOUT) >= per_ip
+        assert max(held) <= per_ip
         await until(lambda: gate(holder).count(ip=ATTACKER) == 0, holder.drops, "slots freed")
     finally:
         for _, writer in socks:

@@ -25,6 +25,7 @@ class DropReason(enum.StrEnum):
     WRONG_MESH = "wrong_mesh"  # well-formed, but for another mesh (or protocol version)
     WRONG_KEY = "wrong_key"  # unknown key id or authentication failed
     REPLAY = "replay"  # a counter already seen, or from an older boot
+    FUTURE_EPOCH = "future_epoch"  # a boot epoch too far ahead of our clock (forged, bad clock)
     REVOKED = "revoked"  # the sender's node id is revoked
     # connections refused at accept (streams.MeshStreams, conn_limits.ConnGate)
     CONN_LIMIT = "conn_limit"  # inbound connections (in handshake + established) at the cap
@@ -48,7 +49,7 @@ class DropReason(enum.StrEnum):
 
 FRAME_REASONS = (
     DropReason.GARBAGE, DropReason.OVERSIZE, DropReason.WRONG_MESH, DropReason.WRONG_KEY,
-    DropReason.REPLAY, DropReason.REVOKED,
+    DropReason.REPLAY, DropReason.FUTURE_EPOCH, DropReason.REVOKED,
 )  # fmt: skip
 """The reasons that apply to frames and datagrams; the others are about TCP connections."""
 

@@ -210,6 +210,7 @@ class _MeshCollector(Collector):
                 events.add_metric([kind], driver.events_seen.get(kind, 0))
         yield sent
         yield events
+        yield rt.service.refusals_family()
         health = GaugeMetricFamily("moltmesh_mesh_health_score", "Lifeguard local health score.")
         health.add_metric([], driver.core.health_score if driver and driver.core else 0)
         yield health

@@ -248,10 +248,9 @@ class Opener:
         sender = raw_sender.decode("ascii")
         if self._revoked(sender):
             raise EnvelopeError(DropReason.REVOKED, f"sender {sender} is revoked")
-        if epoch > self._clock() + self.max_epoch_skew_s:
-            # counted as a replay (no reason of its own yet): it would shut out real datagrams
+        if epoch > self._clock() + self.max_epoch_skew_s:  # it would shut out real datagrams
             why = f"boot epoch {epoch} of {sender} is over {self.max_epoch_skew_s:.0f} s ahead"
-            raise EnvelopeError(DropReason.REPLAY, why)
+            raise EnvelopeError(DropReason.FUTURE_EPOCH, why)
         now = self._monotonic()
         if self._is_replay(sender, epoch, counter, now):
             raise EnvelopeError(DropReason.REPLAY, f"replayed datagram from {sender}")

@@ -147,6 +147,7 @@ async def test_capability_is_gossiped_and_shown(tmp_path: Path):
         assert 'moltmesh_mesh_events_total{kind="joined"} 1.0' in text
         assert 'moltmesh_mesh_dropped_frames_total{reason="replay",transport="udp"} 0.0' in text
         assert "moltmesh_mesh_probes_total" in text and "moltmesh_mesh_bytes_total" in text
+        assert 'moltmesh_mesh_admin_refused_total{request="KeyOp"} 0.0' in text
     finally:
         for rt in (b, a):
             with contextlib.suppress(Exception):

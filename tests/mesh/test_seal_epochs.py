@@ -62,7 +62,7 @@ def test_an_epoch_far_ahead_is_dropped_and_moves_no_window():
     assert opener.open(real.seal(b"1")).plaintext == b"1"
     for epoch in (2**32 - 1, int(NOW) + MAX_EPOCH_SKEW_S + 1):  # epoch_poison_all.py
         poison = Sealer(ring, A, epoch).seal(b"poison")  # sealed by a holder of the ring key
-        assert drop_of(opener, poison) is DropReason.REPLAY
+        assert drop_of(opener, poison) is DropReason.FUTURE_EPOCH
     assert opener.open(real.seal(b"2")).plaintext == b"2"
     ahead = Sealer(ring, A, int(NOW) + MAX_EPOCH_SKEW_S)  # within the allowed skew: a clock
     assert opener.open(ahead.seal(b"3")).plaintext == b"3"
@@ -160,7 +160,7 @@ async def test_one_poisoned_datagram_does_not_silence_a_member(tmp_path: Path):
         port = int(b.address.rsplit(":", 1)[1])
         c.gossip._transport.sendto(forger.seal(encode_envelope(env)), ("127.0.0.1", port))
         await inbox.wait()
-        assert b.drops.get(DropReason.REPLAY, Transport.UDP) == 1
+        assert b.drops.get(DropReason.FUTURE_EPOCH, Transport.UDP) == 1
         a.gossip.send(b.address, Channel.SWIM, b"after")
         await inbox.wait()
         assert [e.body for e in inbox.got] == [b"before", b"after"]

@@ -41,6 +41,9 @@ KEEPALIVE_TIMEOUT_S = 5.0
 have not all arrived this long after it opened (or after its previous response)."""
 HEADER_TIMEOUT_S = KEEPALIVE_TIMEOUT_S
 """The deadline for a complete request head (aiohttp's keep-alive timer enforces it)."""
+LINGERING_TIME_S = 1.0
+"""How long a connection closed with its request body unread (a 408, a 413) still reads what
+the client sends, so that it sees the answer rather than a reset (aiohttp's default: 10 s)."""
 MAX_CONNECTIONS = 256
 """Concurrent API connections; more are refused with 503."""
 REFUSAL_LOG_INTERVAL_S = 60.0
@@ -56,7 +59,7 @@ _REFUSAL = (
 
 def runner_options() -> dict[str, object]:
     """The ``web.AppRunner`` keyword arguments that bound idle and slow clients."""
-    return {"keepalive_timeout": KEEPALIVE_TIMEOUT_S}
+    return {"keepalive_timeout": KEEPALIVE_TIMEOUT_S, "lingering_time": LINGERING_TIME_S}
 
 
 class _Refuse(asyncio.Protocol):

@@ -238,7 +238,7 @@ class MeshConfig:
     connect_timeout_s: float = 5.0  # TCP connect plus TLS handshake
     request_timeout_s: float = 10.0  # one request on a stream, write to reply
     idle_timeout_s: float = 60.0  # an idle stream is closed after this
-    max_connections: int = 256  # inbound streams at once; more are closed at once
+    max_connections: int = 256  # inbound connections (handshakes, joins, members); see README
     max_frame_bytes: int = 8 * 2**20  # hard limit on one TCP frame
     max_datagram_bytes: int = 2048  # hard limit on one UDP datagram (SWIM packets ~1400 bytes)
     replay_window: int = 1024  # datagram counters remembered per sender

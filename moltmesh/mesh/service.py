@@ -246,10 +246,13 @@ class MeshService:
         if isinstance(msg, SignedRing):
             if not self.apply_signed(msg) and msg.statement:
                 theirs = RingStatement.parse(msg.statement)[0].generation
-                ours = self.state.keyring.generation
-                if theirs < ours:  # a pusher that is behind (another CA holder) should know
-                    stale = f"stale key ring: generation {theirs} < ours {ours}"
+                ring = self.state.keyring
+                if theirs < ring.generation:  # a pusher that is behind should know
+                    stale = f"stale key ring: generation {theirs} < ours {ring.generation}"
                     return ADMIN_CODEC.encode(AdminReply(False, stale))
+                if msg.statement != ring.signed:  # split from ours at the same generation
+                    why = f"key ring not adopted: another ring holds generation {theirs}"
+                    return ADMIN_CODEC.encode(AdminReply(False, why))
         elif isinstance(msg, RevocationUpdate):
             self.apply_revocations(msg.signed)
         elif isinstance(msg, RenewRequest):
@@ -464,9 +467,55 @@ class MeshService:
         nothing."""
         if self.state.ca_key is None:
             raise CertificateError("only a CA holder can change the mesh's key ring")
-        if not self.apply_key_op(op):
+        _, highest = await self.catch_up()
+        ring = self.state.keyring
+        before, changed = ring.generation, False
+        ring.generation = max(before, highest)  # the change is signed past every ring seen
+        try:
+            changed = self.apply_key_op(op)
+        finally:
+            if not changed:
+                ring.generation = before
+        if not changed:
             return {}
         return await self.broadcast(ADMIN_CODEC.encode(self.signed_ring()))
+
+    async def catch_up(self) -> tuple[set[int], int]:
+        """Before a CA holder changes the mesh's ring: adopt the newest signed ring any reachable
+        peer holds, and go past every generation seen, so that the change supersedes them all (a
+        CA holder restored from an older backup, or a second one that was away, would otherwise
+        sign a generation the members already hold, and they would keep their ring). Returns
+        the key ids of every ring seen (a revocation retires them all) and the highest
+        generation seen (the next change must be signed above it)."""
+        ring = self.state.keyring
+        seen = {k.key_id for k in ring.list()}
+        peers = self.peers()
+
+        async def fetch(node_id: str, address: str) -> object:
+            body = ADMIN_CODEC.encode(SignedRingRequest())
+            _, raw = await self.streams.request(node_id, address, Channel.ADMIN, body)
+            return ADMIN_CODEC.decode(raw)
+
+        replies = await asyncio.gather(*(fetch(n, a) for n, a in peers.items()),
+                                       return_exceptions=True)  # fmt: skip
+        highest = ring.generation
+        for node_id, reply in zip(peers, replies, strict=True):
+            if not isinstance(reply, SignedRing) or not reply.statement:
+                if isinstance(reply, BaseException):
+                    log_event(log, "mesh.catch_up_failed", peer=node_id, error=str(reply),
+                              level=logging.DEBUG)  # fmt: skip
+                continue
+            try:
+                st = RingStatement.verify(reply.statement, _ed_public(self.state),
+                                          self.state.mesh_id)  # fmt: skip
+                self.apply_signed(reply)
+            except (KeyRingError, RevocationError) as e:
+                log_event(log, "mesh.catch_up_failed", peer=node_id, error=str(e),
+                          level=logging.WARNING)  # fmt: skip
+                continue
+            highest = max(highest, st.generation)
+            seen.update(key_id(k) for k in st.keys)
+        return seen, highest
 
     async def revoke(self, node_id: str) -> dict[str, str | None]:
         """CA holders only: refuse ``node_id`` everywhere and rotate the gossip key without it.
@@ -483,14 +532,16 @@ class MeshService:
             raise CertificateError("only a CA holder can revoke a node")
         if not is_node_id(node_id) or node_id == self.node_id:
             raise CertificateError(f"{node_id!r} is not another node's id (16 base32 chars)")
+        seen, highest = await self.catch_up()
         ring = self.state.keyring
-        if ring.generation >= MAX_GENERATION:
-            raise KeyRingError(f"key ring generation {ring.generation} is exhausted")
-        old_keys = tuple(k.key_id for k in ring.list())  # all known to node_id
+        generation = max(ring.generation, highest) + 1
+        if generation > MAX_GENERATION:
+            raise KeyRingError(f"key ring generation {generation - 1} is exhausted")
+        old_keys = tuple(sorted(seen | {k.key_id for k in ring.list()}))  # all node_id may know
         rl = self.state.revocations.adding(node_id, time.time_ns() // 1000, old_keys)
         signed_rl = rl.sign(ca_key)
         new_key = generate_key()
-        statement = RingStatement(self.state.mesh_id, ring.generation + 1, (new_key,),
+        statement = RingStatement(self.state.mesh_id, generation, (new_key,),
                                   key_id(new_key)).sign(ca_key)  # fmt: skip
         push = SignedRing(statement, signed_rl)
         body = ADMIN_CODEC.encode(push)

@@ -227,3 +227,51 @@ async def test_revoke_rotates_the_key_with_the_list_so_a_stolen_ring_is_useless(
 
 def b_port(svc: MeshService) -> int:
     return int(svc.address.rsplit(":", 1)[1])
+
+
+async def test_a_lagging_ca_holder_catches_up_before_it_changes_the_ring(tmp_path: Path):
+    """review11 H1: a CA holder restored from an older backup (or a second one that was away)
+    signed a generation the members already held; they kept their ring and the change was
+    reported as applied everywhere."""
+    services = await three_nodes(tmp_path)
+    a, b, c = services
+    try:
+        backup = KeyRing(a.state.keyring.keys(), a.state.keyring.primary_id)  # generation 0
+        for _ in range(2):
+            new = generate_key()
+            assert await a.key_op(KeyOp(KeyOpKind.INSTALL, new, key_id(new))) == {
+                b.node_id: None, c.node_id: None,
+            }  # fmt: skip
+        assert b.state.keyring.generation == 2
+        a.state.keyring = backup  # the holder lost its last two changes
+        third = generate_key()
+        assert await a.key_op(KeyOp(KeyOpKind.INSTALL, third, key_id(third))) == {
+            b.node_id: None, c.node_id: None,
+        }  # fmt: skip
+        rings = [(s.state.keyring.generation, set(s.state.keyring.keys())) for s in services]
+        assert rings[0] == rings[1] == rings[2] and rings[0][0] == 3 and len(rings[0][1]) == 4
+    finally:
+        await stop_all(services)
+
+
+async def test_a_split_at_the_same_generation_is_refused_and_revoke_retires_both(tmp_path: Path):
+    services = await three_nodes(tmp_path)
+    a, b, c = services
+    try:
+        new = generate_key()
+        await a.key_op(KeyOp(KeyOpKind.INSTALL, new, key_id(new)))  # members at generation 1
+        members_keys = set(b.state.keyring.keys())
+        assert a.state.ca_key is not None
+        split = KeyRing([generate_key()])  # another ring at the same generation, also signed
+        split.signed = RingStatement.of(split, a.state.mesh_id, 1).sign(a.state.ca_key)
+        split.generation = 1
+        split_keys = set(split.keys())
+        reply = await ask(a, b, SignedRing(split.signed, b""))
+        assert isinstance(reply, AdminReply) and not reply.ok and "not adopted" in reply.error
+        a.state.keyring = split
+        assert await a.revoke(c.node_id) == {b.node_id: None}
+        assert b.state.keyring.keys() == a.state.keyring.keys()
+        assert b.state.keyring.generation == a.state.keyring.generation == 2
+        assert not set(b.state.keyring.keys()) & (members_keys | split_keys)
+    finally:
+        await stop_all(services)

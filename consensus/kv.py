@@ -458,15 +458,16 @@ class KvStore:
         )
 
     @classmethod
-    def restore(cls, data: bytes) -> KvStore:
-        """A store equal to the one ``data`` was taken from. Raises ``DecodeError`` on bytes
+    def restore(cls, data: bytes, retain_bytes: int = DEFAULT_RETAIN_BYTES) -> KvStore:
+        """A store equal to the one ``data`` was taken from (``retain_bytes`` is a local
+        setting, not in the snapshot: give the one the store had). Raises ``DecodeError`` on bytes
         that are not a KV snapshot of a known format (``SnapshotCorruptError``, a
         ``DecodeError``, when sealed data is cut short or fails its SHA-256 check)."""
         payload = unseal(data) if is_sealed(data) else data  # a view: no extra copy
         snap = KV_SNAPSHOT_CODEC.decode(payload)
         if not isinstance(snap, KvSnapshot) or snap.format != SNAPSHOT_FORMAT:
             raise DecodeError("not a KV snapshot of a known format")
-        store = cls(retain=max(1, snap.retain))
+        store = cls(retain=max(1, snap.retain), retain_bytes=retain_bytes)
         store._applied = snap.applied_index
         store._revision = snap.revision
         store._compacted = snap.compacted

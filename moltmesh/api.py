@@ -50,9 +50,11 @@ UNKNOWN_MODEL = "unknown"
 """The ``model`` label of requests naming a model the node does not serve."""
 
 BODY_TIMEOUT_S = 30.0
-"""A request's body must arrive whole within this long of its head, or the answer is 408 and
-the connection closes: a client dribbling a body would hold a connection (and, for infer, a
-queue slot) for as long as it likes."""
+MIN_BODY_RATE = 64 * 1024
+"""A request's body must arrive whole within ``BODY_TIMEOUT_S`` plus its declared length at
+``MIN_BODY_RATE`` bytes/s of its head (a 64 MiB body on a slow link: 17 minutes), or the answer
+is 408 and the connection closes: a client dribbling a body would hold a connection (and, for
+infer, a queue slot) for as long as it likes."""
 
 PUBLIC_PREFIX = "/v2/health/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -157,12 +159,14 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's whole body, within ``BODY_TIMEOUT_S`` (408 ``HTTPRequestTimeout`` after)."""
+    """The request's whole body, in time (see ``MIN_BODY_RATE``; 408 ``HTTPRequestTimeout``
+    after)."""
+    allowed = BODY_TIMEOUT_S + (request.content_length or 0) / MIN_BODY_RATE
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(allowed):
             return await request.read()
     except TimeoutError:
-        reason = f"the request body did not arrive within {BODY_TIMEOUT_S:g} s"
+        reason = f"the request body did not arrive within {allowed:.3g} s"
         raise web.HTTPRequestTimeout(reason=reason) from None
 
 

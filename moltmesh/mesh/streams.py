@@ -473,7 +473,10 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             if (family, addr) in seen:
                 continue
             seen.add((family, addr))
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this kernel lacks (no IPv6): skipped, as asyncio does
+                continue
             out.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -487,6 +490,8 @@ def _listen(host: str, port: int) -> list[socket.socket]:
         for sock in out:
             sock.close()
         raise
+    if not out:
+        raise OSError(f"no address family of {host!r} can be listened on here")
     return out
 
 

@@ -231,7 +231,7 @@ async def raft_status(request: web.Request) -> web.Response:
 def add_raft_routes(app: web.Application, ref: RaftRef) -> None:
     app[RAFT_REF] = ref
     app.router.add_get("/v1/kv", get_key)
-    app.router.add_get("/v1/kv/{key:.+}", get_key)
-    app.router.add_put("/v1/kv/{key:.+}", put_key)
-    app.router.add_delete("/v1/kv/{key:.+}", delete_key)
+    app.router.add_get(r"/v1/kv/{key:[\s\S]+}", get_key)
+    app.router.add_put(r"/v1/kv/{key:[\s\S]+}", put_key)
+    app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", delete_key)
     app.router.add_get("/v1/raft/status", raft_status)

@@ -307,6 +307,8 @@ class ClusterKv:
                 return events, revision
             if self._stopped:
                 raise Unavailable("this node is stopping")
+            if self.driver.failure is not None:
+                raise Unavailable(f"raft stopped on this node: {self.driver.failure!r}")
             # Nothing under ``prefix`` up to ``revision``: the next look starts after it (no
             # await since the scan, so no change is missed).
             since = max(since, revision + 1)

@@ -51,3 +51,18 @@ def test_byte_trimming_is_a_function_of_the_entries(seed: int) -> None:
     assert a.snapshot() == b.snapshot()
     restored = KvStore.restore(a.snapshot())
     assert restored.history_bytes == a.history_bytes
+
+
+def test_a_restored_store_keeps_trimming_as_the_original() -> None:
+    """review11 L2: ``retain_bytes`` is a local setting, not in the snapshot; restored with it,
+    a store goes on exactly as the one the snapshot was taken from."""
+    rng = random.Random(5)
+    a = KvStore(retain=1000, retain_bytes=5_000)
+    puts = [Put(f"k{rng.randrange(5)}", bytes(rng.randrange(800))) for _ in range(400)]
+    for index, c in enumerate(puts[:200], start=1):
+        apply(a, index, c)
+    b = KvStore.restore(a.snapshot(), retain_bytes=5_000)
+    for index, c in enumerate(puts[200:], start=201):
+        apply(a, index, c)
+        apply(b, index, c)
+    assert a.snapshot() == b.snapshot() and a.compacted == b.compacted

@@ -64,6 +64,7 @@ async def test_unparsable_requests_are_400s_counted_without_tracebacks(node, cap
 
 async def test_a_dribbled_body_gets_408_and_the_connection_closes(node, monkeypatch) -> None:
     monkeypatch.setattr(api, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(api, "MIN_BODY_RATE", 10**9)  # the length adds nothing
     before = await bad_requests(node, "408")
     head = (
         "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -73,3 +74,27 @@ async def test_a_dribbled_body_gets_408_and_the_connection_closes(node, monkeypa
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert b'"error": "the request body did not arrive within 0.3 s"' in answer
     assert await bad_requests(node, "408") == before + 1
+
+
+async def test_a_large_body_on_a_slow_but_steady_link_is_not_cut(node, monkeypatch) -> None:
+    """The deadline grows with the declared length (``MIN_BODY_RATE``): a client on a slow link
+    sending a big request is served, not answered 408 after a fixed time."""
+    monkeypatch.setattr(api, "BODY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(api, "MIN_BODY_RATE", 10_000)  # 20 kB may take 0.2 + 2 s
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}'
+    body += b" " * (20_000 - len(body))  # JSON whitespace: the size of a bigger request
+    head = (
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {node.api_token}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    host, port = node.api_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    for i in range(0, len(body), 2_000):  # 20 kB/s: slower than 0.2 s allows in one go
+        writer.write(body[i : i + 2_000])
+        await writer.drain()
+        await asyncio.sleep(0.1)  # (the link's pace, not a wait for the node)
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.split(b" ", 2)[1] != b"408", answer[:200]

@@ -120,7 +120,9 @@ async def test_answered_4xx_are_counted_as_bad_requests(api) -> None:
         assert await _bad_requests(api, status) == count + 1, status
 
 
-@pytest.mark.parametrize("raw", ["%ff%fe", "a%00b", "tab%09bed", "del%7F", "ok/%C3%28"], ids=repr)
+@pytest.mark.parametrize(
+    "raw", ["%ff%fe", "a%00b", "tab%09bed", "line%0Afeed", "del%7F", "ok/%C3%28"], ids=repr
+)
 async def test_keys_that_are_not_utf8_text_are_refused(api, raw: str) -> None:
     """Two raw keys that aiohttp would decode to the same replacement characters must not
     name one stored key: a key is UTF-8 text without control characters, or a 400."""

@@ -37,3 +37,16 @@ async def test_a_waiting_watch_ends_when_its_node_stops(tmp_path) -> None:
         with pytest.raises(Unavailable, match="stopping"):
             await asyncio.wait_for(watch, 10)  # far below the watch's own hour
         await b.start()
+
+
+async def test_a_watch_on_a_node_whose_raft_failed_is_unavailable(tmp_path) -> None:
+    """review11 L4: after the driver failed, a watch answered 'no change' after every timeout
+    as if the node were healthy; it must say Raft stopped, as every other call does."""
+    async with three_voters_led_by_a(tmp_path) as net:
+        b = net.nodes["b"]
+        await b.kv.put("warm", b"x", timeout=5)
+        since = b.kv.local.revision + 1
+        b.driver.failure = OSError(28, "No space left on device")  # as the Ready loop sets it
+        with pytest.raises(Unavailable, match="raft stopped"):
+            await asyncio.wait_for(b.kv.watch("quiet/", since, timeout=3600), 10)
+        b.driver.failure = None

@@ -232,7 +232,7 @@ class MeshConfig:
     seeds: list[str] = field(default_factory=list)  # host:port of peers to meet first
     cert_lifetime_s: float = 30 * 86400.0  # node certificates; renewed at 2/3 of this
     cert_backdate_s: float = 3600.0  # not-before set this far in the past (clock drift)
-    max_clock_skew_s: float = 300.0  # a joining device this far off the CA holder's clock fails
+    max_clock_skew_s: float = 300.0  # clocks agree this well: joins, gossip boot epochs (README)
     renew_check_s: float = 3600.0  # how often a node checks whether its certificate is due
     token_ttl_s: float = 86400.0  # default lifetime of a join token
     connect_timeout_s: float = 5.0  # TCP connect plus TLS handshake

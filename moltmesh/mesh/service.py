@@ -69,7 +69,6 @@ from moltmesh.mesh.keyring import (
     generate_key,
     key_id,
 )
-from moltmesh.mesh.seal import MAX_EPOCH_SKEW_S
 from moltmesh.mesh.store import MeshState
 from moltmesh.mesh.streams import MeshStreams, Peer, StreamError
 from moltmesh.mesh.udp import GossipTransport, Receive
@@ -157,7 +156,7 @@ class MeshService:
         bound_host, bound_port = await self.streams.start(host, port)
         epoch = store.next_boot_epoch(self.data_dir, time.time())
         ahead = epoch - time.time()
-        if ahead > MAX_EPOCH_SKEW_S:  # recorded while the clock was wrong: peers will drop us
+        if ahead > self.config.max_clock_skew_s:  # written while the clock was wrong: peers drop us
             log_event(log, "mesh.boot_epoch_ahead", epoch=epoch, ahead_s=round(ahead),
                       fix="members drop this node's gossip until the clock passes the epoch; "
                           "with the clock right, rotate the gossip key, then delete "
@@ -169,6 +168,7 @@ class MeshService:
             self.config.max_datagram_bytes, self.config.replay_window,
         )  # fmt: skip
         self.gossip.opener.on_unknown_key = self._on_unknown_key
+        self.gossip.opener.max_epoch_skew_s = self.config.max_clock_skew_s  # (one clock rule)
         try:
             await self.gossip.start(bound_host, bound_port)
         except OSError:

@@ -182,3 +182,16 @@ async def test_a_boot_epoch_recorded_far_ahead_is_reported_at_start(
         assert [r.getMessage() for r in caplog.records] == ["mesh.boot_epoch_ahead"]
     finally:
         await svc.stop()
+
+
+async def test_the_gossip_epoch_bound_is_the_meshs_clock_skew_setting(tmp_path: Path):
+    """review11 M3: one clock rule for the mesh: a device whose clock lags by more than the
+    default but within ``mesh.max_clock_skew_s`` still hears peers that booted recently."""
+    config = mesh_config()
+    config.max_clock_skew_s = 900.0
+    svc = MeshService(tmp_path / "a", config, state=init_holder(tmp_path / "a"))
+    await svc.start("127.0.0.1", 0)
+    try:
+        assert svc.gossip is not None and svc.gossip.opener.max_epoch_skew_s == 900.0
+    finally:
+        await svc.stop()

@@ -117,6 +117,18 @@ class JoinRefused:
 JOIN_CODEC.check_schemas()
 
 
+JOIN_RETRY_FIRST_S = 0.5
+JOIN_RETRY_MAX_S = 8.0
+"""A CA holder busy with other joins (8 at once, 2 per address: devices behind one NAT or on
+one provisioning bench) closes a joining connection before it challenges it; the joiner tries
+again after a back-off doubling from the first to the most (about 15 s in all). The token is
+not spent before the proof, so trying again is safe."""
+
+
+class _ClosedBeforeChallenge(Exception):
+    """The server closed the connection before it challenged the hello (busy, most likely)."""
+
+
 async def _read(reader: asyncio.StreamReader, mesh: str, timeout: float) -> tuple[str, object]:
     payload = await asyncio.wait_for(read_frame(reader, JOIN_MAX_FRAME), timeout)
     if payload is None:
@@ -272,19 +284,22 @@ async def join(
         not rejoin or store.load(data_dir).ca_fingerprint != token.ca_fingerprint
     ):
         raise CredentialError(f"{store.mesh_dir(data_dir)} already holds a mesh")
-    host, port = split_address(token.address)
-    timeout = config.request_timeout_s
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(
-            host, port, ssl=tls.join_client_context(), server_hostname="",
-            ssl_handshake_timeout=config.connect_timeout_s,
-        ),
-        config.connect_timeout_s,
-    )  # fmt: skip
     pin, me = token.ca_fingerprint, identity.node_id
+    timeout = config.request_timeout_s
+    delay = JOIN_RETRY_FIRST_S
+    while True:
+        try:
+            reader, writer, challenge = await _challenged(token, me, config)
+            break
+        except _ClosedBeforeChallenge:
+            if delay > JOIN_RETRY_MAX_S:
+                raise AdmissionError(
+                    f"{token.address} closed the connection before answering, again and again "
+                    "(busy with other devices joining?): try again later"
+                ) from None
+            await asyncio.sleep(delay)
+            delay *= 2
     try:
-        await _write(writer, pin, me, JoinHello(token.token_id, me))
-        challenge = await _expect(reader, pin, timeout, JoinChallenge)
         ca_cert = _check_server(challenge, token, tls.peer_certificate(writer), config)
         await _write(writer, pin, me, JoinProof(token.secret, ca.make_csr(identity.private_key)))
         granted = await _expect(reader, pin, timeout, JoinGranted)
@@ -313,6 +328,37 @@ async def join(
         raise AdmissionError(f"{token.address} closed the connection") from None
     finally:
         await close_writer(writer)
+
+
+async def _challenged(
+    token: JoinToken, me: str, config: MeshConfig
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, JoinChallenge]:
+    """Connect, say hello, and read the challenge. ``_ClosedBeforeChallenge`` when the server
+    closed the connection instead (nothing else is retried); the connection is the caller's
+    to close once this returns."""
+    host, port = split_address(token.address)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=tls.join_client_context(), server_hostname="",
+                ssl_handshake_timeout=config.connect_timeout_s,
+            ),
+            config.connect_timeout_s,
+        )  # fmt: skip
+    except ConnectionResetError:  # refused at accept (the server's connection budgets)
+        raise _ClosedBeforeChallenge() from None
+    pin = token.ca_fingerprint
+    try:
+        await _write(writer, pin, me, JoinHello(token.token_id, me))
+        return reader, writer, await _expect(reader, pin, config.request_timeout_s, JoinChallenge)
+    except (EnvelopeError, asyncio.IncompleteReadError, ConnectionError) as e:
+        await close_writer(writer)
+        if isinstance(e, EnvelopeError) and str(e) != "stream closed":
+            raise
+        raise _ClosedBeforeChallenge() from None
+    except BaseException:
+        await close_writer(writer)
+        raise
 
 
 async def _expect(reader: asyncio.StreamReader, pin: str, timeout: float, kind: type[M]) -> M:

@@ -49,10 +49,9 @@ CLIENT_GONE = 499
 UNKNOWN_MODEL = "unknown"
 """The ``model`` label of requests naming a model the node does not serve."""
 
-BODY_TIMEOUT_S = 30.0
-MIN_BODY_RATE = 64 * 1024
-"""A request's body must arrive whole within ``BODY_TIMEOUT_S`` plus its declared length at
-``MIN_BODY_RATE`` bytes/s of its head (a 64 MiB body on a slow link: 17 minutes), or the answer
+BODY_LIMITS = web.AppKey("body_limits", tuple)
+"""``(seconds, bytes per second)``: a request's body must arrive whole within the seconds plus
+its declared length at the rate (``api.body_timeout_s``, ``api.min_body_rate``), or the answer
 is 408 and the connection closes: a client dribbling a body would hold a connection (and, for
 infer, a queue slot) for as long as it likes."""
 
@@ -159,9 +158,10 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's whole body, in time (see ``MIN_BODY_RATE``; 408 ``HTTPRequestTimeout``
+    """The request's whole body, in time (see ``BODY_LIMITS``; 408 ``HTTPRequestTimeout``
     after)."""
-    allowed = BODY_TIMEOUT_S + (request.content_length or 0) / MIN_BODY_RATE
+    seconds, rate = request.app[BODY_LIMITS]
+    allowed = seconds + (request.content_length or 0) / rate
     try:
         async with asyncio.timeout(allowed):
             return await request.read()
@@ -424,14 +424,16 @@ def build_app(
     token: str,
     max_body_bytes: int,
     readiness: Callable[[], str | None] | None = None,
+    body_limits: tuple[float, int] = (30.0, 64 * 1024),
 ) -> web.Application:
     """The aiohttp application; the caller owns starting and stopping it (AppRunner).
     ``readiness`` says why the node is not ready (None: ready); by default, the inference
-    service's own readiness."""
+    service's own readiness. ``body_limits``: see ``BODY_LIMITS``."""
     app = web.Application(
         middlewares=[api_middleware(token, metrics)], client_max_size=max_body_bytes
     )
     app[SERVICE], app[METRICS], app[TOKEN] = service, metrics, token
+    app[BODY_LIMITS] = body_limits
     app[READINESS] = readiness or (lambda: None if service.ready else "starting or stopping")
     infer = InferRoute(service, metrics, max_body_bytes).infer
     r = app.router

@@ -6,14 +6,14 @@ dribbling a byte every 5 s, or a thousand idle connections, held their descripto
 Here, with public aiohttp API only (a ``web.Server`` is the protocol factory of
 ``loop.create_server``, as aiohttp's low-level server documents):
 
-- ``KEEPALIVE_TIMEOUT_S`` is the runner's ``keepalive_timeout``. aiohttp arms that timer when a
-  connection is made and again after each response, and closes the connection when it fires
-  while no complete request (request line and headers) has arrived: it is both the idle
-  keep-alive timeout and the deadline for a request's headers (``HEADER_TIMEOUT_S``, the same
-  value). A request being handled is never cut by it.
+- ``api.idle_timeout_s`` is the runner's ``keepalive_timeout`` (``runner_options``). aiohttp arms
+  that timer when a connection is made and again after each response, and closes the connection
+  when it fires while no complete request (request line and headers) has arrived: it is both
+  the idle keep-alive timeout and the deadline for a request's head. A request being handled is
+  never cut by it.
 - ``ssl_handshake_timeout`` (API over TLS) is the same bound for the handshake.
-- ``MAX_CONNECTIONS``: established connections beyond it are answered ``503`` (JSON, ``Connection:
-  close``) and closed at once; ``ApiListener.refused`` counts them, and a warning
+- ``api.max_connections``: established connections beyond it are answered ``503`` (JSON,
+  ``Connection: close``) and closed at once; ``ApiListener.refused`` counts them, and a warning
   (``api.connections_refused``) is logged at most once per ``REFUSAL_LOG_INTERVAL_S``.
 
 Not bounded here: a client that sends complete headers and then dribbles its body holds the
@@ -36,16 +36,9 @@ from moltmesh.logs import log_event
 
 log = logging.getLogger("moltmesh.api")
 
-KEEPALIVE_TIMEOUT_S = 5.0
-"""Idle keep-alive connections close after this long; so does one whose request line and headers
-have not all arrived this long after it opened (or after its previous response)."""
-HEADER_TIMEOUT_S = KEEPALIVE_TIMEOUT_S
-"""The deadline for a complete request head (aiohttp's keep-alive timer enforces it)."""
 LINGERING_TIME_S = 1.0
 """How long a connection closed with its request body unread (a 408, a 413) still reads what
 the client sends, so that it sees the answer rather than a reset (aiohttp's default: 10 s)."""
-MAX_CONNECTIONS = 256
-"""Concurrent API connections; more are refused with 503."""
 REFUSAL_LOG_INTERVAL_S = 60.0
 _REFUSAL_BODY = json.dumps({"error": "too many connections"}).encode()
 _REFUSAL = (
@@ -57,9 +50,9 @@ _REFUSAL = (
 )
 
 
-def runner_options() -> dict[str, object]:
+def runner_options(idle_timeout_s: float) -> dict[str, object]:
     """The ``web.AppRunner`` keyword arguments that bound idle and slow clients."""
-    return {"keepalive_timeout": KEEPALIVE_TIMEOUT_S, "lingering_time": LINGERING_TIME_S}
+    return {"keepalive_timeout": idle_timeout_s, "lingering_time": LINGERING_TIME_S}
 
 
 class _Refuse(asyncio.Protocol):
@@ -83,13 +76,15 @@ class ApiListener:
         self,
         runner: web.AppRunner,
         *,
-        max_connections: int | None = None,
+        max_connections: int,
+        handshake_timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if runner.server is None:
             raise RuntimeError("call runner.setup() before making the listener")
         self._web = runner.server
-        self.max_connections = MAX_CONNECTIONS if max_connections is None else max_connections
+        self.max_connections = max_connections
+        self._handshake_timeout_s = handshake_timeout_s
         self.refused = 0
         self._clock = clock
         self._logged_at: float | None = None
@@ -123,7 +118,7 @@ class ApiListener:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self, host, port, ssl=ssl_context,
-            ssl_handshake_timeout=HEADER_TIMEOUT_S if ssl_context is not None else None,
+            ssl_handshake_timeout=self._handshake_timeout_s if ssl_context is not None else None,
         )  # fmt: skip
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])

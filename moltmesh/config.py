@@ -129,6 +129,10 @@ class ApiConfig:
     tls_key: Path | None = None
     max_body_bytes: int = 64 * 2**20  # larger requests get 413
     shutdown_grace_s: float = 10.0  # how long in-flight requests may take to finish on stop
+    idle_timeout_s: float = 5.0  # a connection idle, or without a whole request head, is closed
+    max_connections: int = 256  # connections at once; more get 503 and are closed
+    body_timeout_s: float = 30.0  # a body arrives within this plus its length at min_body_rate
+    min_body_rate: int = 64 * 1024  # bytes/s; slower bodies get 408
 
     def problems(self) -> list[str]:
         """Messages for every nonsensical value (empty when the section is usable)."""
@@ -136,6 +140,10 @@ class ApiConfig:
             *check_int("api.port", self.port, 0, 65535),
             *check_int("api.max_body_bytes", self.max_body_bytes, 1),
             *check_number("api.shutdown_grace_s", self.shutdown_grace_s, 0),
+            *check_number("api.idle_timeout_s", self.idle_timeout_s, 0, above=True),
+            *check_int("api.max_connections", self.max_connections, 1),
+            *check_number("api.body_timeout_s", self.body_timeout_s, 0, above=True),
+            *check_int("api.min_body_rate", self.min_body_rate, 1),
             *(
                 []
                 if (self.tls_cert is None) == (self.tls_key is None)

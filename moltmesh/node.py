@@ -245,10 +245,11 @@ class Node:
     async def _start_api(self) -> None:
         api = self.config.api
         app = build_app(self.service, self.metrics, self.api_token or "", api.max_body_bytes,
-                        readiness=lambda: self.not_ready_reason)  # fmt: skip
+                        readiness=lambda: self.not_ready_reason,
+                        body_limits=(api.body_timeout_s, api.min_body_rate))  # fmt: skip
         self._runner = web.AppRunner(
             app, shutdown_timeout=api.shutdown_grace_s, access_log=None, handler_cancellation=True,
-            logger=ServerLog(self.metrics), **runner_options(),
+            logger=ServerLog(self.metrics), **runner_options(api.idle_timeout_s),
         )  # fmt: skip
         add_mesh_routes(app, self.mesh_ref)
         add_raft_routes(app, self.raft_ref)
@@ -263,7 +264,10 @@ class Node:
                     f"api.tls_cert {api.tls_cert} / api.tls_key {api.tls_key}: not a usable "
                     f"PEM certificate and matching private key ({e.reason or e})"
                 ) from None
-        self._listener = ApiListener(self._runner)  # slow and idle clients are bounded
+        self._listener = ApiListener(  # slow and idle clients are bounded
+            self._runner, max_connections=api.max_connections,
+            handshake_timeout_s=api.idle_timeout_s,
+        )  # fmt: skip
         try:
             host, port = await self._listener.start(api.host, api.port, ssl_context)
         except OSError as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from onnx import TensorProto, helper
@@ -13,14 +13,19 @@ from tests.models import _save, make_repository
 
 
 @contextlib.asynccontextmanager
-async def serving_node(data_dir: Path, repo: Path) -> AsyncIterator[Node]:
+async def serving_node(
+    data_dir: Path, repo: Path, configure: Callable[[NodeConfig], None] | None = None
+) -> AsyncIterator[Node]:
     """A started ``Node`` serving ``repo`` only (no bundled models), its API on a free loopback
-    port, one warm-up run per model; stopped on exit."""
+    port, one warm-up run per model (``configure`` may change the config first); stopped on
+    exit."""
     config = NodeConfig(data_dir=data_dir)
     config.api.port = 0
     config.runtime.model_repository = [repo]
     config.runtime.bundled_models = False
     config.runtime.warmup_runs = 1
+    if configure is not None:
+        configure(config)
     async with Node(config) as node:
         yield node
 

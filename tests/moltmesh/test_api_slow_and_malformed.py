@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from moltmesh import Node, api
+from moltmesh import Node
 from tests.moltmesh.serving import serving_node
 
 
@@ -62,9 +62,19 @@ async def test_unparsable_requests_are_400s_counted_without_tracebacks(node, cap
     assert sum(r.getMessage() == "api.bad_http" for r in caplog.records) == len(MALFORMED)
 
 
-async def test_a_dribbled_body_gets_408_and_the_connection_closes(node, monkeypatch) -> None:
-    monkeypatch.setattr(api, "BODY_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(api, "MIN_BODY_RATE", 10**9)  # the length adds nothing
+def limits(seconds: float, rate: int):  # type: ignore[no-untyped-def]
+    def configure(config) -> None:  # type: ignore[no-untyped-def]
+        config.api.body_timeout_s, config.api.min_body_rate = seconds, rate
+
+    return configure
+
+
+async def test_a_dribbled_body_gets_408_and_the_connection_closes(tmp_path, model_repo) -> None:
+    async with serving_node(tmp_path / "d", model_repo, limits(0.3, 10**9)) as node:
+        await dribble_a_body(node)
+
+
+async def dribble_a_body(node: Node) -> None:
     before = await bad_requests(node, "408")
     head = (
         "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -76,11 +86,14 @@ async def test_a_dribbled_body_gets_408_and_the_connection_closes(node, monkeypa
     assert await bad_requests(node, "408") == before + 1
 
 
-async def test_a_large_body_on_a_slow_but_steady_link_is_not_cut(node, monkeypatch) -> None:
-    """The deadline grows with the declared length (``MIN_BODY_RATE``): a client on a slow link
-    sending a big request is served, not answered 408 after a fixed time."""
-    monkeypatch.setattr(api, "BODY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(api, "MIN_BODY_RATE", 10_000)  # 20 kB may take 0.2 + 2 s
+async def test_a_large_body_on_a_slow_but_steady_link_is_not_cut(tmp_path, model_repo) -> None:
+    """The deadline grows with the declared length (``api.min_body_rate``): a client on a slow
+    link sending a big request is served, not answered 408 after a fixed time."""
+    async with serving_node(tmp_path / "d", model_repo, limits(0.2, 10_000)) as node:
+        await send_slowly(node)  # 20 kB may take 0.2 + 2 s
+
+
+async def send_slowly(node: Node) -> None:
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}'
     body += b" " * (20_000 - len(body))  # JSON whitespace: the size of a bigger request
     head = (

@@ -17,7 +17,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from moltmesh import api_listener
 from moltmesh.config import NodeConfig
 from moltmesh.node import Node, raise_open_files_limit
 
@@ -123,8 +122,9 @@ async def _dribble(writer: asyncio.StreamWriter, stop: asyncio.Event) -> int:
 async def test_dribbling_clients_are_closed_while_a_normal_client_is_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api_listener, "KEEPALIVE_TIMEOUT_S", 0.5)  # the header deadline too
-    async with Node(_api_config(tmp_path)) as node:
+    config = _api_config(tmp_path)
+    config.api.idle_timeout_s = 0.5  # the deadline for a request's head too
+    async with Node(config) as node:
         conns = [await _connect(node) for _ in range(6)]
         stop = asyncio.Event()
         dribblers = [asyncio.create_task(_dribble(w, stop)) for _, w in conns]
@@ -148,8 +148,9 @@ async def test_dribbling_clients_are_closed_while_a_normal_client_is_served(
 
 
 async def test_idle_keepalive_connections_are_closed(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(api_listener, "KEEPALIVE_TIMEOUT_S", 0.3)
-    async with Node(_api_config(tmp_path)) as node:
+    config = _api_config(tmp_path)
+    config.api.idle_timeout_s = 0.3
+    async with Node(config) as node:
         reader, writer = await _connect(node)
         writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         async with asyncio.timeout(20):
@@ -159,9 +160,10 @@ async def test_idle_keepalive_connections_are_closed(tmp_path: Path, monkeypatch
 
 
 async def test_connections_over_the_cap_are_refused_with_503(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(api_listener, "MAX_CONNECTIONS", 4)
-    monkeypatch.setattr(api_listener, "KEEPALIVE_TIMEOUT_S", 60.0)  # the holders stay
-    async with Node(_api_config(tmp_path)) as node:
+    config = _api_config(tmp_path)
+    config.api.max_connections = 4
+    config.api.idle_timeout_s = 60.0  # the holders stay
+    async with Node(config) as node:
         listener = node._listener
         assert listener is not None and listener.max_connections == 4
         held = [await _connect(node) for _ in range(4)]

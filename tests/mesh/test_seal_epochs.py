@@ -28,6 +28,7 @@ from moltmesh.mesh.seal import (
 from moltmesh.mesh.service import MeshService
 from moltmesh.mesh.wire import Channel, Envelope, EnvelopeError, encode_envelope
 from tests.mesh.helpers import init_holder, mesh_config
+from tests.mesh.test_seal import drop_of
 from tests.mesh.test_service import Inbox, stop_all, three_nodes
 
 A = "aaaaaaaaaaaaaaaa"
@@ -47,12 +48,6 @@ class Clock:
 
 def opener_for(ring: KeyRing, mono: Clock | None = None) -> Opener:
     return Opener(ring, clock=lambda: NOW, monotonic=mono or Clock())
-
-
-def drop_of(opener: Opener, datagram: bytes) -> DropReason:
-    with pytest.raises(EnvelopeError) as e:
-        opener.open(datagram)
-    return e.value.drop
 
 
 def test_an_epoch_far_ahead_is_dropped_and_moves_no_window():

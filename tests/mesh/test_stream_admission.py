@@ -27,27 +27,15 @@ from moltmesh.identity import load_or_create_identity
 from moltmesh.mesh.conn_limits import ConnGate, ConnLimits, Stage
 from moltmesh.mesh.drops import DropCounters, DropReason, Transport
 from moltmesh.mesh.errors import AdmissionError
-from moltmesh.mesh.join import JoinService, join
-from moltmesh.mesh.store import MeshState
-from moltmesh.mesh.streams import MeshStreams
+from moltmesh.mesh.join import join
 from moltmesh.mesh.tls import join_client_context
 from moltmesh.mesh.tokens import JoinToken
 from moltmesh.mesh.wire import Channel
-from tests.mesh.helpers import Echo, Member, init_holder, join_member, mesh_config
+from tests.mesh.helpers import Member, init_holder, join_member, mesh_config, serve
 
 pytestmark = pytest.mark.both_loops
 
 ATTACKER = "127.0.0.2"
-
-
-async def serve(state: MeshState, config: MeshConfig) -> Member:
-    """Like ``helpers.serve``, with this test's ``config`` used for the join service too."""
-    drops = DropCounters()
-    echo = Echo()
-    joiner = JoinService(state, config, drops).handle if state.ca_key is not None else None
-    streams = MeshStreams(state, config, drops, {Channel.INFER: echo}, joiner)
-    host, port = await streams.start("127.0.0.1", 0)
-    return Member(state, streams, drops, echo, f"{host}:{port}")
 
 
 async def until(check: Callable[[], bool], drops: DropCounters, what: str, limit: float = 10.0):
